@@ -1,0 +1,334 @@
+"""params.yaml: one section per stage, one profile switch, strict validation.
+
+Layout of params.yaml::
+
+    profile: default          # smoke | default | paper: selects every section's profile block
+    data: {...}               # DataConfig
+    pretrain:                 # a section: shared keys ...
+      arch: resnet56
+      profiles:               # ... plus per-profile overrides, deep-merged over the shared keys
+        smoke: {epochs: 1}
+        default: {epochs: 8}
+        paper: {epochs: 200}
+
+`resolve_section` merges the shared keys with the active profile's block and turns the result
+into the section's frozen dataclass. Unknown keys and wrong types raise one `ConfigError` that
+names the key path and the fix, before any work starts.
+
+Command line::
+
+    python -m prunerep.config check              # validate every section of params.yaml
+    python -m prunerep.config set-profile smoke  # rewrite the `profile:` line
+    python -m prunerep.config show greg          # print a resolved section as YAML
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+PROFILES = ("smoke", "default", "paper")
+DEFAULT_PARAMS = Path("params.yaml")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem; the message names the key and says how to fix it."""
+
+
+# Sections are registered by the modules that own them (data, stages, methods), so the schema
+# lives next to the code that reads it. `prunerep.sections` imports them all.
+_SECTIONS: dict[str, type] = {}
+
+
+def register_section(name: str):
+    """Class decorator: declare `cls` as the schema of params.yaml section `name`."""
+
+    def deco(cls: type[T]) -> type[T]:
+        if name in _SECTIONS and _SECTIONS[name] is not cls:
+            raise ValueError(f"params section {name!r} is registered twice")
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"section {name!r}: {cls.__name__} must be a dataclass")
+        _SECTIONS[name] = cls
+        return cls
+
+    return deco
+
+
+def registered_sections() -> dict[str, type]:
+    """All section schemas (importing the modules that define them)."""
+    import prunerep.sections  # noqa: F401  (registers every section)
+
+    return dict(_SECTIONS)
+
+
+# ---------------------------------------------------------------------------------------------
+# dict -> dataclass with type checks
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _suggest(key: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Check `value` against type hint `tp`; return the converted value or raise ConfigError."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in get_args(tp):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _convert(value, option, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        if value is None:
+            raise ConfigError(f"{path}: may not be null.")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} fits none of {_type_name(tp)}.")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {list(choices)}.")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {type(value).__name__}.")
+        return from_dict(tp, value, path)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}.")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{path}: expected {len(args)} items, got {len(value)}.")
+            items = [_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or tp is tuple) else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}.")
+        args = get_args(tp)
+        val_tp = args[1] if args else Any
+        return {str(k): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r} ({type(value).__name__}).")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        # YAML 1.1 reads `5e-4` (no dot) as a string: accept numeric strings for float keys.
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r} ({type(value).__name__}).")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path}: expected a string, got {value!r} ({type(value).__name__}).")
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}.")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
+    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types.
+
+    Missing keys take the dataclass defaults; a missing key without a default is an error.
+    `path` is the key path used in messages (e.g. ``greg.train``).
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    prefix = f"{path}." if path else ""
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(
+            f"{prefix}{key}: unknown key.{_suggest(key, fields)} Valid keys here: {sorted(fields)}."
+        )
+    kwargs = {}
+    for name, field in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{prefix}{name}: required key is missing.")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as err:  # __post_init__ checks of the dataclass
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{path or cls.__name__}: {err}") from err
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass (nested) -> plain JSON/YAML-able dict."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# params.yaml
+
+
+def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Load params.yaml as a dict, with a clear error when it is missing or malformed."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found. Run from the repository root or pass --params.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}).") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level.")
+    return data
+
+
+def active_profile(params: Mapping[str, Any], override: str | None = None) -> str:
+    """The profile to use: `override` if given, else params.yaml's `profile` key."""
+    profile = override if override is not None else params.get("profile", "default")
+    if profile not in PROFILES:
+        raise ConfigError(f"profile: {profile!r} is not one of {list(PROFILES)}. Set `profile:` in params.yaml.")
+    return profile
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge key by key, everything else is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def merged_section(params: Mapping[str, Any], name: str, profile: str) -> dict[str, Any]:
+    """Section `name` with its `profiles[profile]` block merged in (no validation)."""
+    if name not in params:
+        raise ConfigError(f"{name}: section missing from params.yaml.")
+    raw = params[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name}: expected a mapping, got {type(raw).__name__}.")
+    raw = dict(raw)
+    profiles = raw.pop("profiles", None) or {}
+    if not isinstance(profiles, Mapping):
+        raise ConfigError(f"{name}.profiles: expected a mapping of profile name to overrides.")
+    for key in profiles:
+        if key not in PROFILES:
+            raise ConfigError(f"{name}.profiles.{key}: unknown profile.{_suggest(key, PROFILES)} Profiles: {list(PROFILES)}.")
+    block = profiles.get(profile) or {}
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{name}.profiles.{profile}: expected a mapping of overrides.")
+    return deep_merge(raw, block)
+
+
+def resolve_section(name: str, params: Mapping[str, Any] | None = None, *,
+                    profile: str | None = None, params_path: str | Path = DEFAULT_PARAMS) -> Any:
+    """Validated, frozen config of section `name` for the active profile."""
+    sections = registered_sections()
+    if name not in sections:
+        raise ConfigError(f"{name}: no such params section.{_suggest(name, sections)} Sections: {sorted(sections)}.")
+    if params is None:
+        params = read_params(params_path)
+    prof = active_profile(params, profile)
+    return from_dict(sections[name], merged_section(params, name, prof), name)
+
+
+def check_params(params: Mapping[str, Any] | None = None, *, params_path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Validate every section of params.yaml for every profile; return the active resolution."""
+    if params is None:
+        params = read_params(params_path)
+    sections = registered_sections()
+    allowed = set(sections) | {"profile"}
+    for key in params:
+        if key not in allowed:
+            raise ConfigError(f"{key}: unknown top-level section in params.yaml.{_suggest(key, allowed)} Sections: {sorted(allowed)}.")
+    active = active_profile(params)
+    resolved = {}
+    for name in sections:
+        if name not in params:
+            raise ConfigError(f"{name}: section missing from params.yaml (see README, 'Configuration').")
+        for prof in PROFILES:
+            cfg = resolve_section(name, params, profile=prof)
+            if prof == active:
+                resolved[name] = cfg
+    return resolved
+
+
+def set_profile(profile: str, params_path: str | Path = DEFAULT_PARAMS) -> None:
+    """Rewrite the top-level `profile:` line of params.yaml, keeping comments and layout."""
+    if profile not in PROFILES:
+        raise ConfigError(f"profile: {profile!r} is not one of {list(PROFILES)}.")
+    path = Path(params_path)
+    text = path.read_text()
+    new, count = re.subn(r"(?m)^profile:[ \t]*[A-Za-z_]+", f"profile: {profile}", text, count=1)
+    if count != 1:
+        raise ConfigError(f"{path}: no top-level `profile:` line to rewrite; add `profile: {profile}`.")
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m prunerep.config")
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("check")
+    p_set = sub.add_parser("set-profile")
+    p_set.add_argument("profile", choices=PROFILES)
+    p_show = sub.add_parser("show")
+    p_show.add_argument("section")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "check":
+            resolved = check_params(params_path=args.params)
+            print(f"{args.params}: OK ({len(resolved)} sections, profile {active_profile(read_params(args.params))})")
+        elif args.cmd == "set-profile":
+            set_profile(args.profile, args.params)
+            print(f"{args.params}: profile set to {args.profile}")
+        else:
+            cfg = resolve_section(args.section, params_path=args.params)
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

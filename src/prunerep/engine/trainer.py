@@ -1,0 +1,311 @@
+"""The one training loop: pretraining, sparse training, search and fine-tuning all run here.
+
+Methods take part only through `TrainHooks` (extra loss terms, gradient edits after backward,
+per-step and per-epoch updates, architecture parameters stepped on held-out batches). The loop
+never names a method. It checkpoints atomically after every epoch and resumes from the last
+complete epoch after a kill; the data order is a pure function of (seed, epoch), so a resumed
+run sees the same batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from prunerep.engine.config import ArchOptimConfig, OptimConfig, RuntimeConfig
+from prunerep.engine.device import is_distributed, is_main_process, world_size
+from prunerep.engine.evaluate import evaluate
+from prunerep.engine.hooks import TrainHooks, TrainState
+from prunerep.engine.schedules import lr_at
+from prunerep.io import atomic_torch_save
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class BatchLoader(Protocol):
+    """What the loop needs from a loader (prunerep.data.Loader satisfies it)."""
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@dataclass
+class FitResult:
+    """What a run produced: per-epoch history and the final/selected validation metrics."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    val: dict[str, float] | None = None       # metrics of the returned weights on the val split
+    selected_epoch: int | None = None         # epoch whose weights were kept (select="best_val")
+    steps: int = 0
+    wall_time_s: float = 0.0
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _cycle(loader: BatchLoader, start_epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    epoch = start_epoch
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def _weight_param_groups(model: nn.Module, hooks: Sequence[TrainHooks], optim: OptimConfig,
+                         arch_ids: set[int]) -> list[dict[str, Any]]:
+    for hook in hooks:
+        groups = hook.param_groups(model, optim.weight_decay)
+        if groups is not None:
+            return [dict(g, params=[p for p in g["params"] if id(p) not in arch_ids and p.requires_grad])
+                    for g in groups]
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in arch_ids]
+    return [{"params": params, "weight_decay": optim.weight_decay}]
+
+
+def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
+        runtime: RuntimeConfig | None = None, hooks: Sequence[TrainHooks] = (),
+        val_loader: Iterable | None = None, arch_loader: BatchLoader | None = None,
+        arch_optim: ArchOptimConfig | None = None, checkpoint_dir: str | Path | None = None,
+        run_key: str = "", select: Literal["last", "best_val"] = "last",
+        desc: str = "train") -> FitResult:
+    """Train `model` (already on its device) with SGD under `optim` and the given hooks.
+
+    Args:
+        model: the network; gate modules that hooks attach must be submodules so that they are
+            saved in checkpoints and moved with the model.
+        train_loader: batches on the model's device; `set_epoch(e)` fixes order/augmentation.
+        optim: epochs, batch size, learning-rate schedule, weight decay.
+        runtime: channels_last, AMP (CUDA only), progress bar.
+        hooks: method hooks, called in order.
+        val_loader: evaluated after every epoch (model selection uses it, never the test split).
+        arch_loader: held-out batches for architecture steps; required iff a hook has
+            architecture parameters.
+        arch_optim: optimiser of the architecture parameters.
+        checkpoint_dir: where `checkpoint.pt` is written after every epoch (atomically). If it
+            holds a checkpoint with the same `run_key`, training resumes from it.
+        run_key: identity of the run (config + data + initial weights); a checkpoint written
+            under another key is ignored (and overwritten).
+        select: return the last weights, or those of the epoch with the best val accuracy.
+        desc: progress-bar label.
+    """
+    runtime = runtime or RuntimeConfig()
+    net = _unwrap(model)
+    device = next(net.parameters()).device
+    amp = runtime.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    if runtime.channels_last:
+        net.to(memory_format=torch.channels_last)
+
+    arch_params = [p for h in hooks for p in h.arch_parameters(net)]
+    arch_ids = {id(p) for p in arch_params}
+    if arch_params and arch_loader is None:
+        raise ValueError("fit: a hook has architecture parameters but no arch_loader (held-out batches) was given")
+    optimizer = torch.optim.SGD(_weight_param_groups(net, hooks, optim, arch_ids), lr=optim.lr,
+                                momentum=optim.momentum, nesterov=optim.nesterov and optim.momentum > 0)
+    arch_optimizer = None
+    if arch_params:
+        arch_optim = arch_optim or ArchOptimConfig()
+        if arch_optim.optimizer == "adam":
+            arch_optimizer = torch.optim.Adam(arch_params, lr=arch_optim.lr, betas=arch_optim.betas,
+                                              weight_decay=arch_optim.weight_decay)
+        else:
+            arch_optimizer = torch.optim.SGD(arch_params, lr=arch_optim.lr, momentum=0.9,
+                                             weight_decay=arch_optim.weight_decay)
+
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError("fit: the training loader is empty (dataset smaller than one batch with drop_last?)")
+    total_steps = max(1, round(optim.epochs * steps_per_epoch))
+    if optim.max_steps is not None:
+        total_steps = min(total_steps, optim.max_steps)
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup_steps = round(optim.warmup_epochs * steps_per_epoch)
+
+    def lr_for(step: int) -> float:
+        return lr_at(step, total_steps, base_lr=optim.lr, schedule=optim.schedule,
+                     steps_per_epoch=steps_per_epoch, milestones=optim.milestones, gamma=optim.gamma,
+                     warmup_steps=warmup_steps, final_lr_fraction=optim.final_lr_fraction)
+
+    state = TrainState(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    result = FitResult()
+    best_acc, best_weights = -math.inf, None
+    start_epoch = 0
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    if ckpt_path is not None and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt.get("run_key") == run_key:
+            net.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if arch_optimizer is not None and ckpt.get("arch_optimizer") is not None:
+                arch_optimizer.load_state_dict(ckpt["arch_optimizer"])
+            for hook, hook_state in zip(hooks, ckpt["hooks"], strict=True):
+                hook.load_state_dict(hook_state)
+            scaler.load_state_dict(ckpt["scaler"]) if ckpt.get("scaler") else None
+            result.history = list(ckpt["history"])
+            state.step = ckpt["step"]
+            start_epoch = ckpt["epoch"] + 1
+            best_acc = ckpt.get("best_acc", -math.inf)
+            best_weights = ckpt.get("best_weights")
+            result.selected_epoch = ckpt.get("selected_epoch")
+            result.stopped_early = bool(ckpt.get("stopped_early", False))
+            result.resumed_from_epoch = ckpt["epoch"]
+            if is_main_process():
+                print(f"[{desc}] resuming after epoch {ckpt['epoch'] + 1}/{n_epochs} from {ckpt_path}", flush=True)
+        elif is_main_process():
+            print(f"[{desc}] ignoring {ckpt_path}: it belongs to another run (config or data changed)", flush=True)
+
+    criterion_smoothing = optim.label_smoothing
+    arch_every = arch_optim.every if arch_optim else 1
+    arch_iter = _cycle(arch_loader, start_epoch) if arch_params else None
+    t_start = time.perf_counter()
+    for hook in hooks:
+        hook.on_train_start(net, state)
+
+    done = state.step >= total_steps or result.stopped_early
+    for epoch in range(start_epoch, n_epochs):
+        if done:
+            break
+        state.epoch = epoch
+        net.train()
+        train_loader.set_epoch(epoch)
+        for hook in hooks:
+            hook.on_epoch_start(net, state)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+        t_epoch = time.perf_counter()
+        steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
+        bar = tqdm(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
+                   disable=not (runtime.progress and is_main_process()), file=sys.stdout,
+                   mininterval=1.0 if sys.stdout.isatty() else 60.0)
+        for x, y in train_loader:
+            state.lr = lr_for(state.step)
+            for group in optimizer.param_groups:
+                group["lr"] = state.lr * group.get("lr_scale", 1.0)
+            state.phase = "weights"
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=criterion_smoothing)
+            state.loss = loss
+            total = loss
+            for hook in hooks:
+                extra = hook.extra_loss(net, state)
+                if extra is not None:
+                    total = total + extra
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.unscale_(optimizer)  # hooks edit true gradients, never scaled ones
+            for hook in hooks:
+                hook.after_backward(net, state)
+            scaler.step(optimizer)
+            scaler.update()
+            state.step += 1
+            with torch.no_grad():
+                sums[0] += loss.detach().float() * y.numel()
+                sums[1] += (logits.argmax(1) == y).sum()
+                sums[2] += y.numel()
+            for hook in hooks:
+                hook.after_step(net, state)
+
+            if arch_optimizer is not None and state.step % arch_every == 0:
+                _arch_step(net, hooks, state, arch_iter, arch_params, arch_optimizer, device, amp, amp_dtype)
+
+            bar.update(1)
+            if state.step >= total_steps or state.stop:
+                break
+        bar.close()
+
+        state.phase = "weights"
+        for hook in hooks:
+            hook.on_epoch_end(net, state)
+        if is_distributed():
+            torch.distributed.all_reduce(sums)
+        loss_sum, correct, count = sums.tolist()
+        elapsed = time.perf_counter() - t_epoch
+        record: dict[str, Any] = {
+            "epoch": epoch + 1, "step": state.step, "lr": state.lr,
+            "train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
+            "epoch_time_s": elapsed, "train_images_per_s": count / max(elapsed, 1e-9),
+        }
+        if val_loader is not None:
+            val = evaluate(net, val_loader, amp=amp)
+            record.update(val_loss=val["loss"], val_acc=val["acc"])
+            if select == "best_val" and val["acc"] > best_acc:
+                best_acc = val["acc"]
+                best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+                result.selected_epoch = epoch + 1
+        record.update(state.logs)
+        result.history.append(record)
+        done = state.step >= total_steps or state.stop
+        result.stopped_early = bool(state.stop)
+        if is_main_process():
+            msg = (f"[{desc}] epoch {epoch + 1}/{n_epochs} step {state.step}/{total_steps} "
+                   f"loss {record['train_loss']:.4f} acc {record['train_acc']:.2f}")
+            if "val_acc" in record:
+                msg += f" | val acc {record['val_acc']:.2f}"
+            msg += f" | {record['train_images_per_s']:.0f} img/s"
+            print(msg, flush=True)
+            if ckpt_path is not None:
+                atomic_torch_save({
+                    "run_key": run_key, "epoch": epoch, "step": state.step,
+                    "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer else None,
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "hooks": [h.state_dict() for h in hooks], "history": result.history,
+                    "best_acc": best_acc, "best_weights": best_weights,
+                    "selected_epoch": result.selected_epoch, "stopped_early": result.stopped_early,
+                }, ckpt_path)
+
+    if select == "best_val" and best_weights is not None:
+        net.load_state_dict(best_weights)
+    elif select == "best_val" and val_loader is None:
+        raise ValueError("fit: select='best_val' needs a val_loader")
+    if val_loader is not None:
+        result.val = evaluate(net, val_loader, amp=amp)
+    result.steps = state.step
+    result.wall_time_s = time.perf_counter() - t_start
+    if runtime.channels_last:
+        net.to(memory_format=torch.contiguous_format)
+    return result
+
+
+def _arch_step(net: nn.Module, hooks: Sequence[TrainHooks], state: TrainState,
+               arch_iter: Iterator[tuple[torch.Tensor, torch.Tensor]], arch_params: list[nn.Parameter],
+               arch_optimizer: torch.optim.Optimizer, device: torch.device, amp: bool,
+               amp_dtype: torch.dtype) -> None:
+    """One first-order (DARTS-style) step of the architecture parameters on a held-out batch."""
+    state.phase = "arch"
+    x, y = next(arch_iter)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+    state.loss = loss
+    total = loss
+    for hook in hooks:
+        extra = hook.extra_loss(net, state)
+        if extra is not None:
+            total = total + extra
+    grads = torch.autograd.grad(total.float(), arch_params, allow_unused=True)
+    for p, g in zip(arch_params, grads, strict=True):
+        if g is not None and is_distributed():
+            torch.distributed.all_reduce(g)
+            g /= world_size()
+        p.grad = g
+    arch_optimizer.step()
+    arch_optimizer.zero_grad(set_to_none=True)
+    state.phase = "weights"

@@ -1,0 +1,121 @@
+"""Stage `pretrain@<model>`: the dense checkpoint every method prunes (the fairness guarantee).
+
+    python -m prunerep.stages.pretrain resnet56 [--params params.yaml]
+
+Reads the `data` and `pretrain` sections of params.yaml (active profile), trains the model with
+the shared engine on the training split, picks the weights on the validation split, reports the
+test split once, and writes:
+
+- ``artifacts/pretrain/<model>/model.pt``  (architecture as data + state dict + meta)
+- ``results/pretrain/<model>/metrics.json`` and ``history.json``
+
+A killed run resumes from ``artifacts/checkpoints/pretrain/<model>/`` (not a DVC output, so DVC
+never deletes it before rerunning the stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from prunerep.config import ConfigError, check_params, read_params, register_section, to_dict
+from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
+from prunerep.engine.device import set_threads
+from prunerep.io import write_json
+from prunerep.stages.common import SubsetConfig, load_data, provenance, run_key
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registry model and its constructor kwargs (architecture as data)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@register_section("pretrain")
+@dataclass(frozen=True)
+class PretrainConfig:
+    models: dict[str, ModelEntry]                 # DVC `foreach` key -> model (same key everywhere)
+    seed: int = 0
+    subset: SubsetConfig = SubsetConfig()
+    optim: OptimConfig = OptimConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    select: Literal["last", "best_val"] = "best_val"
+    eval_batch_size: int = 512
+
+
+def arch_spec(entry: ModelEntry, num_classes: int, in_channels: int) -> dict[str, Any]:
+    return {"name": entry.name, "kwargs": {**entry.kwargs, "num_classes": num_classes,
+                                           "in_channels": in_channels}}
+
+
+def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("artifacts"),
+        results: Path = Path("results")) -> dict[str, Any]:
+    from prunerep.data import loaders
+    from prunerep.models import build_model
+    from prunerep.models.checkpoint import save_model
+    from prunerep.pruning.cost import count_cost
+
+    params = read_params(params_path)
+    resolved = check_params(params)            # every section valid before any work starts
+    cfg: PretrainConfig = resolved["pretrain"]
+    data_cfg = resolved["data"]
+    profile = params.get("profile", "default")
+    if key not in cfg.models:
+        raise ConfigError(f"pretrain.models: no entry {key!r}; entries: {sorted(cfg.models)}.")
+
+    set_threads(cfg.runtime.threads)
+    device = pick_device(cfg.runtime.device)
+    seed_everything(cfg.seed)
+    splits = load_data(data_cfg, cfg.subset)
+    spec = arch_spec(cfg.models[key], splits.num_classes, splits.in_channels)
+    model = build_model(spec).to(device)
+    train_loader, val_loader, test_loader = loaders(
+        splits, cfg.optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
+        seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
+
+    identity = run_key(cfg, data_cfg, spec, splits.fingerprint)
+    result = fit(model, train_loader, optim=cfg.optim, runtime=cfg.runtime, val_loader=val_loader,
+                 checkpoint_dir=artifacts / "checkpoints" / "pretrain" / key, run_key=identity,
+                 select=cfg.select, desc=f"pretrain {key}")
+    test = evaluate(model, test_loader)
+    cost = count_cost(model.cpu(), (1, splits.in_channels, *splits.image_size))
+    budget = {"epochs": cfg.optim.epochs, "steps": result.steps, "batch_size": cfg.optim.batch_size,
+              "train_images": len(splits.train), "wall_time_s": round(result.wall_time_s, 1),
+              "device": str(device)}
+    metrics = {
+        "model": key, "arch": spec, "profile": profile, "budget": budget,
+        "val_acc": result.val["acc"], "test_acc": test["acc"], "test_loss": test["loss"],
+        "selected_epoch": result.selected_epoch, "selection": f"{cfg.select} (validation split)",
+        "macs": cost.macs, "params": cost.params, "macs_unit": "MACs of conv+linear",
+        "data": splits.describe(), "provenance": provenance(profile, seed=cfg.seed),
+    }
+    out = results / "pretrain" / key
+    write_json(result.history, out / "history.json")
+    save_model(model, artifacts / "pretrain" / key / "model.pt",
+               meta={**metrics, "config": to_dict(cfg)})
+    write_json(metrics, out / "metrics.json")
+    print(f"[pretrain {key}] test acc {test['acc']:.2f}% (val {result.val['acc']:.2f}%), "
+          f"{cost.macs / 1e6:.2f}M MACs, {cost.params / 1e6:.3f}M params, profile {profile}", flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m prunerep.stages.pretrain")
+    parser.add_argument("model", help="key of pretrain.models in params.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        run(args.model, args.params)
+    except ConfigError as err:
+        print(f"error: params.yaml: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
