@@ -314,7 +314,9 @@ def stratified_pick(labels: torch.Tensor, n: int, generator: torch.Generator) ->
     return torch.sort(torch.cat(picked)).values
 
 
-def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(
+    images: torch.Tensor, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and population std of uint8 images, in [0, 1] units.
 
     Uses per-channel histograms of the 256 pixel values, so the result does not depend on the
@@ -397,7 +399,9 @@ def load_splits(
     # Normalisation stats come from the full train split so subsets normalise identically.
     mean, std = channel_stats(full_train.images[train_idx])
 
-    def pick(name: str, value: int | None, base: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def pick(
+        name: str, value: int | None, base: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         n = _check_subset(name, value, base.numel())
         if n is None or n == base.numel():
             return base

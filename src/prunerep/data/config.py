@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
 class DataError(ValueError):
     """Raw data or cache is missing, of an unknown layout, corrupt, or fails its checksum.
 
@@ -25,7 +26,7 @@ def dataset_dir_name(dataset: str) -> str:
         The lower-cased dataset name without the ``torchvision:`` prefix (``svhn`` for
         ``torchvision:SVHN``).
     """
-    name = dataset[len(TORCHVISION_PREFIX):] if dataset.startswith(TORCHVISION_PREFIX) else dataset
+    name = dataset[len(TORCHVISION_PREFIX) :] if dataset.startswith(TORCHVISION_PREFIX) else dataset
     return name.strip().lower()
 
 
@@ -57,7 +58,11 @@ class DataConfig:
             raise ValueError(
                 f"data.source must be `download`, `torchvision:<Class>` or a path, got {self.source!r}"
             )
-        if isinstance(self.val_size, bool) or not isinstance(self.val_size, int) or self.val_size < 0:
+        if (
+            isinstance(self.val_size, bool)
+            or not isinstance(self.val_size, int)
+            or self.val_size < 0
+        ):
             raise ValueError(f"data.val_size must be an integer >= 0, got {self.val_size!r}")
         if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int):
             raise ValueError(f"data.split_seed must be an integer, got {self.split_seed!r}")

@@ -36,3 +36,13 @@ def paper_value(df: pd.DataFrame, **match: str) -> float | str:
         raise KeyError(f"paper_value: {len(sel)} entries match {match}")
     v = sel["value"].iloc[0]
     return NOT_TRANSCRIBED if pd.isna(v) else float(v)
+
+
+def dense_reference(model_key: str, path: str | Path = PAPER_RESULTS) -> dict[str, object]:
+    """A paper's printed dense accuracy for pretrain model `model_key` (value or "not transcribed")."""
+    data = yaml.safe_load(Path(path).read_text())
+    for r in data["results"]:
+        if r.get("model") == model_key and r["metric"] == "dense_test_acc":
+            value = NOT_TRANSCRIBED if r["value"] is None else r["value"]
+            return {"paper_test_acc": value, "paper_source": r["source"]}
+    return {"paper_test_acc": "n/a", "paper_source": ""}

@@ -1,0 +1,122 @@
+"""Command line: ``python -m prunerep.data {fetch,prepare,info}``.
+
+    fetch    [--params params.yaml]                    raw files of data.source -> data/<dataset>/
+    prepare  --out FILE [--params params.yaml] [--raw PATH]
+                                                       decode once -> uint8 tensor cache (torch.save)
+    info     FILE                                      summary of a cache file
+
+Relative paths inside params.yaml (data.source) are relative to the folder of params.yaml, the
+repository root. Errors in the data (missing, corrupt, wrong checksum) exit with status 2 and one
+message saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from prunerep.data.config import DataConfig, DataError
+
+log = logging.getLogger("prunerep.data")
+
+
+def _read_data_config(params_path: str | Path) -> DataConfig:
+    """The `data` section of a params file as a DataConfig (defaults if the file is absent).
+
+    Kept small on purpose: the project-wide config loader can replace it.
+    """
+    import yaml
+
+    path = Path(params_path)
+    if not path.is_file():
+        log.info("%s not found; using the default data config", path)
+        return DataConfig()
+    params = yaml.safe_load(path.read_text()) or {}
+    section = params.get("data") or {}
+    if not isinstance(section, dict):
+        raise DataError(f"{path}: `data` must be a mapping, got {type(section).__name__}")
+    try:
+        return DataConfig(**section)
+    except TypeError as err:  # unknown key
+        raise DataError(f"{path}: data section: {err}") from err
+
+
+def _cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
+    from prunerep.data.sources import fetch_raw
+
+    config = _read_data_config(args.params)
+    root = Path(args.params).resolve().parent
+    path = fetch_raw(config, root=root)
+    return {"dataset": config.name, "source": config.source, "raw": str(path)}
+
+
+def _cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    from prunerep.data.sources import prepare_cache
+
+    config = _read_data_config(args.params)
+    root = Path(args.params).resolve().parent
+    summary = prepare_cache(config, args.out, root=root, raw=args.raw)
+    summary["out"] = str(args.out)
+    summary.pop("classes", None)
+    return summary
+
+
+def _cmd_info(args: argparse.Namespace) -> dict[str, Any]:
+    from prunerep.data.arrays import load_cache
+
+    payload = load_cache(args.cache)
+    return {
+        "dataset": payload.get("dataset"),
+        "train": list(payload["train_images"].shape),
+        "test": list(payload["test_images"].shape),
+        "classes": payload["classes"],
+        "fingerprint": payload.get("fingerprint"),
+        "source": payload.get("source"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m prunerep.data",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_fetch = sub.add_parser("fetch", help="materialise data.source into data/<dataset>/")
+    p_fetch.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    p_fetch.set_defaults(run=_cmd_fetch)
+    p_prep = sub.add_parser("prepare", help="decode the raw files once into a tensor cache")
+    p_prep.add_argument(
+        "--out", required=True, type=Path, help="cache file, e.g. artifacts/data/cifar10.pt"
+    )
+    p_prep.add_argument(
+        "--params", default="params.yaml", help="params file (default: params.yaml)"
+    )
+    p_prep.add_argument(
+        "--raw", type=Path, help="decode this file/folder instead of data/<dataset>/..."
+    )
+    p_prep.set_defaults(run=_cmd_prepare)
+    p_info = sub.add_parser("info", help="summarise a cache file")
+    p_info.add_argument("cache", type=Path)
+    p_info.set_defaults(run=_cmd_info)
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        result = args.run(args)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
