@@ -7,7 +7,7 @@
 Both commands first make sure `.venv` exists and holds exactly `requirements.lock` plus this
 package (editable). The install is skipped when the lock file has not changed since the last one.
 `repro` then fetches the raw dataset named by `data.source` in params.yaml into `data/` (pinned by
-data.dvc) and runs `dvc repro`. `test` runs the fast test tier (everything not marked slow).
+data.dvc) and runs `dvc repro`. `test` lints (ruff) and runs the fast test tier (everything not marked slow).
 
 Only the standard library is used here, so it runs on any Python >= 3.11 before anything is
 installed.
@@ -43,7 +43,7 @@ def _run(cmd: list[str | os.PathLike], **kwargs) -> None:
 
 def ensure_venv() -> Path:
     """Create `.venv` and install the lock file into it, unless it is already current."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (this file runs before the venv exists)
         sys.exit(f"run.py: Python >= 3.11 is required, this is {sys.version.split()[0]}.")
     python = _venv_python()
     if not python.exists():
@@ -76,6 +76,7 @@ def repro(profile: str | None, stages: list[str]) -> None:
 def test(pytest_args: list[str]) -> None:
     python = ensure_venv()
     args = pytest_args or ["-m", "not slow"]
+    _run([_bin("ruff"), "check", "src", "tests", "tools", "notebooks", "run.py"])
     _run([python, "-m", "pytest", *args])
 
 

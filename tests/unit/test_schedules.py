@@ -1,5 +1,6 @@
 """Learning-rate schedules: endpoints, milestones, warm-up."""
 
+import itertools
 import math
 
 import pytest
@@ -27,7 +28,7 @@ def test_onecycle_rises_linearly_then_decays_to_floor():
     assert lr_at(9, 100, **kw) == pytest.approx(0.2)
     assert lr_at(100, 100, **kw) == pytest.approx(0.0, abs=1e-12)
     values = [lr_at(s, 100, **kw) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_warmup_on_top_of_constant_and_unknown_schedule():

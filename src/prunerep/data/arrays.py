@@ -177,6 +177,8 @@ def _atomic_torch_save(obj: Any, out: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
+        # mkstemp creates 0600; make it readable like a normally written file.
+        Path(tmp).chmod(0o644)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ when complete, so an interrupted or failed fetch never leaves a half-written fil
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import inspect
@@ -245,6 +246,8 @@ def _atomic_write(dst: Path, write: Callable[[Any], None]) -> None:
     try:
         with tmp.open("wb") as fh:
             write(fh)
+        # mkstemp creates 0600; make it readable like a normally written file.
+        tmp.chmod(0o644)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -476,13 +479,17 @@ class _Layout:
 
 def _is_junk(name: str) -> bool:
     # macOS/Windows leave these in zips made by their file managers.
-    return any(
-        part.startswith(".") or part == "__MACOSX" for part in name.split("/")
-    ) or name.endswith("Thumbs.db")
+    return name.startswith(".") or "/." in name or "__MACOSX/" in name or name.endswith("Thumbs.db")
+
+
+def _suffix(name: str) -> str:
+    # str ops, not pathlib: this runs for each of 60,000 names.
+    base = name.rsplit("/", 1)[-1]
+    return base[base.rfind(".") :].lower() if "." in base else ""
 
 
 def _is_image(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
+    return _suffix(name) in IMAGE_EXTENSIONS
 
 
 def _detect_layout(names: list[str], where: Path) -> _Layout:
@@ -535,7 +542,10 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         "numpy.core.numeric",
         "numpy._core.numeric",
     )
-    return {(mod, key): obj for mod in modules for key, obj in allowed.items()}
+    table = {(mod, key): obj for mod in modules for key, obj in allowed.items()}
+    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, "latin1").
+    table[("_codecs", "encode")] = codecs.encode
+    return table
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -647,11 +657,27 @@ def _pil_to_array(img: Any, name: str) -> np.ndarray:
     return array[:, :, None] if array.ndim == 2 else array
 
 
+# Telling PIL the format skips its plugin probing, a large part of decoding a 32x32 image.
+_PIL_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF"}
+
+
 def _decode_image(data: bytes, name: str) -> np.ndarray:
+    """HWC uint8 array of an encoded image, decoded with PIL.
+
+    PIL only (not torchvision.io, whose decoders are deprecated since torchvision 0.29): the
+    decoded pixels, hence the dataset fingerprint, must not change with the decoder in use.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    hint = _PIL_FORMATS.get(_suffix(name))
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        try:
+            img = Image.open(io.BytesIO(data), formats=(hint,) if hint else None)
+        except UnidentifiedImageError:
+            if hint is None:
+                raise
+            img = Image.open(io.BytesIO(data))  # a misnamed file: let PIL probe
+        with img:
             return _pil_to_array(img, name)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(

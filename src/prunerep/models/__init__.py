@@ -11,6 +11,11 @@ Build models from JSON-able specs::
 Importing this package registers the built-in models (see :mod:`prunerep.models.registry`).
 """
 
+# Imported for their registration side effect (and re-exported for direct use).
+from prunerep.models import cifar_resnet, imagenet, mobilenetv2, vgg
+from prunerep.models.cifar_resnet import CifarResNet
+from prunerep.models.layers import ChannelSelect, ConvBNAct
+from prunerep.models.mobilenetv2 import CifarMobileNetV2
 from prunerep.models.registry import (
     TORCHVISION_PREFIX,
     build_model,
@@ -19,12 +24,6 @@ from prunerep.models.registry import (
     register_model,
     unregister_model,
 )
-
-# Imported for their registration side effect (and re-exported for direct use).
-from prunerep.models import cifar_resnet, imagenet, mobilenetv2, vgg  # noqa: E402, I001
-from prunerep.models.cifar_resnet import CifarResNet
-from prunerep.models.layers import ChannelSelect, ConvBNAct
-from prunerep.models.mobilenetv2 import CifarMobileNetV2
 from prunerep.models.vgg import CifarVGG
 
 __all__ = [

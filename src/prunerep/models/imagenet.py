@@ -70,13 +70,17 @@ def torchvision_builder(fn_name: str) -> Callable[..., nn.Module]:
     return build
 
 
-def _with_in_channels(model: nn.Module, in_channels: int, weights: str | None) -> nn.Module:
+def _check_in_channels(in_channels: int, *weights: str | None) -> None:
+    # Checked before building: torchvision would otherwise download the weights first.
+    if in_channels != 3 and any(w is not None for w in weights):
+        raise ValueError("in_channels != 3 cannot be combined with pretrained weights")
+
+
+def _with_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     """Replace the first conv (the stem of every model here) for ``in_channels != 3``."""
     if in_channels == 3:
         return model
-    if weights is not None:
-        raise ValueError("in_channels != 3 cannot be combined with pretrained weights")
-    parent_name, stem = next(
+    stem_name, stem = next(
         (n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
     )
     new = nn.Conv2d(
@@ -92,7 +96,7 @@ def _with_in_channels(model: nn.Module, in_channels: int, weights: str | None) -
     nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
     if new.bias is not None:
         nn.init.zeros_(new.bias)
-    model.set_submodule(parent_name, new)
+    model.set_submodule(stem_name, new)
     return model
 
 
@@ -100,8 +104,9 @@ def _classifier(fn_name: str) -> Callable[..., nn.Module]:
     def build(
         *, num_classes: int = 1000, in_channels: int = 3, weights: str | None = None, **kwargs: Any
     ) -> nn.Module:
+        _check_in_channels(in_channels, weights)
         model = _tv_build(fn_name, num_classes=num_classes, weights=weights, **kwargs)
-        return _with_in_channels(model, in_channels, weights)
+        return _with_in_channels(model, in_channels)
 
     build.__name__ = build.__qualname__ = f"tv_{fn_name}"
     build.__doc__ = f"torchvision ``{fn_name}`` (random init unless ``weights`` is given)."
@@ -123,6 +128,7 @@ def tv_deeplabv3_resnet50(
     **kwargs: Any,
 ) -> nn.Module:
     """torchvision DeepLabV3-ResNet50 (random init, no backbone download unless asked)."""
+    _check_in_channels(in_channels, weights, weights_backbone)
     model = _tv_build(
         "deeplabv3_resnet50",
         num_classes=num_classes,
@@ -131,4 +137,4 @@ def tv_deeplabv3_resnet50(
         aux_loss=aux_loss,
         **kwargs,
     )
-    return _with_in_channels(model, in_channels, weights or weights_backbone)
+    return _with_in_channels(model, in_channels)

@@ -300,7 +300,6 @@ class _Session:
         channels_last: bool,
         dtype: torch.dtype,
     ) -> None:
-        self.original = model
         self.device = _normalize_device(
             torch.device(device) if device is not None else _model_device(model)
         )

@@ -1,0 +1,581 @@
+"""Coupled channel groups: which channels of which layers must be pruned together.
+
+A *channel group* is a set of channels that are one and the same quantity in several layers:
+the output channels of every conv feeding a residual sum, the BN layers on them, the depthwise
+convs that carry them, and the input channels of every layer that reads them. Removing channel
+``c`` of a group removes it from all of these at once; that is the only way to remove a channel
+and keep the network well-formed.
+
+The grouping is built on torch-pruning's ``DependencyGraph`` (DepGraph, Fang et al., CVPR 2023),
+the field's maintained implementation: it traces the autograd graph of one forward pass, so it
+works for any ``nn.Module`` that runs on an example input, and it already knows how indices map
+through concatenation, flatten, split and slicing. On top of it this module adds what the
+pruning methods of this project need and DepGraph does not provide:
+
+* a readable, stable id per group (the name of its first producer in ``named_modules`` order);
+* the *role* of every member: producer, norm, reader (gate position), depthwise carrier,
+  option-A ``ChannelSelect`` copy, constant left by a removed branch;
+* where the group's channels sit in each reader's input (offset after a concatenation, repeat
+  after a flatten), so gates and cost models can address them;
+* whether the group is a residual stream, whether it reaches the model output (then it is never
+  prunable), and which structures are not supported (grouped convs, partial coupling), each with
+  a reason in :attr:`ChannelGroups.excluded`.
+
+Methods choose which groups to prune with a predicate, e.g. GReg prunes only the internal group
+of each residual block (``groups.select(internal)``) while DSA/DAIS/GDP also prune the residual
+streams (``groups.select(any_group)``).
+
+Known torch-pruning pitfall handled here: in torch-pruning 1.6 a conv is "depthwise" iff
+``groups == out_channels > 1``, so a single-output-channel conv (torch-pruning issue #179) is a
+regular conv, but a grouped conv with ``groups == out_channels != in_channels`` would be misread
+as depthwise. We classify convs ourselves (``groups == in == out`` is depthwise, ``groups == 1``
+is regular) and exclude groups that touch any other grouped conv, with a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning import ops as tp_ops
+
+__all__ = [
+    "ChannelGroup",
+    "ChannelGroups",
+    "any_group",
+    "find_groups",
+    "internal",
+    "residual",
+]
+
+_CONV = nn.modules.conv._ConvNd
+_NORM_TYPES = (tp_ops.OPTYPE.BN, tp_ops.OPTYPE.GN, tp_ops.OPTYPE.IN, tp_ops.OPTYPE.LN)
+# Nodes that only re-index channels; their effect is already in torch-pruning's index mappings.
+_MAPPING_TYPES = (
+    tp_ops.OPTYPE.CONCAT,
+    tp_ops.OPTYPE.SPLIT,
+    tp_ops.OPTYPE.RESHAPE,
+    tp_ops.OPTYPE.SLICE,
+    tp_ops.OPTYPE.EXPAND,
+    tp_ops.OPTYPE.UNBIND,
+)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """One set of coupled channels.
+
+    Channel ``c`` of the group is output channel ``c`` of every producer, channel ``c`` of every
+    norm and depthwise conv, and input feature(s) ``offset + c*repeat ... offset + (c+1)*repeat-1``
+    of every reader (see :attr:`reader_index`).
+
+    Attributes:
+        id: Name of the first producer in ``model.named_modules()`` order, e.g.
+            ``"layer1.0.conv1"``.
+        channels: Number of channels (current width).
+        producers: Conv/linear modules whose output channels are this group.
+        norms: Normalisation layers (BN, GN, ...) on these channels.
+        readers: Regular (non-depthwise) conv/linear modules that read these channels as input;
+            the positions of input gates.
+        depthwise: Depthwise convs (``groups == in == out``) that carry the channels through.
+        residual: The channels pass through an elementwise sum of two or more tensors (a
+            residual stream).
+        selects_in: ``ChannelSelect`` copies (option-A shortcuts) reading these channels. Never
+            gate positions: they follow the group's keep mask (see :mod:`.gates`).
+        selects_out: ``ChannelSelect`` copies writing these channels.
+        constants: Constant-output modules (:class:`~prunerep.pruning.surgery.ConstantConv`) left
+            by removed branches, writing these channels.
+        others: Other modules torch-pruning prunes along (PReLU, unwrapped parameters, ...).
+        reader_index: ``(module, offset, repeat)`` for every reader and ``selects_in`` entry.
+            ``offset > 0`` after a concatenation, ``repeat > 1`` after a flatten of a spatial
+            map into a linear layer.
+        output_taps: Modules after which an *output* gate multiplies these channels: every norm,
+            plus every producer / depthwise conv / constant whose output does not go straight
+            into a norm of this group.
+    """
+
+    id: str
+    channels: int
+    producers: tuple[str, ...]
+    norms: tuple[str, ...]
+    readers: tuple[str, ...]
+    depthwise: tuple[str, ...]
+    residual: bool
+    selects_in: tuple[str, ...] = ()
+    selects_out: tuple[str, ...] = ()
+    constants: tuple[str, ...] = ()
+    others: tuple[str, ...] = ()
+    reader_index: tuple[tuple[str, int, int], ...] = ()
+    output_taps: tuple[str, ...] = ()
+
+    def input_slot(self, reader: str) -> tuple[int, int]:
+        """``(offset, repeat)`` of this group's channels in the input of ``reader``."""
+        for name, offset, repeat in self.reader_index:
+            if name == reader:
+                return offset, repeat
+        raise KeyError(f"{reader!r} does not read group {self.id!r}")
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """Every module name of the group (each once, in role order)."""
+        names = (
+            self.producers + self.norms + self.depthwise + self.readers + self.selects_in
+            + self.selects_out + self.constants + self.others
+        )
+        return tuple(dict.fromkeys(names))
+
+
+# -- predicates for ChannelGroups.select ------------------------------------------------------
+
+
+def any_group(group: ChannelGroup) -> bool:
+    """Every prunable group (residual streams included): DSA, DAIS, GDP, W-Gates."""
+    return True
+
+
+def internal(group: ChannelGroup) -> bool:
+    """Groups that are not a residual stream, e.g. the inner conv of a residual block (GReg)."""
+    return not group.residual
+
+
+def residual(group: ChannelGroup) -> bool:
+    """Residual streams only."""
+    return group.residual
+
+
+# -- the result of find_groups -----------------------------------------------------------------
+
+
+@dataclass
+class _LayerIO:
+    """Which groups a conv/linear module reads and writes (for cost models)."""
+
+    reads: list[tuple[str, int]] = field(default_factory=list)  # (group id, repeat)
+    writes: str | None = None
+    depthwise_of: str | None = None
+
+
+class ChannelGroups:
+    """The prunable channel groups of a model, plus the dependency graph used for surgery.
+
+    Iterating yields :class:`ChannelGroup` objects in model order; ``groups["layer1.0.conv1"]``
+    looks one up by id. Groups that are never prunable (the classifier output, anything in
+    ``ignore``, unsupported structures) are listed with a reason in :attr:`excluded`.
+
+    The object describes the model *as it was traced*. Surgery changes the model, so after
+    :func:`~prunerep.pruning.surgery.prune_channels` this object is marked stale and refuses
+    to be used again: call :func:`find_groups` on the pruned model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        graph: tp.DependencyGraph,
+        example_input: Any,
+        groups: dict[str, ChannelGroup],
+        excluded: dict[str, str],
+        layer_io: dict[str, _LayerIO],
+        names: dict[nn.Module, str],
+    ) -> None:
+        self.model = model
+        self.graph = graph
+        self.example_input = example_input
+        self._groups = groups
+        self.excluded = excluded
+        self._layer_io = layer_io
+        self._names = names
+        self.stale = False
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self._groups.values())
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def __contains__(self, group_id: object) -> bool:
+        return group_id in self._groups
+
+    def __getitem__(self, group_id: str) -> ChannelGroup:
+        try:
+            return self._groups[group_id]
+        except KeyError:
+            raise KeyError(self._unknown(group_id)) from None
+
+    def __repr__(self) -> str:
+        return f"ChannelGroups({len(self)} prunable, {len(self.excluded)} excluded)"
+
+    def ids(self) -> list[str]:
+        """Group ids in model order."""
+        return list(self._groups)
+
+    def select(self, predicate: Callable[[ChannelGroup], bool]) -> list[ChannelGroup]:
+        """Groups for which ``predicate(group)`` is true, e.g. :func:`internal`."""
+        return [g for g in self._groups.values() if predicate(g)]
+
+    def widths(self) -> dict[str, int]:
+        """Current channel count of every prunable group."""
+        return {g.id: g.channels for g in self._groups.values()}
+
+    def group_of(self, module_name: str) -> ChannelGroup | None:
+        """The group whose channels ``module_name`` *outputs* (producer, norm, depthwise...)."""
+        io = self._layer_io.get(module_name)
+        gid = None
+        if io is not None:
+            gid = io.writes or io.depthwise_of
+        if gid is None:
+            for g in self._groups.values():
+                if module_name in g.norms or module_name in g.selects_out or module_name in g.constants:
+                    gid = g.id
+                    break
+        return self._groups.get(gid) if gid is not None else None
+
+    def check_fresh(self) -> None:
+        """Raise if the model was changed by surgery since these groups were found."""
+        if self.stale:
+            raise RuntimeError(
+                "these ChannelGroups describe the model before surgery; call find_groups() on "
+                "the pruned model to get its current groups"
+            )
+
+    def _unknown(self, group_id: object) -> str:
+        msg = f"unknown channel group {group_id!r}."
+        if group_id in self.excluded:
+            msg = f"channel group {group_id!r} is not prunable: {self.excluded[group_id]}."
+        return f"{msg} Prunable groups: {', '.join(self._groups) or '(none)'}"
+
+
+# -- building -----------------------------------------------------------------------------------
+
+
+def _channel_select_type() -> type | None:
+    try:
+        from prunerep.models.layers import ChannelSelect
+    except ImportError:  # pragma: no cover - the models package is part of this project
+        return None
+    return ChannelSelect
+
+
+def _is_depthwise(m: nn.Module) -> bool:
+    return isinstance(m, _CONV) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
+def _is_grouped(m: nn.Module) -> bool:
+    return isinstance(m, _CONV) and m.groups > 1 and not _is_depthwise(m)
+
+
+def _is_residual_add(node: tp.Node) -> bool:
+    if node.type != tp_ops.OPTYPE.ELEMENTWISE:
+        return False
+    name = str(getattr(node.module, "_grad_fn", "")).lower()
+    return (name.startswith("add") or name.startswith("sub")) and len(node.inputs) >= 2
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for t in [*model.parameters(), *model.buffers()]:
+        return t.device
+    return None
+
+
+def _prepare_input(model: nn.Module, example_input: Any) -> Any:
+    """Detached copy on the model's device; a float tensor input requires grad.
+
+    torch-pruning discovers layers through the autograd graph, so every layer output needs a
+    ``grad_fn``; making the input require grad guarantees that even for frozen models.
+    """
+    device = _model_device(model)
+
+    def prep(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to(device) if device is not None else x.detach()
+            if x.is_floating_point():
+                x = x.clone().requires_grad_(True)
+            return x
+        if isinstance(x, list | tuple):
+            return type(x)(prep(v) for v in x)
+        if isinstance(x, dict):
+            return {k: prep(v) for k, v in x.items()}
+        return x
+
+    return prep(example_input)
+
+
+def _forward(model: nn.Module, x: Any) -> Any:
+    if isinstance(x, tuple):
+        return model(*x)
+    if isinstance(x, dict):
+        return model(**x)
+    return model(x)
+
+
+@contextlib.contextmanager
+def _suspended_gates(model: nn.Module) -> Iterator[None]:
+    """Temporarily detach attached GateSets so they do not appear in the traced graph."""
+    from prunerep.pruning.gates import GateSet
+
+    gate_sets = [m for m in model.modules() if isinstance(m, GateSet)]
+    for gs in gate_sets:
+        gs._suspend()
+    try:
+        yield
+    finally:
+        for gs in gate_sets:
+            gs._resume()
+
+
+def build_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph:
+    """torch-pruning ``DependencyGraph`` of ``model``, with this project's custom layers.
+
+    The model's (and every submodule's) training flag is restored afterwards; torch-pruning
+    switches the model to eval mode for tracing.
+    """
+    from prunerep.pruning.surgery import ConstantConv, ConstantConvPruner
+
+    modes = [(m, m.training) for m in model.modules()]
+    x = _prepare_input(model, example_input)
+    try:
+        with torch.enable_grad(), _suspended_gates(model), warnings.catch_warnings():
+            # "Unwrapped parameters" warnings are about parameters outside conv/BN/linear, which
+            # torch-pruning prunes along their last dim; we report them in ChannelGroup.others.
+            warnings.simplefilter("ignore", UserWarning)
+            graph = tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs=x,
+                forward_fn=_forward,
+                customized_pruners={ConstantConv: ConstantConvPruner()},
+                verbose=False,
+            )
+    except Exception as err:
+        raise RuntimeError(
+            f"could not trace {type(model).__name__} on the example input to find its channel "
+            f"groups ({type(err).__name__}: {err}). The model must run a forward pass on the "
+            "example input with autograd enabled."
+        ) from err
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return graph
+
+
+def find_groups(
+    model: nn.Module, example_input: Any, *, ignore: Iterable[str] = ()
+) -> ChannelGroups:
+    """Find the coupled channel groups of ``model``.
+
+    Args:
+        model: Any ``nn.Module`` that runs on ``example_input``. Attached gate sets are ignored.
+        example_input: A tensor (or tuple of positional inputs) for one traced forward pass,
+            e.g. ``torch.randn(1, 3, 32, 32)``. It is moved to the model's device.
+        ignore: Group ids or module names; a group containing any of them is not prunable (it
+            appears in ``excluded``).
+
+    Returns:
+        The prunable groups, plus the dependency graph for surgery.
+
+    Raises:
+        RuntimeError: If the model cannot be traced.
+    """
+    ignore = set(ignore)
+    graph = build_graph(model, example_input)
+    names: dict[Any, str] = dict(graph._module2name)
+    for param, pname in graph._param_to_name.items():
+        names.setdefault(param, pname)
+    node_of = graph.module2node
+    select_t = _channel_select_type()
+    from prunerep.pruning.surgery import ConstantConv
+
+    unknown_names = set(ignore)
+    groups: dict[str, ChannelGroup] = {}
+    excluded: dict[str, str] = {}
+    layer_io: dict[str, _LayerIO] = {}
+    visited: set[nn.Module] = set()
+
+    roots = [
+        m
+        for _, m in model.named_modules()
+        if isinstance(m, _CONV | nn.Linear)
+        and m in node_of
+        and not _is_depthwise(m)
+        and not (select_t is not None and isinstance(m, select_t))
+    ]
+    for root in roots:
+        if root in visited:
+            continue
+        root_name = names[root]
+        pruner = graph.get_pruner_of_module(root)
+        channels = pruner.get_out_channels(root)
+        tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+
+        producers, norms, readers, depthwise, others = [], [], [], [], []
+        sel_in, sel_out, constants = [], [], []
+        reader_index: list[tuple[str, int, int]] = []
+        is_residual = False
+        problems: list[str] = []
+        out_members: list[nn.Module] = []
+
+        for item in tp_group.items:
+            dep, idxs = item.dep, list(item.idxs)
+            root_idxs = list(item.root_idxs) if item.root_idxs is not None else idxs
+            node = dep.target
+            mod = node.module
+            name = names.get(mod)
+            is_out = graph.is_out_channel_pruning_fn(dep.handler)
+            identity = sorted(zip(root_idxs, idxs, strict=True)) == [(c, c) for c in range(channels)]
+
+            if node.type == tp_ops.OPTYPE.OUTPUT:
+                problems.append("its channels are a model output")
+                continue
+            if node.type == tp_ops.OPTYPE.ELEMENTWISE:
+                is_residual = is_residual or _is_residual_add(node)
+                continue
+            if node.type in _MAPPING_TYPES:
+                continue
+            if name is None:  # pragma: no cover - every remaining node is a named module
+                problems.append(f"an unnamed {type(mod).__name__} is coupled to it")
+                continue
+            if name in ignore:
+                problems.append(f"it contains ignored module {name!r}")
+                unknown_names.discard(name)
+
+            if select_t is not None and isinstance(mod, select_t):
+                if is_out:
+                    sel_out.append(name)
+                    out_members.append(mod)
+                    if not identity:
+                        problems.append(f"ChannelSelect {name!r} writes it through an index mapping")
+                else:
+                    sel_in.append(name)
+                    slot = _reader_slot(root_idxs, idxs, channels)
+                    if slot is None:
+                        problems.append(f"{name!r} reads it through an unsupported index mapping")
+                    else:
+                        reader_index.append((name, *slot))
+                continue
+            if isinstance(mod, ConstantConv):
+                if is_out:
+                    constants.append(name)
+                    out_members.append(mod)
+                continue
+            if isinstance(mod, _CONV | nn.Linear):
+                if _is_depthwise(mod):
+                    depthwise.append(name)
+                    out_members.append(mod)
+                    if not identity:
+                        problems.append(f"depthwise conv {name!r} carries it through an index mapping")
+                    continue
+                if _is_grouped(mod):
+                    problems.append(
+                        f"grouped conv {name!r} (groups={mod.groups}) is coupled to it; only "
+                        "regular and depthwise convs are supported"
+                    )
+                    continue
+                if is_out:
+                    producers.append(name)
+                    out_members.append(mod)
+                    if not identity:
+                        problems.append(f"producer {name!r} writes it through an index mapping")
+                else:
+                    readers.append(name)
+                    slot = _reader_slot(root_idxs, idxs, channels)
+                    if slot is None:
+                        problems.append(f"{name!r} reads it through an unsupported index mapping")
+                    else:
+                        reader_index.append((name, *slot))
+                continue
+            if node.type in _NORM_TYPES:
+                norms.append(name)
+                out_members.append(mod)
+                if not identity:
+                    problems.append(f"norm {name!r} sits on it through an index mapping")
+                continue
+            others.append(name)
+
+        for m in out_members:
+            visited.add(m)
+        gid = root_name
+        if gid in ignore:
+            problems.append("it is in `ignore`")
+            unknown_names.discard(gid)
+
+        order = {n: i for i, n in enumerate(names.values())}
+
+        def ordered(seq: list[str]) -> tuple[str, ...]:
+            return tuple(sorted(dict.fromkeys(seq), key=lambda n: order.get(n, len(order))))
+
+        producers, norms, readers, depthwise = map(ordered, (producers, norms, readers, depthwise))
+        sel_in, sel_out, constants, others = map(ordered, (sel_in, sel_out, constants, others))
+        reader_index.sort(key=lambda r: order.get(r[0], len(order)))
+        taps = list(norms)
+        norm_nodes = {node_of[model.get_submodule(n)] for n in norms}
+        for n in producers + depthwise + constants:
+            outs = node_of[model.get_submodule(n)].outputs
+            if not outs or not all(o in norm_nodes for o in outs):
+                taps.append(n)
+
+        group = ChannelGroup(
+            id=gid,
+            channels=channels,
+            producers=producers,
+            norms=norms,
+            readers=readers,
+            depthwise=depthwise,
+            residual=is_residual,
+            selects_in=sel_in,
+            selects_out=sel_out,
+            constants=constants,
+            others=others,
+            reader_index=tuple(reader_index),
+            output_taps=ordered(taps),
+        )
+        if not readers and not sel_in and not problems:
+            problems.append("no layer reads its channels (a model output)")
+        if problems:
+            excluded[gid] = "; ".join(dict.fromkeys(problems))
+            # Readers still read this (fixed-width) group: cost models need to know that.
+            continue
+        groups[gid] = group
+        for name in producers:
+            layer_io.setdefault(name, _LayerIO()).writes = gid
+        for name in depthwise:
+            layer_io.setdefault(name, _LayerIO()).depthwise_of = gid
+        for name, _, repeat in reader_index:
+            if name in readers:
+                layer_io.setdefault(name, _LayerIO()).reads.append((gid, repeat))
+
+    if unknown_names:
+        all_names = set(names.values()) | set(groups) | set(excluded)
+        missing = sorted(n for n in unknown_names if n not in all_names)
+        if missing:
+            raise ValueError(f"find_groups(ignore=...): no module or group named {missing}")
+    x = _prepare_input(model, example_input)
+    x = _detach(x)
+    return ChannelGroups(model, graph, x, groups, excluded, layer_io, names)
+
+
+def _detach(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, list | tuple):
+        return type(x)(_detach(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _detach(v) for k, v in x.items()}
+    return x
+
+
+def _reader_slot(root_idxs: list[int], idxs: list[int], channels: int) -> tuple[int, int] | None:
+    """``(offset, repeat)`` such that channel c is read at ``offset + c*repeat + [0, repeat)``.
+
+    Returns None for any other mapping (e.g. a channel shuffle), which we do not support.
+    """
+    if not idxs or len(idxs) % channels:
+        return None
+    repeat = len(idxs) // channels
+    pairs = sorted(zip(root_idxs, idxs, strict=True))
+    offset = pairs[0][1]
+    expected = [(c, offset + c * repeat + k) for c in range(channels) for k in range(repeat)]
+    return (offset, repeat) if pairs == expected else None
