@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Does halving the MACs of CIFAR ResNet-56 halve its latency on this machine?
 
-Builds a dense CIFAR ResNet-56 and a "pruned" one with every residual block's internal width
-(conv1's output = conv2's input channels) scaled by ``--keep`` (default 0.5, which gives about 50%
-of the MACs; block outputs stay at 16/32/64 because the residual additions couple them, as in
-channel pruning). Both are timed with :func:`prunerep.pruning.latency.compare_latency`, whose
-interleaved runs make load drift from other processes hit both models alike, for every
-combination of batch size, thread count and channels-last layout.
+Builds a dense CIFAR ResNet-56 and a pruned one whose every residual block keeps a fraction
+``--keep`` (default 0.5, which gives about 50% of the MACs) of its internal channels (conv1's
+outputs = conv2's inputs); block outputs stay at 16/32/64 because the residual additions couple
+them. Both are timed with :func:`prunerep.pruning.latency.compare_latency`, whose interleaved
+runs make load drift from other processes hit both models alike, for every combination of batch
+size, thread count and channels-last layout.
+
+``--source project`` (default) takes ``prunerep.models.get_model("resnet56")`` and removes the
+channels with ``prunerep.pruning.surgery.prune_channels`` on the internal groups (which channels
+are removed does not matter for latency, so the first ones are kept). ``--source local`` builds
+both networks from a self-contained definition in this file (same layer shapes and MACs), which
+keeps the benchmark usable while those modules are being changed.
 
 Columns:
 
@@ -16,13 +22,9 @@ Columns:
 * ``drop achieved``: ``(1 - latency ratio) / (1 - MACs ratio)``, i.e. the latency reduction as a
   fraction of what the MACs reduction predicts (1.0: latency fell as much as MACs; 0: not at all).
 
-The pruned network is built directly (same code, narrower blocks) so the script has no dependency
-on the surgery code; a network pruned by ``prunerep.pruning.surgery`` has the same layer shapes and
-hence the same cost.
-
 Usage::
 
-    .venv/bin/python benchmarks/latency.py                      # full grid, ~5 min on 2 CPU cores
+    .venv/bin/python benchmarks/latency.py        # full grid: minutes on 2 idle cores, ~10 under load
     .venv/bin/python benchmarks/latency.py --repeats 5 --batch-sizes 1   # quick look
     .venv/bin/python benchmarks/latency.py --device cuda --threads 1
 """
@@ -165,6 +167,28 @@ def mac_counter() -> tuple[str, Callable[[nn.Module, tuple[int, ...]], int]]:
 # --------------------------------------------------------------------------------------------------
 
 
+def build_models(source: str, keep: float) -> tuple[nn.Module, nn.Module, str]:
+    """Return ``(dense, pruned, description)`` for the requested source (see module docstring)."""
+    torch.manual_seed(0)
+    if source == "local":
+        return CifarResNet(56), CifarResNet(56, keep=keep), "local CifarResNet(keep=...)"
+    from prunerep.models import get_model
+    from prunerep.pruning.groups import find_groups, internal
+    from prunerep.pruning.surgery import prune_channels
+
+    dense = get_model("resnet56")
+    pruned = get_model("resnet56")
+    pruned.load_state_dict(dense.state_dict())
+    groups = find_groups(pruned, torch.randn(1, 3, 32, 32))
+    masks = {}
+    for group in groups.select(internal):
+        mask = torch.zeros(group.channels, dtype=torch.bool)
+        mask[: max(1, round(group.channels * keep))] = True
+        masks[group.id] = mask
+    prune_channels(pruned, groups, masks)
+    return dense, pruned, "prunerep get_model('resnet56') + surgery.prune_channels(internal groups)"
+
+
 def _fmt_ms(median: float, iqr: float) -> str:
     return f"{median:9.2f} ±{iqr:8.2f}"
 
@@ -172,6 +196,7 @@ def _fmt_ms(median: float, iqr: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--source", choices=["project", "local"], default="project")
     p.add_argument("--keep", type=float, default=0.5, help="block internal width kept")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -183,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    dense = CifarResNet(56).to(device).eval()
-    pruned = CifarResNet(56, keep=args.keep).to(device).eval()
+    dense, pruned, source = build_models(args.source, args.keep)
+    # Move once here so the harness times these modules in place instead of copying them.
+    dense, pruned = dense.to(device).eval(), pruned.to(device).eval()
     shape = (3, 32, 32)
 
     counter_name, count = mac_counter()
@@ -200,8 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     print("Device fingerprint:")
     for k, v in fp.items():
         print(f"  {k}: {v}")
+    print(f"\nModels: {source}")
     print(
-        f"\nCIFAR ResNet-56 dense: {macs_dense / 1e6:.2f} M MACs; pruned (keep={args.keep}): "
+        f"CIFAR ResNet-56 dense: {macs_dense / 1e6:.2f} M MACs; pruned (keep={args.keep}): "
         f"{macs_pruned / 1e6:.2f} M MACs; MACs ratio {macs_ratio:.3f}, params ratio "
         f"{params_ratio:.3f} (MACs by {counter_name})"
     )

@@ -331,4 +331,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main, not this __main__ copy: sections register into the
+    # registry of `prunerep.config`, which `python -m` would otherwise duplicate.
+    from prunerep.config import main as _main
+
+    raise SystemExit(_main())

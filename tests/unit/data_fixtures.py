@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 CLASSES = ("cat", "dog", "frog")
@@ -61,14 +60,42 @@ def write_batches(tiny: Tiny, folder: Path, *, cifar100: bool = False, n_batches
     label_key = b"fine_labels" if cifar100 else b"labels"
     flat_train = tiny.train_x.reshape(len(tiny.train_x), -1)
     if cifar100:
-        dump("train", {b"data": flat_train, label_key: tiny.train_y.tolist(), b"coarse_labels": [0] * len(flat_train)})
-        dump("test", {b"data": tiny.test_x.reshape(len(tiny.test_x), -1), label_key: tiny.test_y.tolist()})
-        dump("meta", {b"fine_label_names": [c.encode() for c in tiny.classes], b"coarse_label_names": [b"x"]})
+        dump(
+            "train",
+            {
+                b"data": flat_train,
+                label_key: tiny.train_y.tolist(),
+                b"coarse_labels": [0] * len(flat_train),
+            },
+        )
+        dump(
+            "test",
+            {b"data": tiny.test_x.reshape(len(tiny.test_x), -1), label_key: tiny.test_y.tolist()},
+        )
+        dump(
+            "meta",
+            {
+                b"fine_label_names": [c.encode() for c in tiny.classes],
+                b"coarse_label_names": [b"x"],
+            },
+        )
         return folder
     for i, rows in enumerate(np.array_split(np.arange(len(flat_train)), n_batches), start=1):
-        dump(f"data_batch_{i}", {b"data": flat_train[rows], label_key: tiny.train_y[rows].tolist(), b"batch_label": b"x"})
-    dump("test_batch", {b"data": tiny.test_x.reshape(len(tiny.test_x), -1), label_key: tiny.test_y.tolist()})
-    dump("batches.meta", {b"label_names": [c.encode() for c in tiny.classes], b"num_vis": 3 * 8 * 8})
+        dump(
+            f"data_batch_{i}",
+            {
+                b"data": flat_train[rows],
+                label_key: tiny.train_y[rows].tolist(),
+                b"batch_label": b"x",
+            },
+        )
+    dump(
+        "test_batch",
+        {b"data": tiny.test_x.reshape(len(tiny.test_x), -1), label_key: tiny.test_y.tolist()},
+    )
+    dump(
+        "batches.meta", {b"label_names": [c.encode() for c in tiny.classes], b"num_vis": 3 * 8 * 8}
+    )
     return folder
 
 
@@ -81,7 +108,10 @@ def write_tar_gz(folder: Path, out: Path) -> Path:
 
 def write_image_folder(tiny: Tiny, folder: Path, ext: str = "png") -> Path:
     """train/<class>/NNNN.<ext> and test/<class>/NNNN.<ext> (grayscale if C == 1)."""
-    for split, xs, ys in (("train", tiny.train_x, tiny.train_y), ("test", tiny.test_x, tiny.test_y)):
+    for split, xs, ys in (
+        ("train", tiny.train_x, tiny.train_y),
+        ("test", tiny.test_x, tiny.test_y),
+    ):
         counters = dict.fromkeys(range(len(tiny.classes)), 0)
         for x, y in zip(xs, ys, strict=True):
             d = folder / split / tiny.classes[int(y)]
@@ -104,7 +134,3 @@ def write_zip(folder: Path, out: Path, *, top_level: bool = True) -> Path:
 
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def as_torch(tiny: Tiny) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(a) for a in (tiny.train_x, tiny.train_y, tiny.test_x, tiny.test_y))

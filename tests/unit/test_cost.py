@@ -66,7 +66,9 @@ PUBLISHED = [
 ]
 
 
-@pytest.mark.parametrize(("name", "kwargs", "shape", "macs", "macs_m", "params", "params_m"), PUBLISHED)
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape", "macs", "macs_m", "params", "params_m"), PUBLISHED
+)
 def test_published_values(
     name: str,
     kwargs: dict[str, object],
@@ -92,7 +94,12 @@ def test_resnet56_breakdown() -> None:
     fc = cost.layers[-1]
     assert (fc.name, fc.kind, fc.macs, fc.params, fc.out_spatial) == ("fc", "linear", 640, 650, ())
     stem = cost.layers[0]
-    assert (stem.name, stem.kernel, stem.out_spatial, stem.macs) == ("conv1", (3, 3), (32, 32), 442_368)
+    assert (stem.name, stem.kernel, stem.out_spatial, stem.macs) == (
+        "conv1",
+        (3, 3),
+        (32, 32),
+        442_368,
+    )
 
 
 def test_option_b_counts_its_projections() -> None:
@@ -105,12 +112,13 @@ def test_option_b_counts_its_projections() -> None:
 # -- cross-check against torch.utils.flop_counter --------------------------------------------------
 
 
-@pytest.mark.parametrize("name", CIFAR_MODELS)
-@pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_matches_flop_counter_cifar(name: str, shortcut: str) -> None:
-    if not name.startswith("resnet") and shortcut == "B":
-        pytest.skip("shortcut only applies to ResNets")
-    kwargs = {"shortcut": shortcut} if name.startswith("resnet") else {}
+CIFAR_VARIANTS = [(name, {}) for name in CIFAR_MODELS] + [
+    (name, {"shortcut": "B"}) for name in CIFAR_MODELS if name.startswith("resnet")
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), CIFAR_VARIANTS)
+def test_matches_flop_counter_cifar(name: str, kwargs: dict[str, str]) -> None:
     model = _meta(name, **kwargs)  # shapes suffice; test_per_sample_and_meta_equal_real covers CPU
     x = torch.zeros(1, 3, 32, 32, device="meta")
     # ChannelSelect gathers instead of convolving, so FlopCounterMode sees no conv there and

@@ -14,9 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from prunerep.data import DataConfig, DataError, fetch_raw, load_splits, prepare_cache
+from prunerep.data import DataConfig, DataError, fetch_raw, load_splits, prepare_cache, sources
 from prunerep.data import __main__ as cli
-from prunerep.data import sources
 from prunerep.data.config import dataset_dir_name
 from prunerep.data.sources import Download, decode_raw, raw_path
 
@@ -86,7 +85,10 @@ def test_image_folder_keeps_channels_and_size(tmp_path: Path, channels: int, siz
     tiny = make_tiny(channels=channels, size=size)
     folder = write_image_folder(tiny, tmp_path / "imgs")
     decoded = decode_raw(write_zip(folder, tmp_path / "imgs.zip"))
-    assert decoded.train_images.shape[1:] == (channels, *((size, size) if isinstance(size, int) else size))
+    assert decoded.train_images.shape[1:] == (
+        channels,
+        *((size, size) if isinstance(size, int) else size),
+    )
     assert_decodes_to(decoded, tiny)
 
 
@@ -168,7 +170,11 @@ def test_prepare_cache_is_loadable_weights_only_and_fingerprint_is_stable(tmp_pa
     Image.fromarray(arr).save(png)
     third = prepare_cache(cfg, tmp_path / "c.pt", root=tmp_path, raw=folder)
     assert third["fingerprint"] != first["fingerprint"]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == ["a.pt", "b.pt", "c.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".pt") == [
+        "a.pt",
+        "b.pt",
+        "c.pt",
+    ]
 
 
 def test_prepare_without_fetch_says_to_fetch(tmp_path: Path) -> None:
@@ -190,7 +196,9 @@ def test_prepare_checks_class_count_of_named_datasets(tmp_path: Path) -> None:
 
 def test_fetch_copies_a_zip_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = make_tiny()
-    src = write_zip(write_image_folder(tiny, tmp_path / "src" / "tiny-png"), tmp_path / "src" / "tiny.zip")
+    src = write_zip(
+        write_image_folder(tiny, tmp_path / "src" / "tiny-png"), tmp_path / "src" / "tiny.zip"
+    )
     root = tmp_path / "repo"
     root.mkdir()
     cfg = DataConfig(dataset="tiny", source="../src/tiny.zip")  # relative to the repo root
@@ -267,7 +275,9 @@ def test_fetch_corrupt_zip_leaves_nothing(tmp_path: Path, damage: str) -> None:
 
 def test_known_archive_checksum_mismatch(tmp_path: Path) -> None:
     # A valid zip, but with the name of the known offline copy and different bytes.
-    fake = write_zip(write_image_folder(make_tiny(), tmp_path / "imgs"), tmp_path / "cifar10-jpeg.zip")
+    fake = write_zip(
+        write_image_folder(make_tiny(), tmp_path / "imgs"), tmp_path / "cifar10-jpeg.zip"
+    )
     root = tmp_path / "repo"
     with pytest.raises(DataError, match=r"cifar10-jpeg\.zip.*checksum mismatch"):
         fetch_raw(DataConfig(source=str(fake)), root=root)
@@ -276,7 +286,9 @@ def test_known_archive_checksum_mismatch(tmp_path: Path) -> None:
         decode_raw(fake)
 
 
-def test_failed_copy_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_copy_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = write_zip(write_image_folder(make_tiny(), tmp_path / "imgs"), tmp_path / "tiny.zip")
 
     def broken_copy(fin, fout, length=0):
@@ -296,7 +308,9 @@ def test_failed_copy_leaves_no_partial_file(tmp_path: Path, monkeypatch: pytest.
 @pytest.fixture
 def tiny_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     tiny = make_tiny()
-    archive = write_tar_gz(write_batches(tiny, tmp_path / "cifar-10-batches-py"), tmp_path / "up.tar.gz")
+    archive = write_tar_gz(
+        write_batches(tiny, tmp_path / "cifar-10-batches-py"), tmp_path / "up.tar.gz"
+    )
     spec = Download(archive.as_uri(), "tiny-python.tar.gz", md5(archive))
     monkeypatch.setitem(sources.DOWNLOADS, "cifar10", spec)
     monkeypatch.setitem(sources.EXPECTED_CLASSES, "cifar10", 3)
@@ -304,7 +318,7 @@ def tiny_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_download_verifies_md5_and_is_a_noop_the_second_time(tmp_path: Path, tiny_download) -> None:
-    tiny, archive, spec = tiny_download
+    _, archive, spec = tiny_download
     root = tmp_path / "repo"
     cfg = DataConfig(dataset="cifar10", source="download")
     dst = fetch_raw(cfg, root=root)
@@ -366,7 +380,9 @@ def test_download_without_official_archive(tmp_path: Path) -> None:
 class _FakeTV:
     """Looks like a torchvision dataset with a (root, train, download) signature."""
 
-    def __init__(self, root: str, train: bool = True, transform=None, download: bool = False) -> None:
+    def __init__(
+        self, root: str, train: bool = True, transform=None, download: bool = False
+    ) -> None:
         self.marker = Path(root) / "fake.bin"
         if download:
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -411,7 +427,9 @@ def test_torchvision_offline_and_unknown(tmp_path: Path, monkeypatch: pytest.Mon
     import torchvision.datasets
 
     monkeypatch.setattr(torchvision.datasets, "OfflineTV", _OfflineTV, raising=False)
-    with pytest.raises(DataError, match=r"could not download torchvision\.datasets\.OfflineTV.*offline"):
+    with pytest.raises(
+        DataError, match=r"could not download torchvision\.datasets\.OfflineTV.*offline"
+    ):
         fetch_raw(DataConfig(dataset="svhn", source="torchvision:OfflineTV"), root=tmp_path)
     with pytest.raises(DataError, match="no dataset class 'NoSuchSet'"):
         fetch_raw(DataConfig(dataset="x", source="torchvision:NoSuchSet"), root=tmp_path)
@@ -430,7 +448,9 @@ def test_dataset_dir_names() -> None:
 
 def test_cli_fetch_prepare_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     tiny = make_tiny()
-    write_zip(write_image_folder(tiny, tmp_path / "shared" / "tiny-png"), tmp_path / "shared" / "tiny.zip")
+    write_zip(
+        write_image_folder(tiny, tmp_path / "shared" / "tiny-png"), tmp_path / "shared" / "tiny.zip"
+    )
     root = tmp_path / "repo"
     root.mkdir()
     params = root / "params.yaml"

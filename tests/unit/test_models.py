@@ -278,7 +278,7 @@ def test_channel_select_never_trains() -> None:
     before = [m.weight.clone() for m in selects]
     model.requires_grad_(True)  # even if someone re-enables it, no gradient reaches it
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
     opt.step()
     assert all(m.weight.grad is None for m in selects)
     assert all(torch.equal(m.weight, b) for m, b in zip(selects, before, strict=True))
@@ -295,13 +295,18 @@ def test_channel_select_state_dict() -> None:
     state = copy.deepcopy(model.state_dict())
     other = get_model("resnet20")
     other.load_state_dict(state)
-    other.load_state_dict(state, assign=True)
+    other.load_state_dict(copy.deepcopy(state), assign=True)
     sel = other.layer2[0].shortcut
     assert isinstance(sel, ChannelSelect) and not sel.weight.requires_grad
     assert sel.source() == centered_padding_source(16, 32)
     state["layer2.0.shortcut.weight"][0, 0, 0, 0] = 0.5
-    with pytest.raises(ValueError, match="selection matrix"):
+    with pytest.raises(RuntimeError, match="selection matrix"):
         other.load_state_dict(state)
+    assert sel.source() == centered_padding_source(16, 32)  # refused before copying
+    with torch.no_grad():
+        sel.weight[8, 1, 0, 0] = 1.0  # row 8 already copies input channel 0
+    with pytest.raises(ValueError, match="at most one 1 per row"):
+        sel.check_selection()
 
 
 def test_channel_select_custom_source_and_meta() -> None:

@@ -687,44 +687,58 @@ def _decode_image(data: bytes, name: str) -> np.ndarray:
 
 
 def _promote(array: np.ndarray, channels: int) -> np.ndarray:
-    """Give an HWC image `channels` channels: gray → RGB, and add an opaque alpha if needed."""
-    c = array.shape[2]
+    """Give HWC image(s) `channels` channels (last axis): gray → RGB, add opaque alpha if needed."""
+    c = array.shape[-1]
     if c == channels:
         return array
     if channels in (3, 4) and c in (1, 2):
-        array = np.concatenate(
-            [array[:, :, :1]] * 3 + ([array[:, :, 1:]] if c == 2 else []), axis=2
-        )
-        c = array.shape[2]
-    if channels == 4 and c == 3:
-        array = np.concatenate([array, np.full_like(array[:, :, :1], 255)], axis=2)
-    if array.shape[2] != channels:
+        gray = array[..., :1]
+        array = np.concatenate([gray, gray, gray, *([array[..., 1:]] if c == 2 else [])], axis=-1)
+    if channels == 4 and array.shape[-1] == 3:
+        array = np.concatenate([array, np.full_like(array[..., :1], 255)], axis=-1)
+    if array.shape[-1] != channels:
         raise ValueError(f"cannot convert {c} channels to {channels}")
     return array
 
 
-def stack_images(arrays: list[np.ndarray], names: list[str], where: Path | str) -> torch.Tensor:
-    """Stack HWC uint8 arrays to a uint8 [N, C, H, W] tensor.
+def stack_images(
+    images: Iterable[tuple[int, str, np.ndarray]], count: int, where: Path | str
+) -> torch.Tensor:
+    """Place `count` HWC uint8 images, given as (position, name, array), in one [N, C, H, W] tensor.
 
-    Mixed channel counts (e.g. a few grayscale JPEGs in a colour set) are promoted to the
-    largest; differing image sizes are an error, since nothing here resizes.
+    Images are written into one preallocated array as they are decoded (no list of 60,000 small
+    arrays). Mixed channel counts (e.g. a few grayscale JPEGs in a colour set) are promoted to
+    the largest; differing image sizes are an error, since nothing here resizes.
     """
-    if not arrays:
+    out: np.ndarray | None = None
+    first = ""
+    odd: list[tuple[int, str, np.ndarray]] = []  # other channel count than the first image
+    for pos, name, array in images:
+        if array.dtype != np.uint8 or array.ndim != 3:
+            raise DataError(f"{name}: decoded to {array.dtype} {array.shape}, expected uint8 HWC")
+        if out is None:
+            out, first = np.empty((count, *array.shape), dtype=np.uint8), name
+        if array.shape == out.shape[1:]:
+            out[pos] = array
+        elif array.shape[:2] != out.shape[1:3]:
+            h, w = out.shape[1:3]
+            raise DataError(
+                f"{where}: images differ in size ({first} is {h}x{w}, {name} is "
+                f"{array.shape[0]}x{array.shape[1]}). All images of a dataset must have one size."
+            )
+        else:
+            odd.append((pos, name, array))
+    if out is None:
         raise DataError(f"{where}: no images found")
-    shapes = {a.shape[:2] for a in arrays}
-    if len(shapes) > 1:
-        first = arrays[0].shape[:2]
-        odd = next(n for a, n in zip(arrays, names, strict=True) if a.shape[:2] != first)
-        raise DataError(
-            f"{where}: images differ in size ({names[0]} is {first[0]}x{first[1]}, {odd} is not; "
-            f"sizes seen: {sorted(shapes)[:4]}). All images of a dataset must have one size."
-        )
-    channels = max(a.shape[2] for a in arrays)
-    try:
-        arrays = [_promote(a, channels) for a in arrays]
-    except ValueError as err:
-        raise DataError(f"{where}: images with incompatible channel counts ({err})") from err
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    if odd:
+        channels = max(out.shape[3], *(a.shape[2] for _, _, a in odd))
+        try:
+            out = _promote(out, channels)
+            for pos, _, array in odd:
+                out[pos] = _promote(array, channels)
+        except ValueError as err:
+            raise DataError(f"{where}: images with incompatible channel counts ({err})") from err
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 def _decode_image_folder(box: _Container, layout: _Layout) -> tuple[tuple[Any, ...], list[str]]:
@@ -748,9 +762,11 @@ def _decode_image_folder(box: _Container, layout: _Layout) -> tuple[tuple[Any, .
         # Classes in sorted order (label = rank), files sorted by name within a class.
         ordered = [(n, k) for k, c in enumerate(classes) for n in sorted(files[split].get(c, []))]
         names = [n for n, _ in ordered]
-        blobs = dict(box.read(names))
-        arrays = [_decode_image(blobs[n], f"{box.path}:{n}") for n in names]
-        out.append(stack_images(arrays, names, box.path))
+        position = {n: i for i, n in enumerate(names)}  # a tar yields in archive order
+        decoded = (
+            (position[n], n, _decode_image(data, f"{box.path}:{n}")) for n, data in box.read(names)
+        )
+        out.append(stack_images(decoded, len(names), box.path))
         out.append(torch.tensor([k for _, k in ordered], dtype=torch.int64))
     return tuple(out), classes
 
@@ -831,27 +847,28 @@ def _sample_to_array(image: Any, name: str) -> np.ndarray:
     return _pil_to_array(image, name)
 
 
+def _samples(ds: Any, where: str, labels: list[int]) -> Iterator[tuple[int, str, np.ndarray]]:
+    """(position, name, HWC array) of every sample of a torchvision dataset; fills `labels`."""
+    for i in range(len(ds)):
+        image, label = ds[i]
+        labels.append(int(label))
+        yield i, f"{where}[{i}]", _sample_to_array(image, f"{where}[{i}]")
+
+
 def _decode_torchvision(cls_name: str, root: Path) -> Decoded:
+    where = f"torchvision.datasets.{cls_name}"
     out: list[torch.Tensor] = []
     classes: list[str] | None = None
     for train in (True, False):
         ds = _torchvision_dataset(cls_name, root, train=train, download=False)
-        where = f"torchvision.datasets.{cls_name}"
-        arrays, labels = [], []
-        for i in range(len(ds)):
-            image, label = ds[i]
-            arrays.append(_sample_to_array(image, f"{where}[{i}]"))
-            labels.append(int(label))
-        images = stack_images(arrays, [f"{where}[{i}]" for i in range(len(arrays))], where)
-        if images.dtype != torch.uint8:
-            raise DataError(f"{where}: images are {images.dtype}, expected uint8")
+        labels: list[int] = []
+        images = stack_images(_samples(ds, where, labels), len(ds), where)
         out += [images, torch.tensor(labels, dtype=torch.int64)]
         classes = classes or [str(c) for c in getattr(ds, "classes", None) or []]
     num_classes = int(max(out[1].max(), out[3].max())) + 1
     if not classes or len(classes) < num_classes:
         classes = [str(k) for k in range(num_classes)]
-    source = f"torchvision.datasets.{cls_name}"
-    return Decoded(out[0], out[1], out[2], out[3], classes, source)
+    return Decoded(out[0], out[1], out[2], out[3], classes, where)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,1 +1,9 @@
-"""methods."""
+"""Pruning methods on one interface: the six papers and the baselines (imported to register)."""
+
+from prunerep.methods import baselines as baselines
+from prunerep.methods.base import Budget as Budget
+from prunerep.methods.base import MethodContext as MethodContext
+from prunerep.methods.base import PruningMethod as PruningMethod
+from prunerep.methods.base import get_method as get_method
+from prunerep.methods.base import list_methods as list_methods
+from prunerep.methods.base import register_method as register_method

@@ -80,9 +80,7 @@ def _with_in_channels(model: nn.Module, in_channels: int) -> nn.Module:
     """Replace the first conv (the stem of every model here) for ``in_channels != 3``."""
     if in_channels == 3:
         return model
-    stem_name, stem = next(
-        (n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
-    )
+    stem_name, stem = next((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
     new = nn.Conv2d(
         in_channels,
         stem.out_channels,

@@ -76,8 +76,8 @@ class ChannelSelect(nn.Conv2d):
       parameter someone re-enabled gets no gradient (and optimizers skip parameters without one).
     * **Not re-initialised.** ``reset_parameters`` only builds the default selection once; later
       calls (generic "re-initialise the pruned network" code) keep the current selection.
-    * **Validated on load.** Loading a state dict whose selection is not 0/1 with at most one 1 per
-      row raises ``ValueError``.
+    * **Validated on load.** ``load_state_dict`` refuses (``RuntimeError``, weight left untouched)
+      a selection that is not 0/1 with at most one 1 per row.
 
     Args:
         in_channels: Input channels.
@@ -112,7 +112,6 @@ class ChannelSelect(nn.Conv2d):
         )
         if source is not None:
             self.set_source(source)
-        self.register_load_state_dict_post_hook(_channel_select_post_load)
 
     # -- structure -------------------------------------------------------------------------------
 
@@ -164,17 +163,32 @@ class ChannelSelect(nn.Conv2d):
 
     def check_selection(self) -> None:
         """Raise ``ValueError`` unless the weight is a valid 0/1 selection matrix."""
-        w = self.weight.detach()
-        if w.is_meta:
-            return
-        if tuple(w.shape[2:]) != (1, 1):
-            raise ValueError(f"ChannelSelect weight must be out x in x 1 x 1, got {tuple(w.shape)}")
-        w = w.flatten(1)
-        if not bool(((w == 0) | (w == 1)).all()) or bool((w.sum(dim=1) > 1).any()):
-            raise ValueError(
-                "ChannelSelect weight is not a 0/1 selection matrix with at most one 1 per row; "
-                "it is a fixed copy pattern and must never be trained or re-initialised"
-            )
+        problem = _selection_problem(self.weight.detach())
+        if problem is not None:
+            raise ValueError(problem)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Validate *before* copying, so that a bad checkpoint never leaves a corrupted selection
+        # behind; ``load_state_dict`` raises a RuntimeError listing ``error_msgs`` at the end.
+        incoming = state_dict.get(prefix + "weight")
+        if isinstance(incoming, torch.Tensor) and incoming.shape == self.weight.shape:
+            problem = _selection_problem(incoming.detach())
+            if problem is not None:
+                error_msgs.append(f"{prefix}weight: {problem}")
+                return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        self.weight.requires_grad_(False)  # covers assign=True with a trainable Parameter
 
     # -- forward ---------------------------------------------------------------------------------
 
@@ -194,12 +208,19 @@ class ChannelSelect(nn.Conv2d):
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, fixed 0/1 selection"
 
 
-def _channel_select_post_load(module: nn.Module, incompatible_keys: Any) -> None:
-    # ``load_state_dict`` copies in place (requires_grad kept) or, with assign=True, goes through
-    # ``__setattr__``; either way re-freeze and refuse anything that is not a selection matrix.
-    assert isinstance(module, ChannelSelect)
-    module.weight.requires_grad_(False)
-    module.check_selection()
+def _selection_problem(w: torch.Tensor) -> str | None:
+    """Why ``w`` is not a 0/1 selection matrix (``None`` if it is, or if it has no values)."""
+    if w.is_meta:
+        return None
+    if w.dim() != 4 or tuple(w.shape[2:]) != (1, 1):
+        return f"ChannelSelect weight must be out x in x 1 x 1, got {tuple(w.shape)}"
+    w = w.flatten(1)
+    if not bool(((w == 0) | (w == 1)).all()) or bool((w.sum(dim=1) > 1).any()):
+        return (
+            "ChannelSelect weight is not a 0/1 selection matrix with at most one 1 per row; "
+            "it is a fixed copy pattern and must never be trained or re-initialised"
+        )
+    return None
 
 
 class ConvBNAct(nn.Sequential):

@@ -111,7 +111,9 @@ def build_model(spec: Mapping[str, Any]) -> nn.Module:
         TypeError: Non-JSON-able kwargs.
     """
     if not isinstance(spec, Mapping) or "name" not in spec:
-        raise ValueError(f'a model spec is a mapping {{"name": ..., "kwargs": {{...}}}}, got {spec!r}')
+        raise ValueError(
+            f'a model spec is a mapping {{"name": ..., "kwargs": {{...}}}}, got {spec!r}'
+        )
     extra = set(spec) - {"name", "kwargs"}
     if extra:
         raise ValueError(f"unexpected model spec keys {sorted(extra)}; allowed: name, kwargs")

@@ -36,15 +36,20 @@ from prunerep.models.registry import register_model
 
 __all__ = ["CFGS", "CifarVGG"]
 
+
+def _parse_cfg(text: str) -> list[int | str]:
+    return [v if v == "M" else int(v) for v in text.split()]
+
+
 # "M" = 2x2 max pooling; integers = output channels of a 3x3 conv-BN-ReLU.
 CFGS: dict[str, list[int | str]] = {
-    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [
-        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
-    ],  # fmt: skip
+    name: _parse_cfg(text)
+    for name, text in {
+        "vgg11": "64 M 128 M 256 256 M 512 512 M 512 512 M",
+        "vgg13": "64 64 M 128 128 M 256 256 M 512 512 M 512 512 M",
+        "vgg16": "64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M",
+        "vgg19": "64 64 M 128 128 M 256 256 256 256 M 512 512 512 512 M 512 512 512 512 M",
+    }.items()
 }
 
 

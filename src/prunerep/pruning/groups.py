@@ -362,6 +362,116 @@ def build_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph:
     return graph
 
 
+class _GroupBuilder:
+    """Sorts the members of one torch-pruning group into the roles of a :class:`ChannelGroup`."""
+
+    def __init__(self, root_name: str, channels: int, ignore: set[str]) -> None:
+        self.id = root_name
+        self.channels = channels
+        self.ignore = ignore
+        self.roles: dict[str, list[str]] = {
+            k: []
+            for k in ("producers", "norms", "readers", "depthwise", "selects_in", "selects_out",
+                      "constants", "others")
+        }
+        self.reader_index: list[tuple[str, int, int]] = []
+        self.residual = False
+        self.problems: list[str] = []
+        self.out_members: list[nn.Module] = []
+
+    def _read(self, name: str, root_idxs: list[int], idxs: list[int]) -> None:
+        slot = _reader_slot(root_idxs, idxs, self.channels)
+        if slot is None:
+            self.problems.append(f"{name!r} reads it through an unsupported index mapping")
+        else:
+            self.reader_index.append((name, *slot))
+
+    def _write(self, role: str, name: str, mod: nn.Module, identity: bool) -> None:
+        self.roles[role].append(name)
+        self.out_members.append(mod)
+        if not identity:
+            self.problems.append(f"{name!r} carries it through an index mapping")
+
+    def add(self, item: Any, graph: tp.DependencyGraph, names: dict[Any, str]) -> None:
+        """Classify one ``(dependency, indices)`` item of the torch-pruning group."""
+        from prunerep.pruning.surgery import ConstantConv
+
+        idxs = list(item.idxs)
+        root_idxs = list(item.root_idxs) if item.root_idxs is not None else idxs
+        node = item.dep.target
+        mod, name = node.module, names.get(node.module)
+        is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
+        identity = sorted(zip(root_idxs, idxs, strict=True)) == [(c, c) for c in range(self.channels)]
+        select_t = _channel_select_type()
+
+        if node.type == tp_ops.OPTYPE.OUTPUT:
+            self.problems.append("its channels are a model output")
+        elif node.type == tp_ops.OPTYPE.ELEMENTWISE:
+            self.residual = self.residual or _is_residual_add(node)
+        elif node.type in _MAPPING_TYPES:
+            pass  # re-indexing only; already reflected in the indices
+        elif name is None:  # pragma: no cover - every remaining node is a named module
+            self.problems.append(f"an unnamed {type(mod).__name__} is coupled to it")
+        else:
+            if name in self.ignore:
+                self.problems.append(f"it contains ignored module {name!r}")
+            if select_t is not None and isinstance(mod, select_t):
+                if is_out:
+                    self._write("selects_out", name, mod, identity)
+                else:
+                    self.roles["selects_in"].append(name)
+                    self._read(name, root_idxs, idxs)
+            elif isinstance(mod, ConstantConv):
+                if is_out:
+                    self._write("constants", name, mod, identity)
+            elif _is_depthwise(mod):
+                self._write("depthwise", name, mod, identity)
+            elif _is_grouped(mod):
+                self.problems.append(
+                    f"grouped conv {name!r} (groups={mod.groups}) is coupled to it; only regular "
+                    "and depthwise convs are supported"
+                )
+            elif isinstance(mod, _CONV | nn.Linear):
+                if is_out:
+                    self._write("producers", name, mod, identity)
+                else:
+                    self.roles["readers"].append(name)
+                    self._read(name, root_idxs, idxs)
+            elif node.type in _NORM_TYPES:
+                self._write("norms", name, mod, identity)
+            else:
+                self.roles["others"].append(name)
+
+    def build(self, model: nn.Module, graph: tp.DependencyGraph, order: dict[str, int]) -> ChannelGroup:
+        """The group, members in model order; ``self.problems`` says whether it is prunable."""
+
+        def ordered(seq: list[str]) -> tuple[str, ...]:
+            return tuple(sorted(dict.fromkeys(seq), key=lambda n: order.get(n, len(order))))
+
+        roles = {k: ordered(v) for k, v in self.roles.items()}
+        self.reader_index.sort(key=lambda r: order.get(r[0], len(order)))
+        # Output taps: the norms, plus every producer whose output does not go straight into them.
+        node_of = graph.module2node
+        norm_nodes = {node_of[model.get_submodule(n)] for n in roles["norms"]}
+        taps = list(roles["norms"])
+        for n in roles["producers"] + roles["depthwise"] + roles["constants"]:
+            outs = node_of[model.get_submodule(n)].outputs
+            if not outs or not all(o in norm_nodes for o in outs):
+                taps.append(n)
+        if self.id in self.ignore:
+            self.problems.append("it is in `ignore`")
+        if not roles["readers"] and not roles["selects_in"] and not self.problems:
+            self.problems.append("no layer reads its channels (a model output)")
+        return ChannelGroup(
+            id=self.id,
+            channels=self.channels,
+            residual=self.residual,
+            reader_index=tuple(self.reader_index),
+            output_taps=ordered(taps),
+            **roles,
+        )
+
+
 def find_groups(
     model: nn.Module, example_input: Any, *, ignore: Iterable[str] = ()
 ) -> ChannelGroups:
@@ -379,181 +489,57 @@ def find_groups(
 
     Raises:
         RuntimeError: If the model cannot be traced.
+        ValueError: A name in ``ignore`` is not a module of the model.
     """
     ignore = set(ignore)
+    module_names = {name for name, _ in model.named_modules()}
+    missing = sorted(ignore - module_names)
+    if missing:
+        raise ValueError(f"find_groups(ignore=...): the model has no module named {missing}")
     graph = build_graph(model, example_input)
     names: dict[Any, str] = dict(graph._module2name)
     for param, pname in graph._param_to_name.items():
         names.setdefault(param, pname)
-    node_of = graph.module2node
+    order = {n: i for i, n in enumerate(names.values())}
     select_t = _channel_select_type()
-    from prunerep.pruning.surgery import ConstantConv
 
-    unknown_names = set(ignore)
     groups: dict[str, ChannelGroup] = {}
     excluded: dict[str, str] = {}
     layer_io: dict[str, _LayerIO] = {}
     visited: set[nn.Module] = set()
-
+    # Roots in model order, so that a group's id is its first producer.
     roots = [
         m
         for _, m in model.named_modules()
         if isinstance(m, _CONV | nn.Linear)
-        and m in node_of
+        and m in graph.module2node
         and not _is_depthwise(m)
         and not (select_t is not None and isinstance(m, select_t))
     ]
     for root in roots:
         if root in visited:
             continue
-        root_name = names[root]
         pruner = graph.get_pruner_of_module(root)
         channels = pruner.get_out_channels(root)
         tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
-
-        producers, norms, readers, depthwise, others = [], [], [], [], []
-        sel_in, sel_out, constants = [], [], []
-        reader_index: list[tuple[str, int, int]] = []
-        is_residual = False
-        problems: list[str] = []
-        out_members: list[nn.Module] = []
-
+        builder = _GroupBuilder(names[root], channels, ignore)
         for item in tp_group.items:
-            dep, idxs = item.dep, list(item.idxs)
-            root_idxs = list(item.root_idxs) if item.root_idxs is not None else idxs
-            node = dep.target
-            mod = node.module
-            name = names.get(mod)
-            is_out = graph.is_out_channel_pruning_fn(dep.handler)
-            identity = sorted(zip(root_idxs, idxs, strict=True)) == [(c, c) for c in range(channels)]
-
-            if node.type == tp_ops.OPTYPE.OUTPUT:
-                problems.append("its channels are a model output")
-                continue
-            if node.type == tp_ops.OPTYPE.ELEMENTWISE:
-                is_residual = is_residual or _is_residual_add(node)
-                continue
-            if node.type in _MAPPING_TYPES:
-                continue
-            if name is None:  # pragma: no cover - every remaining node is a named module
-                problems.append(f"an unnamed {type(mod).__name__} is coupled to it")
-                continue
-            if name in ignore:
-                problems.append(f"it contains ignored module {name!r}")
-                unknown_names.discard(name)
-
-            if select_t is not None and isinstance(mod, select_t):
-                if is_out:
-                    sel_out.append(name)
-                    out_members.append(mod)
-                    if not identity:
-                        problems.append(f"ChannelSelect {name!r} writes it through an index mapping")
-                else:
-                    sel_in.append(name)
-                    slot = _reader_slot(root_idxs, idxs, channels)
-                    if slot is None:
-                        problems.append(f"{name!r} reads it through an unsupported index mapping")
-                    else:
-                        reader_index.append((name, *slot))
-                continue
-            if isinstance(mod, ConstantConv):
-                if is_out:
-                    constants.append(name)
-                    out_members.append(mod)
-                continue
-            if isinstance(mod, _CONV | nn.Linear):
-                if _is_depthwise(mod):
-                    depthwise.append(name)
-                    out_members.append(mod)
-                    if not identity:
-                        problems.append(f"depthwise conv {name!r} carries it through an index mapping")
-                    continue
-                if _is_grouped(mod):
-                    problems.append(
-                        f"grouped conv {name!r} (groups={mod.groups}) is coupled to it; only "
-                        "regular and depthwise convs are supported"
-                    )
-                    continue
-                if is_out:
-                    producers.append(name)
-                    out_members.append(mod)
-                    if not identity:
-                        problems.append(f"producer {name!r} writes it through an index mapping")
-                else:
-                    readers.append(name)
-                    slot = _reader_slot(root_idxs, idxs, channels)
-                    if slot is None:
-                        problems.append(f"{name!r} reads it through an unsupported index mapping")
-                    else:
-                        reader_index.append((name, *slot))
-                continue
-            if node.type in _NORM_TYPES:
-                norms.append(name)
-                out_members.append(mod)
-                if not identity:
-                    problems.append(f"norm {name!r} sits on it through an index mapping")
-                continue
-            others.append(name)
-
-        for m in out_members:
-            visited.add(m)
-        gid = root_name
-        if gid in ignore:
-            problems.append("it is in `ignore`")
-            unknown_names.discard(gid)
-
-        order = {n: i for i, n in enumerate(names.values())}
-
-        def ordered(seq: list[str]) -> tuple[str, ...]:
-            return tuple(sorted(dict.fromkeys(seq), key=lambda n: order.get(n, len(order))))
-
-        producers, norms, readers, depthwise = map(ordered, (producers, norms, readers, depthwise))
-        sel_in, sel_out, constants, others = map(ordered, (sel_in, sel_out, constants, others))
-        reader_index.sort(key=lambda r: order.get(r[0], len(order)))
-        taps = list(norms)
-        norm_nodes = {node_of[model.get_submodule(n)] for n in norms}
-        for n in producers + depthwise + constants:
-            outs = node_of[model.get_submodule(n)].outputs
-            if not outs or not all(o in norm_nodes for o in outs):
-                taps.append(n)
-
-        group = ChannelGroup(
-            id=gid,
-            channels=channels,
-            producers=producers,
-            norms=norms,
-            readers=readers,
-            depthwise=depthwise,
-            residual=is_residual,
-            selects_in=sel_in,
-            selects_out=sel_out,
-            constants=constants,
-            others=others,
-            reader_index=tuple(reader_index),
-            output_taps=ordered(taps),
-        )
-        if not readers and not sel_in and not problems:
-            problems.append("no layer reads its channels (a model output)")
-        if problems:
-            excluded[gid] = "; ".join(dict.fromkeys(problems))
-            # Readers still read this (fixed-width) group: cost models need to know that.
+            builder.add(item, graph, names)
+        visited.update(builder.out_members)
+        group = builder.build(model, graph, order)
+        if builder.problems:
+            excluded[group.id] = "; ".join(dict.fromkeys(builder.problems))
             continue
-        groups[gid] = group
-        for name in producers:
-            layer_io.setdefault(name, _LayerIO()).writes = gid
-        for name in depthwise:
-            layer_io.setdefault(name, _LayerIO()).depthwise_of = gid
-        for name, _, repeat in reader_index:
-            if name in readers:
-                layer_io.setdefault(name, _LayerIO()).reads.append((gid, repeat))
+        groups[group.id] = group
+        for name in group.producers:
+            layer_io.setdefault(name, _LayerIO()).writes = group.id
+        for name in group.depthwise:
+            layer_io.setdefault(name, _LayerIO()).depthwise_of = group.id
+        for name, _, repeat in group.reader_index:
+            if name in group.readers:
+                layer_io.setdefault(name, _LayerIO()).reads.append((group.id, repeat))
 
-    if unknown_names:
-        all_names = set(names.values()) | set(groups) | set(excluded)
-        missing = sorted(n for n in unknown_names if n not in all_names)
-        if missing:
-            raise ValueError(f"find_groups(ignore=...): no module or group named {missing}")
-    x = _prepare_input(model, example_input)
-    x = _detach(x)
+    x = _detach(_prepare_input(model, example_input))
     return ChannelGroups(model, graph, x, groups, excluded, layer_io, names)
 
 

@@ -1,0 +1,34 @@
+"""Independent runs side by side: a process pool with an even split of the CPU threads."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import torch
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def map_jobs(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], *, workers: int = 1) -> list[Any]:
+    """`[fn(job) for job in jobs]`, in order, on `workers` processes (1: in this process).
+
+    Each worker gets ``cpu_count // workers`` intra-op threads (at least one); on CUDA machines
+    use workers=1 per GPU. `fn` must be importable (defined in a module, not a notebook) since
+    workers are spawned. Each job may carry ``threads``; it is filled in here.
+    """
+    workers = max(1, min(workers, len(jobs)))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cpus // workers)
+    jobs = [dict(job, threads=job.get("threads") or (threads if workers > 1 else None)) for job in jobs]
+    if workers == 1:
+        return [fn(job) for job in jobs]
+    ctx = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(threads,)) as pool:
+        return list(pool.map(fn, jobs))

@@ -1,0 +1,126 @@
+"""The shared interface every pruning method implements, and the method registry.
+
+A method is a `TrainHooks` (so it can take part in the one training loop) plus three decisions:
+
+- ``prepare``: what to attach or choose before training (gates, pruned sets, ...);
+- ``phases``: the training phases before surgery (sparse training, regularisation, search);
+  empty for one-shot methods;
+- ``finalize``: turn the trained model into a physically smaller one, through the shared
+  surgery (`prune_channels` for hard keep masks, `apply_gates` for gates).
+
+Fine-tuning, evaluation, cost and latency are done by `prunerep.methods.run`, identically for
+every method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from prunerep.engine import OptimConfig, TrainHooks
+from prunerep.pruning.groups import ChannelGroup, ChannelGroups
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the pruned network may cost.
+
+    Exactly one of: ``macs_keep`` (fraction of the dense MACs to keep, e.g. 0.5), or
+    ``ratios`` (fraction of channels to *remove* per prunable group, chosen by a method-specific
+    rule such as GReg's per-stage ratios).
+    """
+
+    macs_keep: float | None = None
+    ratios: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.macs_keep is None) == (self.ratios is None):
+            raise ValueError("Budget: give exactly one of macs_keep or ratios")
+        if self.macs_keep is not None and not 0 < self.macs_keep <= 1:
+            raise ValueError(f"Budget.macs_keep must be in (0, 1], got {self.macs_keep}")
+        for gid, r in (self.ratios or {}).items():
+            if not 0 <= r < 1:
+                raise ValueError(f"Budget.ratios[{gid!r}] must be in [0, 1), got {r}")
+
+    def describe(self) -> str:
+        if self.macs_keep is not None:
+            return f"keep {self.macs_keep:.0%} of dense MACs ({1 / self.macs_keep:.2f}x)"
+        return f"fixed per-group ratios ({len(self.ratios or {})} groups)"
+
+
+@dataclass
+class MethodContext:
+    """What `prepare` gets: the model's groups, its cost model and an example input."""
+
+    groups: ChannelGroups
+    prunable: list[ChannelGroup]
+    example_input: torch.Tensor
+    budget: Budget
+    cost_model: Any   # prunerep.pruning.soft_cost.SoftCostModel
+
+
+class PruningMethod(TrainHooks):
+    """Base class of the six papers' methods and the baselines.
+
+    Subclasses set `slug`, `paper` and override what their paper needs. `bilevel = True` asks
+    the runner for held-out batches for the architecture parameters.
+    """
+
+    slug: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    bilevel: ClassVar[bool] = False
+
+    def prunable(self, group: ChannelGroup) -> bool:
+        """Which groups this method may prune (default: all that surgery can prune)."""
+        return True
+
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        """Before any training: attach gates, choose pruned sets, etc. Returns the model."""
+        self.ctx = ctx
+        return model
+
+    def phases(self) -> list[tuple[str, OptimConfig]]:
+        """Named training phases run with this method's hooks before `finalize`."""
+        return []
+
+    def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        """Return the physically pruned model (in place or new)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement finalize")
+
+    def summary(self) -> dict[str, Any]:
+        """Method-specific numbers for the results (e.g. stop iteration, final lambda)."""
+        return {}
+
+
+_METHODS: dict[str, type[PruningMethod]] = {}
+
+
+def register_method(cls: type[PruningMethod]) -> type[PruningMethod]:
+    """Class decorator: make `cls` available as `get_method(cls.slug)`; duplicates raise."""
+    if not cls.slug:
+        raise ValueError(f"{cls.__name__}: set the class attribute `slug`")
+    if cls.slug in _METHODS and _METHODS[cls.slug] is not cls:
+        raise ValueError(f"method {cls.slug!r} is registered twice")
+    _METHODS[cls.slug] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    import prunerep.methods  # noqa: F401  (imports every method module)
+
+    return sorted(_METHODS)
+
+
+def get_method(slug: str, **kwargs: Any) -> PruningMethod:
+    """A method instance by slug, with its keyword arguments."""
+    list_methods()
+    if slug not in _METHODS:
+        raise ValueError(f"unknown method {slug!r}; registered: {sorted(_METHODS)}")
+    return _METHODS[slug](**kwargs)
+
+
+MaskFn = Callable[[ChannelGroup], torch.Tensor]

@@ -1,0 +1,127 @@
+"""Baselines every paper compares against, on the shared method interface.
+
+- ``l1``: one-shot L1-norm filter pruning (Li et al., "Pruning Filters for Efficient ConvNets",
+  ICLR 2017, arXiv:1608.08710): rank each group's channels by the L1 norm of their filters, remove
+  the lowest, fine-tune.
+- ``random``: the same widths with randomly chosen channels (the "random pruning" control).
+- ``slimming``: network slimming (Liu et al., "Learning Efficient Convolutional Networks through
+  Network Slimming", ICCV 2017, arXiv:1708.06519): sparse training with an L1 penalty on BN
+  scales (subgradient s·sign(γ) added after backward), then a global threshold on |γ| across
+  the prunable groups, then fine-tuning.
+
+Widths: a `Budget` with `ratios` fixes the fraction removed per group; one with `macs_keep`
+makes ``l1``/``random`` prune every prunable group by the same fraction (found by bisection) and
+``slimming`` threshold |γ| globally until the MACs budget is met.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from prunerep.config import from_dict
+from prunerep.engine import OptimConfig, TrainState
+from prunerep.methods.base import MethodContext, PruningMethod, register_method
+from prunerep.methods.budget import (
+    global_widths_for_macs,
+    top_k_masks,
+    uniform_widths_for_macs,
+    widths_from_ratio,
+)
+from prunerep.methods.importance import bn_scale, filter_l1, random_scores
+from prunerep.pruning.groups import ChannelGroup
+from prunerep.pruning.surgery import prune_channels
+
+Scope = Literal["all", "internal"]
+
+
+def in_scope(group: ChannelGroup, scope: Scope) -> bool:
+    """`internal`: only channels inside residual branches (GReg's and Li et al.'s ResNet setting);
+    `all`: also the residual streams (coupled across the adds)."""
+    return scope == "all" or not group.residual
+
+
+def _widths(ctx: MethodContext, scores: dict[str, torch.Tensor], rule: str) -> dict[str, int]:
+    if ctx.budget.ratios is not None:
+        return widths_from_ratio(ctx.prunable, {g.id: ctx.budget.ratios.get(g.id, 0.0) for g in ctx.prunable})
+    target = ctx.budget.macs_keep * ctx.cost_model.dense_macs()
+    if rule == "uniform":
+        return uniform_widths_for_macs(ctx.cost_model, ctx.prunable, target)[0]
+    return global_widths_for_macs(ctx.cost_model, ctx.prunable, scores, target)
+
+
+class _OneShot(PruningMethod):
+    rule = "uniform"
+
+    def __init__(self, scope: Scope = "all", seed: int = 0) -> None:
+        self.scope = scope
+        self.seed = seed
+        self.kept_widths: dict[str, int] = {}
+
+    def prunable(self, group: ChannelGroup) -> bool:
+        return in_scope(group, self.scope)
+
+    def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        scores = self.scores(model, ctx)
+        widths = _widths(ctx, scores, self.rule)
+        self.kept_widths = widths
+        return prune_channels(model, ctx.groups, top_k_masks(scores, widths))
+
+    def summary(self) -> dict[str, Any]:
+        return {"widths": self.kept_widths}
+
+
+@register_method
+class L1Norm(_OneShot):
+    slug = "l1"
+    paper = "Li et al., ICLR 2017, arXiv:1608.08710"
+
+    def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
+        return filter_l1(model, ctx.prunable)
+
+
+@register_method
+class RandomPruning(_OneShot):
+    slug = "random"
+    paper = "random channels at the same widths (control)"
+
+    def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
+        return random_scores(ctx.prunable, torch.Generator().manual_seed(self.seed))
+
+
+@register_method
+class Slimming(_OneShot):
+    slug = "slimming"
+    paper = "Liu et al., ICCV 2017, arXiv:1708.06519"
+    rule = "global"
+
+    def __init__(self, scope: Scope = "all", seed: int = 0, sparsity: float = 1e-4,
+                 sparse_train: dict | OptimConfig | None = None) -> None:
+        super().__init__(scope, seed)
+        self.sparsity = sparsity  # s in the paper: 1e-4 for CIFAR VGG/ResNet
+        self.sparse_train = (sparse_train if isinstance(sparse_train, OptimConfig)
+                             else from_dict(OptimConfig, sparse_train or {}, "slimming.sparse_train"))
+        self._norms: list[nn.Module] = []
+
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        super().prepare(model, ctx)
+        modules = dict(model.named_modules())
+        self._norms = [modules[n] for g in ctx.prunable for n in g.norms]
+        return model
+
+    def phases(self) -> list[tuple[str, OptimConfig]]:
+        return [("sparse_train", self.sparse_train)]
+
+    def after_backward(self, model: nn.Module, state: TrainState) -> None:
+        # Subgradient of s * sum |gamma| (Eq. 1 of the paper), added to the task gradient.
+        for bn in self._norms:
+            if bn.weight.grad is not None:
+                bn.weight.grad.add_(torch.sign(bn.weight.detach()), alpha=self.sparsity)
+
+    def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
+        return bn_scale(model, ctx.prunable)
