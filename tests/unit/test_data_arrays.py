@@ -167,3 +167,22 @@ def test_array_dataset_checks_and_subset() -> None:
         ArrayDataset(images.float(), torch.tensor([1, 0]), ("x", "y"))
     with pytest.raises(ValueError, match="int64"):
         ArrayDataset(images, torch.tensor([1, 0], dtype=torch.int32), ("x", "y"))
+
+
+def test_stats_without_stored_histogram(cache: Path) -> None:
+    # Caches without the stored train histogram (e.g. written by hand) get the same stats.
+    with_hist = load_splits(cache, val_size=20)
+    payload = torch.load(cache, weights_only=True)
+    del payload["train_histogram"]
+    torch.save(payload, cache)
+    without = load_splits(cache, val_size=20)
+    assert without.mean == pytest.approx(with_hist.mean, abs=1e-12)
+    assert without.std == pytest.approx(with_hist.std, abs=1e-12)
+    assert without.fingerprint == with_hist.fingerprint
+
+
+def test_fingerprint_identifies_the_selected_images(cache: Path) -> None:
+    plain = load_splits(cache, val_size=20)
+    assert load_splits(cache, val_size=20, test_subset=10_000).fingerprint == plain.fingerprint
+    assert load_splits(cache, val_size=20, test_subset=29).fingerprint != plain.fingerprint
+    assert load_splits(cache, val_size=20, split_seed=1).fingerprint != plain.fingerprint

@@ -497,3 +497,10 @@ def test_real_cifar10_jpeg_zip(tmp_path: Path) -> None:
     assert splits.classes[0] == "airplane" and splits.classes[-1] == "truck"
     assert splits.val.class_counts().tolist() == [500] * 10
     assert "94e6cdd84a05f4ae4f089c57f8b43de5125873df045131c5a937d94d988fe2d0" in splits.source
+
+
+def test_cli_missing_explicit_params_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["fetch", "--params", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err

@@ -106,7 +106,7 @@ def test_sleeping_model_measures_its_sleep() -> None:
     # Generous upper bound: other processes may share the cores; this checks units and that the
     # forward pass (and only it) is timed once per repeat.
     (r,) = measure_latency(Sleeper(0.005), SHAPE, batch_sizes=(1,), warmup=0, repeats=5)
-    assert 4.5 <= r.median_ms <= 40.0
+    assert 4.5 <= r.median_ms <= 100.0
     assert r.min_ms >= 4.5
 
 

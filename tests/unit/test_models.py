@@ -316,8 +316,11 @@ def test_channel_select_custom_source_and_meta() -> None:
     assert torch.equal(sel(x), expected)
     with torch.device("meta"):
         assert ChannelSelect(16, 32, stride=2)(torch.zeros(1, 16, 8, 8)).shape == (1, 32, 4, 4)
-    with pytest.raises(ValueError):
+    assert torch.equal(ChannelSelect(3, 2, source=[2, 0])(x), x[:, [2, 0]])
+    with pytest.raises(ValueError, match="source indices"):
         ChannelSelect(3, 2, source=[3, 0])
+    with pytest.raises(ValueError, match="pass `source`"):
+        ChannelSelect(3, 2)
 
 
 # -- torch-pruning -------------------------------------------------------------------------------

@@ -22,17 +22,22 @@ from typing import Any
 from prunerep.data.config import DataConfig, DataError
 
 log = logging.getLogger("prunerep.data")
+DEFAULT_PARAMS = Path("params.yaml")
 
 
-def _read_data_config(params_path: str | Path) -> DataConfig:
-    """The `data` section of a params file as a DataConfig (defaults if the file is absent).
+def _read_data_config(params_path: str | Path | None) -> DataConfig:
+    """The `data` section of a params file as a DataConfig.
 
-    Kept small on purpose: the project-wide config loader can replace it.
+    `None` means ``params.yaml`` in the cwd, with the DataConfig defaults if that file does not
+    exist; an explicitly named file must exist. Kept small on purpose: the project-wide config
+    loader can replace it.
     """
     import yaml
 
-    path = Path(params_path)
+    path = Path(params_path or DEFAULT_PARAMS)
     if not path.is_file():
+        if params_path is not None:
+            raise DataError(f"--params {path}: no such file")
         log.info("%s not found; using the default data config", path)
         return DataConfig()
     params = yaml.safe_load(path.read_text()) or {}
@@ -49,7 +54,7 @@ def _cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
     from prunerep.data.sources import fetch_raw
 
     config = _read_data_config(args.params)
-    root = Path(args.params).resolve().parent
+    root = Path(args.params or DEFAULT_PARAMS).resolve().parent
     path = fetch_raw(config, root=root)
     return {"dataset": config.name, "source": config.source, "raw": str(path)}
 
@@ -58,7 +63,7 @@ def _cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
     from prunerep.data.sources import prepare_cache
 
     config = _read_data_config(args.params)
-    root = Path(args.params).resolve().parent
+    root = Path(args.params or DEFAULT_PARAMS).resolve().parent
     summary = prepare_cache(config, args.out, root=root, raw=args.raw)
     summary["out"] = str(args.out)
     summary.pop("classes", None)
@@ -89,16 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_fetch = sub.add_parser("fetch", help="materialise data.source into data/<dataset>/")
     p_fetch.add_argument(
-        "--params", default="params.yaml", help="params file (default: params.yaml)"
+        "--params", help="params file (default: ./params.yaml; defaults if absent)"
     )
     p_fetch.set_defaults(run=_cmd_fetch)
     p_prep = sub.add_parser("prepare", help="decode the raw files once into a tensor cache")
     p_prep.add_argument(
         "--out", required=True, type=Path, help="cache file, e.g. artifacts/data/cifar10.pt"
     )
-    p_prep.add_argument(
-        "--params", default="params.yaml", help="params file (default: params.yaml)"
-    )
+    p_prep.add_argument("--params", help="params file (default: ./params.yaml; defaults if absent)")
     p_prep.add_argument(
         "--raw", type=Path, help="decode this file/folder instead of data/<dataset>/..."
     )

@@ -10,6 +10,7 @@ The cache written by `python -m prunerep.data prepare` is a plain dict saved wit
     classes       list[str]
     fingerprint   sha256 hex of the decoded arrays and class names (see `dataset_fingerprint`)
     source        human-readable description of the raw files it was decoded from
+    train_histogram  int64 [C, 256] per-channel pixel-value counts of train_images (for mean/std)
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class DataSplits:
         mean: per-channel mean in [0, 1] units, computed on the full train split (before any
             `train_subset`, so a fast profile normalises exactly like the full run).
         std: per-channel standard deviation (population), same pixels as `mean`.
-        fingerprint: sha256 hex identifying the decoded dataset *and* the split (the indices of
-            every split), so two runs with equal fingerprints saw exactly the same images.
+        fingerprint: sha256 hex of the dataset fingerprint and the exact indices of every split,
+            so two runs with equal fingerprints saw exactly the same images in each split.
         source: description of the raw files the cache was decoded from.
         info: extra json-able facts for `describe` (dataset fingerprint, split parameters).
     """
@@ -222,6 +223,8 @@ def save_cache(
         "classes": [str(c) for c in classes],
         "fingerprint": fingerprint,
         "source": source,
+        # Lets load_splits get train-split mean/std without scanning 45,000 images each time.
+        "train_histogram": channel_histogram(train.images),
     }
     _atomic_torch_save(payload, Path(out))
     return {
@@ -316,25 +319,36 @@ def stratified_pick(labels: torch.Tensor, n: int, generator: torch.Generator) ->
     return torch.sort(torch.cat(picked)).values
 
 
-def channel_stats(
-    images: torch.Tensor, chunk: int = 4096
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and population std of uint8 images, in [0, 1] units.
-
-    Uses per-channel histograms of the 256 pixel values, so the result does not depend on the
-    order of summation (and hence not on chunking or device).
-    """
+def channel_histogram(images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Per-channel counts of the 256 pixel values of uint8 images, int64 [C, 256]."""
     channels = images.shape[1]
-    hist = torch.zeros(channels, 256, dtype=torch.float64)
+    hist = torch.zeros(channels, 256, dtype=torch.int64)
     for start in range(0, images.shape[0], chunk):
         block = images[start : start + chunk].cpu()
         for c in range(channels):
-            hist[c] += torch.bincount(block[:, c].reshape(-1), minlength=256).double()
+            hist[c] += torch.bincount(block[:, c].reshape(-1), minlength=256)
+    return hist
+
+
+def stats_from_histogram(hist: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std, in [0, 1] units, of a [C, 256] value histogram."""
+    hist = hist.double()
     values = torch.arange(256, dtype=torch.float64) / 255.0
     total = hist.sum(dim=1).clamp_min(1)
     mean = (hist * values).sum(dim=1) / total
     var = (hist * (values[None, :] - mean[:, None]) ** 2).sum(dim=1) / total
     return tuple(mean.tolist()), tuple(var.sqrt().tolist())
+
+
+def channel_stats(
+    images: torch.Tensor, chunk: int = 4096
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and population std of uint8 images, in [0, 1] units.
+
+    Computed from value histograms, so the result does not depend on summation order (hence not
+    on chunking or device), and the stats of "train minus validation" are a subtraction.
+    """
+    return stats_from_histogram(channel_histogram(images, chunk))
 
 
 def _indices_digest(*indices: torch.Tensor) -> str:
@@ -399,7 +413,13 @@ def load_splits(
     test_idx = torch.arange(len(test))
 
     # Normalisation stats come from the full train split so subsets normalise identically.
-    mean, std = channel_stats(full_train.images[train_idx])
+    # hist(train split) = hist(official train set, stored by prepare) - hist(validation): only
+    # the 5,000 validation images are scanned here.
+    full_hist = payload.get("train_histogram")
+    expected_shape = (full_train.images.shape[1], 256)
+    if not isinstance(full_hist, torch.Tensor) or tuple(full_hist.shape) != expected_shape:
+        full_hist = channel_histogram(full_train.images)
+    mean, std = stats_from_histogram(full_hist - channel_histogram(full_train.images[val_idx]))
 
     def pick(
         name: str, value: int | None, base: torch.Tensor, labels: torch.Tensor
@@ -413,19 +433,23 @@ def load_splits(
     val_idx = pick("val_subset", val_subset, val_idx, full_train.labels)
     test_idx = pick("test_subset", test_subset, test_idx, test.labels)
 
-    split_record = {
+    # Identify the data actually selected (dataset + exact indices), so two requests that
+    # select the same images (e.g. a subset larger than its split, or none) share a fingerprint.
+    identity = {
+        "dataset_fingerprint": payload["fingerprint"],
+        "sizes": [train_idx.numel(), val_idx.numel(), test_idx.numel()],
+        "indices_sha256": _indices_digest(train_idx, val_idx, test_idx),
+    }
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    info = {
+        "dataset": str(payload.get("dataset", "")),
         "dataset_fingerprint": payload["fingerprint"],
         "val_size": val_size,
         "split_seed": split_seed,
         "train_subset": train_subset,
         "val_subset": val_subset,
         "test_subset": test_subset,
-        # The indices themselves, so a change of the split algorithm changes the fingerprint.
-        "indices_sha256": _indices_digest(train_idx, val_idx, test_idx),
     }
-    fingerprint = hashlib.sha256(json.dumps(split_record, sort_keys=True).encode()).hexdigest()
-    info = {k: v for k, v in split_record.items() if k != "indices_sha256"}
-    info["dataset"] = str(payload.get("dataset", ""))
     return DataSplits(
         train=full_train.subset(train_idx),
         val=full_train.subset(val_idx),

@@ -52,17 +52,19 @@ def crop_flip(
         padded[:, :, pad : pad + h, pad : pad + w] = images
     else:
         padded = images.contiguous()
+    # Output pixel (i, j) reads flat position (dy + i) * wp + dx + j' of its padded plane: a
+    # per-image offset plus one of two fixed [H*W] patterns (plain or mirrored). One gather
+    # along the flattened plane, with the index shared by all channels (expand, no copy), was
+    # the fastest of the batched variants tried on CPU (about 2x a 4-D advanced index).
+    i = torch.arange(h, device=device).view(h, 1) * wp
+    j = torch.arange(w, device=device).view(1, w)
+    plain = (i + j).view(1, h * w)
+    mirrored = (i + (w - 1 - j)).view(1, h * w)
     shifts = shifts.to(device)
-    flips = flips.to(device)
-    cols = torch.arange(w, device=device)
-    cols = torch.where(flips[:, None], w - 1 - cols, cols) + shifts[:, 1:2]  # [B, W]
-    rows = torch.arange(h, device=device) + shifts[:, 0:1]  # [B, H]
-    # Flat index into `padded`, [B, C, H, W]: one take() instead of a 4-tensor advanced index.
-    base = (torch.arange(b, device=device) * (c * hp * wp))[:, None, None, None] + (
-        torch.arange(c, device=device) * (hp * wp)
-    )[None, :, None, None]
-    index = base + (rows * wp)[:, None, :, None] + cols[:, None, None, :]
-    return padded.reshape(-1).take(index)
+    offset = (shifts[:, 0] * wp + shifts[:, 1]).view(b, 1)
+    index = torch.where(flips.to(device).view(b, 1), mirrored, plain) + offset
+    out = padded.view(b, c, hp * wp).gather(2, index.view(b, 1, h * w).expand(b, c, h * w))
+    return out.view(b, c, h, w)
 
 
 class Loader:

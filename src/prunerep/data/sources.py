@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import functools
 import hashlib
+import http.client
 import inspect
 import io
 import logging
@@ -151,7 +152,7 @@ def _source_kind(config: DataConfig) -> tuple[str, str]:
         if not cls:
             raise DataError(f"data.source: {source!r} names no class. {SOURCE_HINT}")
         return "torchvision", cls
-    if source == "download":
+    if source.lower() == "download":
         if config.dataset.startswith(TORCHVISION_PREFIX):
             return "torchvision", config.dataset[len(TORCHVISION_PREFIX) :].strip()
         if config.name not in DOWNLOADS:
@@ -180,7 +181,10 @@ def raw_path(config: DataConfig, root: str | Path | None = None) -> Path:
         return folder / DOWNLOADS[value].filename
     if kind == "torchvision":
         return folder
-    return folder / Path(value).name
+    name = Path(value).name
+    if name in ("", ".", ".."):
+        name = _resolve_source(value, Path(root or find_root())).resolve().name
+    return folder / name
 
 
 def _resolve_source(value: str, root: Path) -> Path:
@@ -348,7 +352,7 @@ def download_file(url: str, dst: Path, md5: str, *, timeout: float = 60.0) -> bo
         _atomic_write(dst, write)
     except DataError:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         raise DataError(
             f"could not download {url} ({type(err).__name__}: {err}). This machine may be offline. "
             f"{SOURCE_HINT}"
@@ -424,7 +428,12 @@ class _TarContainer(_Container):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()/__exit__
-        self.members = {m.name: m for m in self.tar.getmembers() if m.isfile()}
+        try:
+            # Lists every member: decompresses the whole archive once, so truncation shows here.
+            self.members = {m.name: m for m in self.tar.getmembers() if m.isfile()}
+        except BaseException:
+            self.tar.close()
+            raise
         self.names = list(self.members)
 
     def read(self, names: Iterable[str]) -> Iterator[tuple[str, bytes]]:
@@ -913,7 +922,9 @@ def fetch_raw(config: DataConfig, *, root: str | Path | None = None) -> Path:
 
     src = _resolve_source(value, root)
     if not src.exists():
-        raise DataError(f"data.source: {value} does not exist (looked for {src}). {SOURCE_HINT}")
+        raise DataError(
+            f"data.source: {value} does not exist (looked for {os.path.normpath(src)}). {SOURCE_HINT}"
+        )
     if src.resolve() == dst.resolve():
         log.info("data.source is already the fetched copy %s", dst)
         return dst
@@ -941,9 +952,7 @@ def fetch_raw(config: DataConfig, *, root: str | Path | None = None) -> Path:
 def _note_others(dst: Path) -> None:
     # Left in place (they may be wanted), but they enlarge what data.dvc pins.
     others = sorted(
-        p.name
-        for p in dst.parent.iterdir()
-        if p.name not in (dst.name,) and not p.name.startswith(".")
+        p.name for p in dst.parent.iterdir() if p.name != dst.name and not p.name.startswith(".")
     )
     if others:
         log.info("note: %s also holds %s, which data.source does not use", dst.parent, others)

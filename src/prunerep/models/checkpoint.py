@@ -16,6 +16,7 @@ code is unpickled.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -103,8 +104,11 @@ def save_model(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] |
     if arch is None:
         raise ValueError("save_model: the model has no `arch_spec`; build it with prunerep.models.build_model")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_torch_save({"format": FORMAT, "arch": arch, "modules": module_records(model),
-                              "state_dict": state, "meta": meta or {}}, path)
+    # Meta goes through JSON so it holds only plain types (weights_only loading refuses others,
+    # e.g. torch's TorchVersion string subclass).
+    plain_meta = json.loads(json.dumps(meta or {}, default=str))
+    return atomic_torch_save({"format": FORMAT, "arch": json.loads(json.dumps(arch)),
+                              "modules": module_records(model), "state_dict": state, "meta": plain_meta}, path)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu",

@@ -76,6 +76,9 @@ class ChannelSelect(nn.Conv2d):
       parameter someone re-enabled gets no gradient (and optimizers skip parameters without one).
     * **Not re-initialised.** ``reset_parameters`` only builds the default selection once; later
       calls (generic "re-initialise the pruned network" code) keep the current selection.
+    * **Not a filter bank.** Code that treats every ``nn.Conv2d`` as learnable filters (importance
+      scores, sparsity regularisers, gates, weight init) must skip it:
+      ``isinstance(m, ChannelSelect)``. torch-pruning still needs it in the graph: keep it there.
     * **Validated on load.** ``load_state_dict`` refuses (``RuntimeError``, weight left untouched)
       a selection that is not 0/1 with at most one 1 per row.
 
@@ -85,7 +88,7 @@ class ChannelSelect(nn.Conv2d):
         stride: Spatial subsampling factor (keeps pixels ``0, stride, 2*stride, ...``, exactly like
             a 1x1 conv with this stride and no padding, and like ``x[:, :, ::stride, ::stride]``).
         source: Optional source index per output channel (``-1`` = zero channel). Defaults to
-            :func:`centered_padding_source`.
+            :func:`centered_padding_source`; required when ``out_channels < in_channels``.
         device: Factory kwarg forwarded to ``nn.Conv2d``.
         dtype: Factory kwarg forwarded to ``nn.Conv2d``.
     """
@@ -112,6 +115,10 @@ class ChannelSelect(nn.Conv2d):
         )
         if source is not None:
             self.set_source(source)
+        elif out_channels < in_channels:
+            raise ValueError(
+                f"ChannelSelect({in_channels}, {out_channels}) drops channels: pass `source`"
+            )
 
     # -- structure -------------------------------------------------------------------------------
 
@@ -131,7 +138,10 @@ class ChannelSelect(nn.Conv2d):
         """
         if getattr(self, "_selection_initialised", False):
             return
-        self.set_source(centered_padding_source(self.in_channels, self.out_channels))
+        if self.out_channels >= self.in_channels:
+            self.set_source(centered_padding_source(self.in_channels, self.out_channels))
+        else:  # no natural default; __init__ insists on an explicit `source`
+            self.set_source([-1] * self.out_channels)
         self._selection_initialised = True
 
     def set_source(self, source: Sequence[int]) -> None:

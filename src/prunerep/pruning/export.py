@@ -76,13 +76,30 @@ def export_onnx(
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
+            # ConstantConv reads the input's shape as Python ints; with static shapes that is
+            # exactly what we want, so the tracer's "treated as a constant" warning is noise.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             kwargs: dict[str, Any] = {"input_names": [f"input{i}" for i in range(len(args))]}
             if dynamo:
-                torch.onnx.export(model, args, str(path), dynamo=True, external_data=False,
-                                  opset_version=opset, **kwargs)
+                torch.onnx.export(
+                    model,
+                    args,
+                    str(path),
+                    dynamo=True,
+                    external_data=False,
+                    opset_version=opset,
+                    **kwargs,
+                )
             else:
-                torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset,
-                                  do_constant_folding=True, **kwargs)
+                torch.onnx.export(
+                    model,
+                    args,
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    **kwargs,
+                )
     finally:
         for m, mode in modes:
             m.training = mode
@@ -111,7 +128,8 @@ def check_onnx(
     args = _inputs(example_input)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {
-        inp.name: a.detach().cpu().numpy() for inp, a in zip(session.get_inputs(), args, strict=True)
+        inp.name: a.detach().cpu().numpy()
+        for inp, a in zip(session.get_inputs(), args, strict=True)
     }
     got = session.run(None, feeds)
     device = next((t.device for t in [*model.parameters(), *model.buffers()]), None)
@@ -129,7 +147,9 @@ def check_onnx(
     for i, (g, r) in enumerate(zip(got, ref, strict=True)):
         r = r.detach().cpu().numpy()
         if g.shape != r.shape:
-            raise ValueError(f"{path}: output {i} has shape {g.shape} in ONNX, {r.shape} in PyTorch")
+            raise ValueError(
+                f"{path}: output {i} has shape {g.shape} in ONNX, {r.shape} in PyTorch"
+            )
         if r.size:
             worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64)))))
     if worst > atol:

@@ -343,7 +343,9 @@ class StochasticMask(ChannelGate):
         if self.prob_fn is not None:
             p = self.prob_fn()
             if p.shape != (self.channels,):
-                raise ValueError(f"prob_fn returned shape {tuple(p.shape)}, expected ({self.channels},)")
+                raise ValueError(
+                    f"prob_fn returned shape {tuple(p.shape)}, expected ({self.channels},)"
+                )
             return p
         return torch.sigmoid(self.logit)
 
@@ -407,7 +409,9 @@ class WeightDependentGate(ChannelGate):
         """MLP score per channel ``[C]`` (gate open iff > 0)."""
         w = self.weight_fn()
         if w.shape[0] != self.channels:
-            raise ValueError(f"weight_fn returned {w.shape[0]} filters, the gate has {self.channels}")
+            raise ValueError(
+                f"weight_fn returned {w.shape[0]} filters, the gate has {self.channels}"
+            )
         return self.mlp(w.flatten(1)).squeeze(1)
 
     def values(self) -> torch.Tensor:
@@ -510,7 +514,9 @@ class GateSet(nn.Module):
     def __getitem__(self, group_id: str) -> ChannelGate:
         key = _key(group_id)
         if key not in self.gates:
-            raise KeyError(f"no gate for channel group {group_id!r}; gated groups: {list(self._ids.values())}")
+            raise KeyError(
+                f"no gate for channel group {group_id!r}; gated groups: {list(self._ids.values())}"
+            )
         return self.gates[key]
 
     def __contains__(self, group_id: object) -> bool:
@@ -550,11 +556,18 @@ class GateSet(nn.Module):
         if owner is not None:
             for m in owner.modules():
                 for hooks in (m._forward_pre_hooks, m._forward_hooks):
-                    for hid in [k for k, h in hooks.items() if isinstance(h, _HOOK_TYPES) and h.gate_set is self]:
+                    for hid in [
+                        k
+                        for k, h in hooks.items()
+                        if isinstance(h, _HOOK_TYPES) and h.gate_set is self
+                    ]:
                         del hooks[hid]
                         # forward hooks may also be listed as "always call"/"with kwargs"
-                        for extra in ("_forward_hooks_always_called", "_forward_hooks_with_kwargs",
-                                      "_forward_pre_hooks_with_kwargs"):
+                        for extra in (
+                            "_forward_hooks_always_called",
+                            "_forward_hooks_with_kwargs",
+                            "_forward_pre_hooks_with_kwargs",
+                        ):
                             getattr(m, extra, {}).pop(hid, None)
             if self._attr is not None and getattr(owner, self._attr, None) is self:
                 delattr(owner, self._attr)
@@ -629,15 +642,20 @@ def attach_gates(
     for g in groups:
         gate = make_gate(g)
         if not isinstance(gate, ChannelGate):
-            raise TypeError(f"make_gate returned {type(gate).__name__} for group {g.id!r}, not a ChannelGate")
+            raise TypeError(
+                f"make_gate returned {type(gate).__name__} for group {g.id!r}, not a ChannelGate"
+            )
         if gate.channels != g.channels:
-            raise ValueError(f"gate for channel group {g.id!r} has {gate.channels} channels, the group has {g.channels}")
+            raise ValueError(
+                f"gate for channel group {g.id!r} has {gate.channels} channels, the group has {g.channels}"
+            )
         if _key(g.id) in gate_set.gates:
             raise ValueError(f"channel group {g.id!r} given twice")
         gate_set.gates[_key(g.id)] = gate
         gate_set._ids[_key(g.id)] = g.id
     if device is not None:
         gate_set.to(device)
+    gate_set.train(model.training)  # new modules default to training mode; follow the model
 
     if placement == "input":
         slots: dict[str, list[tuple[str, int, int, bool]]] = {}
@@ -646,7 +664,9 @@ def attach_gates(
             for reader, offset, repeat in g.reader_index:
                 slots.setdefault(reader, []).append((g.id, offset, repeat, reader in copies))
         for reader, reader_slots in slots.items():
-            model.get_submodule(reader).register_forward_pre_hook(_InputHook(gate_set, reader_slots))
+            model.get_submodule(reader).register_forward_pre_hook(
+                _InputHook(gate_set, reader_slots)
+            )
     else:
         for g in groups:
             for tap in g.output_taps:

@@ -125,8 +125,14 @@ class ChannelGroup:
     def members(self) -> tuple[str, ...]:
         """Every module name of the group (each once, in role order)."""
         names = (
-            self.producers + self.norms + self.depthwise + self.readers + self.selects_in
-            + self.selects_out + self.constants + self.others
+            self.producers
+            + self.norms
+            + self.depthwise
+            + self.readers
+            + self.selects_in
+            + self.selects_out
+            + self.constants
+            + self.others
         )
         return tuple(dict.fromkeys(names))
 
@@ -230,7 +236,11 @@ class ChannelGroups:
             gid = io.writes or io.depthwise_of
         if gid is None:
             for g in self._groups.values():
-                if module_name in g.norms or module_name in g.selects_out or module_name in g.constants:
+                if (
+                    module_name in g.norms
+                    or module_name in g.selects_out
+                    or module_name in g.constants
+                ):
                     gid = g.id
                     break
         return self._groups.get(gid) if gid is not None else None
@@ -371,8 +381,16 @@ class _GroupBuilder:
         self.ignore = ignore
         self.roles: dict[str, list[str]] = {
             k: []
-            for k in ("producers", "norms", "readers", "depthwise", "selects_in", "selects_out",
-                      "constants", "others")
+            for k in (
+                "producers",
+                "norms",
+                "readers",
+                "depthwise",
+                "selects_in",
+                "selects_out",
+                "constants",
+                "others",
+            )
         }
         self.reader_index: list[tuple[str, int, int]] = []
         self.residual = False
@@ -401,7 +419,9 @@ class _GroupBuilder:
         node = item.dep.target
         mod, name = node.module, names.get(node.module)
         is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
-        identity = sorted(zip(root_idxs, idxs, strict=True)) == [(c, c) for c in range(self.channels)]
+        identity = sorted(zip(root_idxs, idxs, strict=True)) == [
+            (c, c) for c in range(self.channels)
+        ]
         select_t = _channel_select_type()
 
         if node.type == tp_ops.OPTYPE.OUTPUT:
@@ -413,8 +433,8 @@ class _GroupBuilder:
         elif name is None:  # pragma: no cover - every remaining node is a named module
             self.problems.append(f"an unnamed {type(mod).__name__} is coupled to it")
         else:
-            if name in self.ignore:
-                self.problems.append(f"it contains ignored module {name!r}")
+            if name in self.ignore and is_out:
+                self.problems.append(f"its channels are output by ignored module {name!r}")
             if select_t is not None and isinstance(mod, select_t):
                 if is_out:
                     self._write("selects_out", name, mod, identity)
@@ -442,7 +462,9 @@ class _GroupBuilder:
             else:
                 self.roles["others"].append(name)
 
-    def build(self, model: nn.Module, graph: tp.DependencyGraph, order: dict[str, int]) -> ChannelGroup:
+    def build(
+        self, model: nn.Module, graph: tp.DependencyGraph, order: dict[str, int]
+    ) -> ChannelGroup:
         """The group, members in model order; ``self.problems`` says whether it is prunable."""
 
         def ordered(seq: list[str]) -> tuple[str, ...]:
@@ -458,8 +480,6 @@ class _GroupBuilder:
             outs = node_of[model.get_submodule(n)].outputs
             if not outs or not all(o in norm_nodes for o in outs):
                 taps.append(n)
-        if self.id in self.ignore:
-            self.problems.append("it is in `ignore`")
         if not roles["readers"] and not roles["selects_in"] and not self.problems:
             self.problems.append("no layer reads its channels (a model output)")
         return ChannelGroup(
@@ -481,8 +501,9 @@ def find_groups(
         model: Any ``nn.Module`` that runs on ``example_input``. Attached gate sets are ignored.
         example_input: A tensor (or tuple of positional inputs) for one traced forward pass,
             e.g. ``torch.randn(1, 3, 32, 32)``. It is moved to the model's device.
-        ignore: Group ids or module names; a group containing any of them is not prunable (it
-            appears in ``excluded``).
+        ignore: Module names (group ids are module names too) whose *output* channels must
+            stay as they are: every group they produce, normalise or carry is excluded (listed
+            in ``excluded`` with the reason). Layers that only read a group do not pin it.
 
     Returns:
         The prunable groups, plus the dependency graph for surgery.

@@ -98,7 +98,9 @@ class SoftCostModel:
         self._dense = torch.tensor(dense_widths, dtype=torch.float64)
 
     @classmethod
-    def from_model(cls, model: nn.Module, example_input: Any, groups: ChannelGroups) -> SoftCostModel:
+    def from_model(
+        cls, model: nn.Module, example_input: Any, groups: ChannelGroups
+    ) -> SoftCostModel:
         """Trace ``model`` once and build its cost model over ``groups``.
 
         Args:
@@ -161,7 +163,9 @@ class SoftCostModel:
                 else:
                     c_p += const
             if first_call and bias_n:
-                biases.append(_Bias(bias_n / layer.out_channels, fixed_in, tuple(reads), out, fixed_out))
+                biases.append(
+                    _Bias(bias_n / layer.out_channels, fixed_in, tuple(reads), out, fixed_out)
+                )
 
         # Norm affine parameters: those on prunable groups scale with the width, the rest are fixed.
         grouped_norm_params = 0
@@ -209,7 +213,9 @@ class SoftCostModel:
         w = self.width_vector(widths)
         total = self._eval(self._params, w)
         for bias in self._biases:
-            width_in = bias.fixed_in + sum((r * w[g] for g, r in bias.reads), torch.zeros((), dtype=w.dtype, device=w.device))
+            width_in = bias.fixed_in + sum(
+                (r * w[g] for g, r in bias.reads), torch.zeros((), dtype=w.dtype, device=w.device)
+            )
             width_out = w[bias.out] if bias.out is not None else bias.fixed_out
             total = total + bias.count_per_out * width_out * (width_in > 0).to(w.dtype)
         return total

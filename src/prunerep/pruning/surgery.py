@@ -127,7 +127,9 @@ class ConstantConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.out_channels))
 
     @classmethod
-    def from_conv(cls, conv: nn.modules.conv._ConvNd, out_channels: int | None = None) -> ConstantConv:
+    def from_conv(
+        cls, conv: nn.modules.conv._ConvNd, out_channels: int | None = None
+    ) -> ConstantConv:
         """The constant conv replacing ``conv``; keeps its bias if ``out_channels`` is None."""
         keep_bias = out_channels is None
         out = conv.out_channels if keep_bias else out_channels
@@ -480,9 +482,7 @@ def _check_runs(model: nn.Module, groups: ChannelGroups) -> None:
             m.training = mode
 
 
-def prune_channels(
-    model: nn.Module, groups: ChannelGroups, keep: Mapping[str, Any]
-) -> nn.Module:
+def prune_channels(model: nn.Module, groups: ChannelGroups, keep: Mapping[str, Any]) -> nn.Module:
     """Physically remove the channels whose keep mask is False, in place.
 
     Args:
@@ -600,17 +600,24 @@ def _check_output_zeros(model: nn.Module, groups: ChannelGroups, plan: SurgeryPl
     def make_hook(gid: str, reader: str, idx: torch.Tensor):
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             x = args[0]
-            val = float(x.detach().index_select(1, idx.to(x.device)).abs().max()) if idx.numel() else 0.0
+            val = (
+                float(x.detach().index_select(1, idx.to(x.device)).abs().max())
+                if idx.numel()
+                else 0.0
+            )
             worst[(gid, reader)] = max(worst.get((gid, reader), 0.0), val)
 
         return hook
 
+    producer_of = _producer_of(groups)
     for gid, mask in plan.keep.items():
         if bool(mask.all()):
             continue
         g = groups[gid]
         dead = (~mask).nonzero().flatten()
         for reader, offset, repeat in g.reader_index:
+            if producer_of.get(reader) in plan.dead:
+                continue  # removed with its own (dead) output: what it reads no longer matters
             idx = (offset + dead[:, None] * repeat + torch.arange(repeat)[None, :]).flatten()
             m = model.get_submodule(reader)
             hooks.append(m.register_forward_pre_hook(make_hook(gid, reader, idx)))

@@ -55,6 +55,6 @@ def provenance(profile: str, **extra: Any) -> dict[str, Any]:
     import prunerep
 
     return {"profile": profile, "git": git_revision(), "prunerep": prunerep.__version__,
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": str(torch.__version__), "python": platform.python_version(),
             "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "platform": platform.platform(), **extra}

@@ -1,6 +1,6 @@
 """Stage `pretrain@<model>`: the dense checkpoint every method prunes (the fairness guarantee).
 
-    python -m prunerep.stages.pretrain resnet56 [--params params.yaml]
+    python -m prunerep.stages pretrain resnet56 [--params params.yaml]
 
 Reads the `data` and `pretrain` sections of params.yaml (active profile), trains the model with
 the shared engine on the training split, picks the weights on the validation split, reports the
@@ -105,7 +105,7 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prunerep.stages.pretrain")
+    parser = argparse.ArgumentParser(prog="python -m prunerep.stages pretrain")
     parser.add_argument("model", help="key of pretrain.models in params.yaml")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
@@ -116,6 +116,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
