@@ -120,6 +120,7 @@ def test_attach_keeps_names_and_state_dict_keys():
         reference = model(X)
     gates = attach_gates(model, groups, lambda g: SoftGate(g.channels))  # all ones
     assert model.gates is gates and isinstance(gates, GateSet)
+    assert not gates.training and not gates["conv1"].training  # follows the (eval) model
     new_keys = list(model.state_dict())
     assert new_keys[: len(keys)] == keys and all(
         k.startswith("gates.") for k in new_keys[len(keys) :]

@@ -1,6 +1,9 @@
 """Pruning methods on one interface: the six papers and the baselines (imported to register)."""
 
 from prunerep.methods import baselines as baselines
+from prunerep.methods import dsa as dsa
+from prunerep.methods import gdp as gdp
+from prunerep.methods import greg as greg
 from prunerep.methods.base import Budget as Budget
 from prunerep.methods.base import MethodContext as MethodContext
 from prunerep.methods.base import PruningMethod as PruningMethod
