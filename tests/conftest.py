@@ -6,6 +6,11 @@ import pytest
 import torch
 
 
+# Tests use tiny tensors: one intra-op thread avoids OpenMP oversubscription (busy-waiting
+# threads made the suite 2x slower on the 2-core CI machine) and makes timings of runs comparable.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _isolate_rng():
     """Each test starts from the same seed and leaves the global RNG as it found it."""

@@ -486,12 +486,22 @@ def test_pruned_model_can_be_pruned_again():
 
 
 def test_frozen_parameters_stay_frozen():
+    x = torch.randn(1, 3, 32, 32)
     model = build("resnet20", shortcut="B")
     model.layer1[0].conv1.weight.requires_grad_(False)
-    groups = find_groups(model, torch.randn(1, 3, 32, 32))
-    prune_channels(model, groups, {g.id: torch.arange(g.channels) % 2 == 0 for g in groups})
+    model.layer1[1].conv2.weight.requires_grad_(False)
+    groups = find_groups(model, x)
+    keep = {g.id: torch.arange(g.channels) % 2 == 0 for g in groups}
+    keep["layer1.1.conv1"][:] = False
+    prune_channels(model, groups, keep)
     assert not model.layer1[0].conv1.weight.requires_grad
     assert model.layer1[0].conv2.weight.requires_grad
+    assert not model.layer1[1].conv2.bias.requires_grad  # the constant of a frozen conv
+    # ... and it is still traced with its stream, so the model can be pruned again
+    groups = find_groups(model, x)
+    assert "layer1.1.conv2" in groups["conv1"].constants
+    prune_channels(model, groups, {"conv1": torch.arange(8) != 3})
+    assert model.layer1[1].conv2.out_channels == 7
 
 
 # -- errors: one clear message naming the group, model untouched ----------------------------------

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from prunerep.engine import OptimConfig, TrainHooks
+from prunerep.engine import ArchOptimConfig, OptimConfig, TrainHooks
 from prunerep.pruning.groups import ChannelGroup, ChannelGroups
 
 
@@ -90,6 +90,14 @@ class PruningMethod(TrainHooks):
     def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         """Return the physically pruned model (in place or new)."""
         raise NotImplementedError(f"{type(self).__name__} must implement finalize")
+
+    def arch_optimizer_config(self) -> ArchOptimConfig | None:
+        """Optimiser of `arch_parameters` (bi-level methods); None: the engine's default."""
+        return None
+
+    def finetune_hooks(self) -> list[TrainHooks]:
+        """Hooks for the fine-tuning after `finalize` (e.g. masks keeping pruned weights at zero)."""
+        return []
 
     def summary(self) -> dict[str, Any]:
         """Method-specific numbers for the results (e.g. stop iteration, final lambda)."""

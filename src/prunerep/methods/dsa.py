@@ -1,10 +1,638 @@
-"""DSA: method module (being implemented; see the issue for the specification)."""
+"""DSA: Differentiable Sparsity Allocation (Ning et al., "DSA: More Efficient Budgeted Pruning via
+Differentiable Sparsity Allocation", ECCV 2020, arXiv:2004.02164).
+
+The first public *training* implementation: the official release
+(github.com/walkerning/differentiable-sparsity-allocation) holds evaluation code only. Its verified
+parts are the specification here (``../shared/papers/dsa.md`` §4.2 "Verified in the code"):
+
+* **Topological grouping.** One keep ratio per channel group (`prunerep.pruning.groups`):
+  convs coupled through residual additions share one mask and one ratio.
+* **Keep ratio** ``alpha = sigmoid(a)`` per group, ``a`` initialised to 5 (``alpha_0 ~ 0.993``).
+* **Keep probability** of channel ``c``:
+  ``p_c = clip(sigmoid(beta_2 (log b_c - log beta_1)) + 0.01, 0, 1)``, the sigmoid argument clamped
+  to +-20, with ``b_c`` the (detached) filter L1 norm, ``beta_2 = 1`` and ``beta_1`` solved at every
+  forward pass so that ``mean_c p_c = alpha`` (the expected number of kept channels is ``alpha C``).
+  The official code uses scipy's ``root_scalar``; here a vectorised float64 bisection on
+  ``log beta_1`` solves all groups at once (:func:`solve_log_beta1`).
+* **Implicit gradient** (:class:`KeepProbFunction`):
+  ``dL/dalpha = C sum_c dL/dp_c softmax_c(log f'_c)`` with ``f'_c = sigma(t_c)(1 - sigma(t_c))``,
+  ``t_c = beta_2 (log beta_1 - log b_c)``: implicit differentiation of ``mean_c p_c = alpha``.
+* **Masks** ``m ~ Bernoulli(p)`` with a straight-through gradient (``dm/dp = 1``), multiplying the
+  output of BN before the activation (`StochasticMask` gates, ``placement="output"``).
+* **FLOPs model** ``F(alpha) = alpha^T A alpha + B^T alpha (+ c)`` (:class:`AlphaCost`), from the
+  project's bilinear MACs model; exact at hard widths.
+
+**Reconstructions** (the training loop is not released; each is documented in the notebook):
+
+* *Bi-level split*: weights on the training split, ``a`` on held-out batches (10 % of the
+  training split, as the official loader's ``train_val_split_ratio=0.9`` suggests), one
+  first-order (DARTS-style) Adam step per weight step (``arch_optim``).
+* *Budget-constrained update of alpha* (the paper calls it ADMM-inspired; its exact form is not
+  verified): projected gradient. The task-loss step on ``a`` is unconstrained; after every weight
+  step, if ``F(alpha) > B(t)``, alpha moves along ``-grad F(alpha)`` to the constraint surface
+  (a one-dimensional root find, :func:`project_to_budget`). ``B(t)`` goes linearly from
+  ``F(alpha_0)`` to the budget over the first ``ramp`` fraction of the search (gradual pruning:
+  the weights adapt as channels disappear). At a KKT point, ``grad L + lambda grad F = 0``: each
+  group's marginal loss per marginal FLOP is equal, which is what a learned allocation should
+  achieve.
+* *Final widths*: ``ceil(alpha C)`` channels of highest importance per group (the spec's rule),
+  scaled along the learned alpha direction so that the exact MACs meet the budget (largest
+  widths within it: :func:`final_widths`), then removed by the shared surgery and fine-tuned.
+
+Deviations from the official code: importance ``b_c`` of a group coupled across several convs is
+the sum of their filters' L1 norms (the project's `filter_l1`; the official "primal module" rule,
+the first conv's filters only, is ``importance="primal_l1"``); the implicit gradient gives zero
+weight to channels whose ``p`` is clipped at 1 or whose sigmoid argument is clamped (the exact
+derivative; the official code weights them by their tiny ``f'``); MACs count conv *and* linear
+layers (the project's convention), not conv only.
+
+``allocation="uniform"`` is the control of claim 1: the same masks, importance, schedule and
+fine-tuning, but every group keeps the same ratio (one scalar follows the budget), so only the
+allocation differs.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from prunerep.config import register_section
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunerep.config import from_dict, register_section
+from prunerep.engine import ArchOptimConfig, OptimConfig, TrainState
+from prunerep.methods.base import MethodContext, PruningMethod, register_method
+from prunerep.methods.budget import top_k_masks
+from prunerep.pruning.gates import StochasticMask, attach_gates
+from prunerep.pruning.groups import ChannelGroup
+from prunerep.pruning.surgery import prune_channels
+
+__all__ = [
+    "DSA",
+    "AlphaCost",
+    "DSAAllocator",
+    "DSAConfig",
+    "KeepProbFunction",
+    "final_widths",
+    "keep_probabilities",
+    "project_to_budget",
+    "solve_log_beta1",
+]
+
+Importance = Literal["l1", "primal_l1", "bn"]
+Allocation = Literal["learned", "uniform"]
+
+_EPS = 1e-8      # log(b + eps), as the official code
+_CLAMP = 20.0    # the sigmoid argument is clamped to +-20 (official code)
+_FLOOR = 0.01    # p = sigmoid(.) + 0.01 (official code): every channel keeps a chance to be sampled
+
+
+# ---------------------------------------------------------------------------------------------
+# keep probabilities: the threshold solve and its implicit gradient
+
+
+def _probs_and_t(log_imp: torch.Tensor, log_beta1: torch.Tensor, beta2: float,
+                 valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``p`` [G, C] (0 on padding) and the clamped sigmoid argument ``t``."""
+    t = (beta2 * (log_beta1[:, None] - log_imp)).clamp(-_CLAMP, _CLAMP)
+    p = (torch.sigmoid(-t) + _FLOOR).clamp(0.0, 1.0)
+    return torch.where(valid, p, torch.zeros_like(p)), t
+
+
+def solve_log_beta1(log_imp: torch.Tensor, valid: torch.Tensor, alpha: torch.Tensor, beta2: float,
+                    iters: int = 64) -> torch.Tensor:
+    """``log beta_1`` per group such that the mean keep probability equals ``alpha``.
+
+    Bisection, vectorised over groups (rows; ``valid`` marks real channels, the rest is padding).
+    The mean of ``p`` is non-increasing in ``log beta_1``; the bracket spans the whole range where
+    the clamped sigmoid varies, so for ``alpha`` in ``[0.01, 1]`` the root is inside it. 64 halvings
+    of a bracket of width < 100 reach float64 resolution.
+
+    Args:
+        log_imp: ``log(b + 1e-8)`` [G, C] (float64 recommended).
+        valid: bool [G, C].
+        alpha: target mean keep probability [G].
+        beta2: slope of the sigmoid (> 0).
+        iters: bisection steps.
+
+    Returns:
+        ``log beta_1`` [G], same dtype as ``log_imp``.
+    """
+    big = torch.finfo(log_imp.dtype).max
+    lo = torch.where(valid, log_imp, torch.full_like(log_imp, big)).amin(1) - _CLAMP / beta2 - 1.0
+    hi = torch.where(valid, log_imp, torch.full_like(log_imp, -big)).amax(1) + _CLAMP / beta2 + 1.0
+    count = valid.sum(1).to(log_imp.dtype)
+    alpha = alpha.to(log_imp.dtype)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        mean = _probs_and_t(log_imp, mid, beta2, valid)[0].sum(1) / count
+        above = mean > alpha          # too many channels kept: raise the threshold
+        lo = torch.where(above, mid, lo)
+        hi = torch.where(above, hi, mid)
+    return (lo + hi) / 2
+
+
+class KeepProbFunction(torch.autograd.Function):
+    """``p(alpha)`` with ``beta_1`` solved in the forward pass and the implicit gradient backward.
+
+    Forward: ``(alpha [G], log_imp [G, C], valid [G, C], beta2) -> (p [G, C], log_beta1 [G])``.
+    Backward (to ``alpha`` only; importance is detached, as in the official code):
+    ``dL/dalpha_g = C_g sum_c dL/dp_gc w_gc`` with ``w_g = softmax(log f'_g)`` over the channels
+    whose ``p`` responds to ``beta_1`` (not clipped at 1, sigmoid argument not clamped):
+    differentiating ``sum_c p_c(beta_1(alpha)) = C alpha`` gives
+    ``dp_c/dalpha = C f'_c / sum_k f'_k``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, alpha: torch.Tensor, log_imp: torch.Tensor, valid: torch.Tensor,
+                beta2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            log_imp64 = log_imp.double()
+            log_beta1 = solve_log_beta1(log_imp64, valid, alpha.detach().double(), beta2)
+            p, t = _probs_and_t(log_imp64, log_beta1, beta2, valid)
+            live = valid & (t.abs() < _CLAMP) & (torch.sigmoid(-t) + _FLOOR < 1.0)
+            log_fprime = -F.softplus(t) - F.softplus(-t)           # log sigma(t)(1 - sigma(t))
+            log_fprime = torch.where(live, log_fprime, torch.full_like(log_fprime, -math.inf))
+            # A group with no responsive channel (alpha at 1 or at the floor) has no direction of
+            # change; give it the uniform weights of its channels (its gradient is then the mean).
+            dead_row = ~live.any(1, keepdim=True)
+            log_fprime = torch.where(dead_row & valid, torch.zeros_like(log_fprime), log_fprime)
+            weights = torch.softmax(log_fprime, dim=1)
+            weights = torch.where(valid, weights, torch.zeros_like(weights))
+        ctx.save_for_backward(weights, valid.sum(1).to(weights.dtype))
+        ctx.alpha_dtype = alpha.dtype
+        ctx.mark_non_differentiable(log_beta1)
+        return p.to(alpha.dtype), log_beta1
+
+    @staticmethod
+    def backward(ctx: Any, grad_p: torch.Tensor, _grad_beta1: torch.Tensor | None) -> tuple[Any, ...]:
+        weights, count = ctx.saved_tensors
+        grad_alpha = count * (grad_p.double() * weights).sum(1)
+        return grad_alpha.to(ctx.alpha_dtype), None, None, None
+
+
+def pad_importance(scores: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-group importance vectors into ``log(b + eps)`` [G, Cmax] and a validity mask."""
+    cmax = max(s.numel() for s in scores)
+    device = scores[0].device
+    log_imp = torch.zeros(len(scores), cmax, dtype=torch.float64, device=device)
+    valid = torch.zeros(len(scores), cmax, dtype=torch.bool, device=device)
+    for i, s in enumerate(scores):
+        log_imp[i, : s.numel()] = torch.log(s.detach().double().clamp_min(0) + _EPS)
+        valid[i, : s.numel()] = True
+    return log_imp, valid
+
+
+def keep_probabilities(scores: Sequence[torch.Tensor], alpha: torch.Tensor,
+                       beta2: float = 1.0) -> list[torch.Tensor]:
+    """DSA's keep probabilities ``p_c`` of each group (differentiable w.r.t. ``alpha``).
+
+    Args:
+        scores: importance ``b`` per group (``[C_g]``; detached).
+        alpha: keep ratio per group ``[G]``.
+        beta2: slope of the sigmoid.
+
+    Returns:
+        ``[p_g]``, each ``[C_g]`` with ``mean(p_g) = alpha_g``.
+    """
+    log_imp, valid = pad_importance(scores)
+    p, _ = KeepProbFunction.apply(alpha, log_imp, valid, float(beta2))
+    return [p[i, : s.numel()] for i, s in enumerate(scores)]
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs model in keep ratios
+
+
+class AlphaCost:
+    """MACs as a function of the keep ratios of some groups: ``F(a) = a^T A a + B^T a + c``.
+
+    Built from the project's bilinear MACs model of the widths (`SoftCostModel.bilinear`,
+    ``w^T A_w w + b_w^T w + c_w``) with ``w_g = alpha_g C_g`` for the given groups and the dense
+    width for all others; hence exact at ``alpha = k / C`` (hard widths ``k``). Same convention as
+    `prunerep.pruning.cost` (MACs of conv and linear layers).
+
+    Args:
+        cost_model: `SoftCostModel` of the dense model.
+        group_ids: the groups whose keep ratio varies (the order of ``alpha``).
+        device: where the form lives.
+    """
+
+    def __init__(self, cost_model: Any, group_ids: Sequence[str], device: torch.device | str = "cpu") -> None:
+        a_w, b_w, c_w = cost_model.bilinear()
+        ids = list(cost_model.group_ids)
+        dense = torch.tensor([cost_model.dense_widths[g] for g in ids], dtype=torch.float64)
+        embed = torch.zeros(len(ids), len(group_ids), dtype=torch.float64)  # w = embed @ alpha + fixed
+        fixed = dense.clone()
+        for j, gid in enumerate(group_ids):
+            i = ids.index(gid)
+            embed[i, j] = dense[i]
+            fixed[i] = 0.0
+        sym = (a_w + a_w.T) / 2
+        self.group_ids = list(group_ids)
+        self.channels = torch.tensor([cost_model.dense_widths[g] for g in group_ids], dtype=torch.float64,
+                                     device=device)
+        self.A = (embed.T @ sym @ embed).to(device)
+        self.B = (embed.T @ (2 * sym @ fixed + b_w)).to(device)
+        self.c = float(fixed @ sym @ fixed + b_w @ fixed + c_w)
+        self.dense = float(cost_model.macs({}))
+
+    def __call__(self, alpha: torch.Tensor) -> torch.Tensor:
+        """MACs at keep ratios ``alpha`` [G] (float64, differentiable)."""
+        a = alpha.to(self.A)
+        return a @ self.A @ a + self.B @ a + self.c
+
+    def grad(self, alpha: torch.Tensor) -> torch.Tensor:
+        """``dF/dalpha`` [G] (all entries >= 0: MACs never fall when a width grows)."""
+        a = alpha.to(self.A)
+        return 2 * self.A @ a + self.B
+
+    def at_widths(self, widths: torch.Tensor) -> torch.Tensor:
+        """MACs at integer (or expected) widths [G]: ``F(widths / C)``."""
+        return self(widths.to(self.A) / self.channels)
+
+    def bilinear(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """``(A, B, c)`` in keep ratios (A symmetric)."""
+        return self.A.clone(), self.B.clone(), self.c
+
+
+def project_to_budget(alpha: torch.Tensor, cost: AlphaCost, target: float, lo: torch.Tensor,
+                      hi: torch.Tensor, direction: torch.Tensor | None = None,
+                      iters: int = 60) -> tuple[torch.Tensor, bool]:
+    """Restore ``F(alpha) <= target`` by moving along ``-direction`` (default ``grad F(alpha)``).
+
+    ``alpha(tau) = clamp(alpha - tau d, lo, hi)`` with the smallest ``tau >= 0`` that meets the
+    target (bisection; ``F`` falls monotonically in ``tau`` since ``d >= 0`` and every coefficient
+    of ``F`` is >= 0). With ``d = grad F`` this is the first-order projection onto the constraint
+    surface; with ``d = 1`` and equal ratios it keeps them equal (the uniform control).
+
+    Returns:
+        ``(alpha', feasible)``; ``feasible`` is False when even ``alpha = lo`` exceeds the target
+        (then ``lo`` is returned).
+    """
+    alpha = alpha.detach().to(torch.float64).clamp(lo, hi)
+    if float(cost(alpha)) <= target:
+        return alpha, True
+    d = (cost.grad(alpha) if direction is None else direction.to(alpha)).clamp_min(0)
+    movable = d > 0
+    if not bool(movable.any()):
+        return alpha, False
+    tau_hi = float(((alpha - lo) / torch.where(movable, d, torch.ones_like(d)))[movable].max())
+
+    def at(tau: float) -> torch.Tensor:
+        return (alpha - tau * d).clamp(lo, hi)
+
+    if float(cost(at(tau_hi))) > target:
+        return at(tau_hi), False
+    t_lo, t_hi = 0.0, tau_hi
+    for _ in range(iters):
+        mid = (t_lo + t_hi) / 2
+        if float(cost(at(mid))) > target:
+            t_lo = mid
+        else:
+            t_hi = mid
+    return at(t_hi), True
+
+
+def final_widths(alpha: torch.Tensor, cost: AlphaCost, target: float, iters: int = 60) -> torch.Tensor:
+    """Deterministic widths: ``ceil(s alpha C)`` for the largest ``s`` whose exact MACs fit ``target``.
+
+    ``s = 1`` is the spec's ``ceil(alpha C)``; the scale corrects for rounding and for an alpha
+    that ended off the constraint surface, keeping the learned *allocation* (the ratios between
+    groups). Then single channels are added greedily, in the order in which growing ``s`` would
+    add them, while the MACs stay within the target. At least one channel per group.
+
+    Raises:
+        ValueError: the budget cannot be met even with one channel per group.
+    """
+    alpha = alpha.detach().to(cost.channels).clamp_min(0)
+    C = cost.channels
+
+    def widths(s: float) -> torch.Tensor:
+        return torch.minimum(torch.clamp(torch.ceil(s * alpha * C - 1e-6), min=1.0), C)
+
+    if float(cost.at_widths(widths(0.0))) > target:
+        raise ValueError(f"budget of {target:.0f} MACs cannot be met even with one channel per group")
+    s_hi = 1.0 / max(float(alpha.min()), 1e-6)
+    if float(cost.at_widths(widths(s_hi))) <= target:
+        return widths(s_hi)
+    s_lo = 0.0
+    for _ in range(iters):
+        mid = (s_lo + s_hi) / 2
+        if float(cost.at_widths(widths(mid))) <= target:
+            s_lo = mid
+        else:
+            s_hi = mid
+    w = widths(s_lo)
+    # the s at which each group would gain its next channel: the earliest first
+    next_s = w / torch.clamp(alpha * C, min=1e-12)
+    for g in torch.argsort(next_s).tolist():
+        if w[g] < C[g]:
+            trial = w.clone()
+            trial[g] += 1
+            if float(cost.at_widths(trial)) <= target:
+                w = trial
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# the allocator: keep ratios, importance and the per-forward probabilities
+
+
+class DSAAllocator(nn.Module):
+    """Keep-ratio logits ``a`` [G] of the gated groups and their keep probabilities.
+
+    Registered on the model (``model.dsa``) during the search, so the training checkpoint holds
+    ``a`` and ``.to(device)`` moves it; removed before surgery. The probabilities of all groups
+    are computed once per model forward (one vectorised threshold solve) and shared by the gates.
+
+    Args:
+        groups: the gated groups, in order.
+        sources: per group, the modules whose weights give the importance (convs for the L1
+            criteria, norms for ``"bn"``).
+        importance: ``"l1"`` (sum over the group's convs of each filter's L1 norm), ``"primal_l1"``
+            (the first conv only: the official "primal module" rule) or ``"bn"`` (mean ``|gamma|``).
+        init_logit: initial ``a`` (official: 5.0).
+        beta2: sigmoid slope (official: 1.0, not trained).
+    """
+
+    def __init__(self, groups: Sequence[ChannelGroup], sources: Sequence[Sequence[nn.Module]],
+                 importance: Importance = "l1", init_logit: float = 5.0, beta2: float = 1.0) -> None:
+        super().__init__()
+        if beta2 <= 0:
+            raise ValueError(f"dsa: beta2 must be > 0, got {beta2}")
+        self.group_ids = [g.id for g in groups]
+        self.channels = [g.channels for g in groups]
+        self.importance = importance
+        self.beta2 = float(beta2)
+        self.logit = nn.Parameter(torch.full((len(groups),), float(init_logit)))
+        cmax = max(self.channels)
+        valid = torch.zeros(len(groups), cmax, dtype=torch.bool)
+        for i, c in enumerate(self.channels):
+            valid[i, :c] = True
+        self.register_buffer("valid", valid, persistent=False)
+        self._sources = [list(s) for s in sources]   # plain list: not submodules (no duplicate state)
+        self._cache: torch.Tensor | None = None
+        self._in_forward = False
+
+    def alpha(self) -> torch.Tensor:
+        """Keep ratios ``sigmoid(a)`` [G]."""
+        return torch.sigmoid(self.logit)
+
+    @torch.no_grad()
+    def scores(self) -> list[torch.Tensor]:
+        """Importance ``b`` per group, from the current weights (detached)."""
+        out = []
+        for mods in self._sources:
+            if self.importance == "bn":
+                s = torch.stack([m.weight.detach().abs().float() for m in mods]).mean(0)
+            else:
+                used = mods[:1] if self.importance == "primal_l1" else mods
+                s = sum(m.weight.detach().abs().flatten(1).sum(1).float() for m in used)
+            out.append(s)
+        return out
+
+    def probs(self) -> torch.Tensor:
+        """Keep probabilities [G, Cmax] (0 on padding); cached within one model forward."""
+        if self._in_forward and self._cache is not None:
+            return self._cache
+        log_imp, _ = pad_importance(self.scores())
+        p, _ = KeepProbFunction.apply(self.alpha(), log_imp.to(self.valid.device), self.valid, self.beta2)
+        if self._in_forward:
+            self._cache = p
+        return p
+
+    def extra_repr(self) -> str:
+        return f"groups={len(self.group_ids)}, importance={self.importance!r}, beta2={self.beta2:g}"
+
+
+class _RowProbs:
+    """``prob_fn`` of one group's gate: its row of the allocator's probabilities (deep-copyable)."""
+
+    def __init__(self, allocator: DSAAllocator, row: int) -> None:
+        self.allocator = allocator
+        self.row = row
+
+    def __call__(self) -> torch.Tensor:
+        return self.allocator.probs()[self.row, : self.allocator.channels[self.row]]
+
+
+class _Scope:
+    """Root forward (pre-)hook: the allocator's probabilities are computed once per forward."""
+
+    def __init__(self, allocator: DSAAllocator, enter: bool) -> None:
+        self.allocator = allocator
+        self.enter = enter
+
+    def __call__(self, module: nn.Module, args: Any, *rest: Any) -> None:
+        self.allocator._cache = None
+        self.allocator._in_forward = self.enter
+
+
+# ---------------------------------------------------------------------------------------------
+# the method
+
+
+def _optim(value: dict | OptimConfig | None, path: str) -> OptimConfig:
+    return value if isinstance(value, OptimConfig) else from_dict(OptimConfig, value or {}, path)
+
+
+@register_method
+class DSA(PruningMethod):
+    """Differentiable sparsity allocation under a MACs budget (see the module docstring).
+
+    Args:
+        search: weight optimiser of the search phase (the Bernoulli-masked training during
+            which the keep ratios are learned).
+        arch_optim: optimiser of the keep-ratio logits (held-out batches).
+        init: ``"pretrained"`` (prune the given weights) or ``"scratch"`` (re-initialise them
+            first: DSA's pruning from scratch).
+        allocation: ``"learned"`` (DSA) or ``"uniform"`` (control: one shared ratio).
+        importance: channel importance ``b`` (see :class:`DSAAllocator`).
+        init_logit: initial ``a`` (official 5.0).
+        beta2: sigmoid slope (official 1.0).
+        ramp: fraction of the search over which the budget goes from ``F(alpha_0)`` to the target.
+        min_keep: lower bound of every keep ratio (also at least ``1/C`` and 0.011, so that the
+            expectation constraint with the 0.01 floor stays solvable).
+        log_every: steps between two points of the budget trace.
+    """
+
+    slug = "dsa"
+    paper = "Ning et al., ECCV 2020, arXiv:2004.02164"
+    bilevel = True
+
+    def __init__(self, search: dict | OptimConfig | None = None, arch_optim: dict | ArchOptimConfig | None = None,
+                 init: Literal["pretrained", "scratch"] = "pretrained", allocation: Allocation = "learned",
+                 importance: Importance = "l1", init_logit: float = 5.0, beta2: float = 1.0,
+                 ramp: float = 0.5, min_keep: float = 0.0, log_every: int = 10) -> None:
+        for name, value, options in (("init", init, ("pretrained", "scratch")),
+                                     ("allocation", allocation, ("learned", "uniform")),
+                                     ("importance", importance, ("l1", "primal_l1", "bn"))):
+            if value not in options:
+                raise ValueError(f"dsa.{name}: {value!r} is not one of {list(options)}")
+        if not 0.0 <= ramp <= 1.0:
+            raise ValueError(f"dsa.ramp must be in [0, 1] (a fraction of the search), got {ramp}")
+        self.search = _optim(search, "dsa.search")
+        self.arch_optim = (arch_optim if isinstance(arch_optim, ArchOptimConfig)
+                           else from_dict(ArchOptimConfig, arch_optim or {}, "dsa.arch_optim"))
+        self.init = init
+        self.allocation = allocation
+        self.importance = importance
+        self.init_logit = float(init_logit)
+        self.beta2 = float(beta2)
+        self.ramp = float(ramp)
+        self.min_keep = float(min_keep)
+        self.log_every = max(1, int(log_every))
+        self.trace: list[dict[str, float]] = []
+        self.final: dict[str, Any] = {}
+        self._infeasible_warned = False
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def prepare(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        super().prepare(model, ctx)
+        if self.init == "scratch":
+            from prunerep.models import build_model
+
+            fresh = build_model(model.arch_spec)
+            model.load_state_dict(fresh.state_dict())
+        device = ctx.example_input.device
+        modules = dict(model.named_modules())
+        groups = list(ctx.prunable)
+        if not groups:
+            raise ValueError("dsa: the model has no prunable channel group")
+        if self.importance == "bn":
+            missing = [g.id for g in groups if not g.norms]
+            if missing:
+                raise ValueError(f"dsa: importance='bn' needs a norm layer in every group; none in {missing}. "
+                                 "Use importance='l1'.")
+            sources = [[modules[n] for n in g.norms] for g in groups]
+        else:
+            sources = [[modules[n] for n in g.producers] for g in groups]
+        allocator = DSAAllocator(groups, sources, self.importance, self.init_logit, self.beta2).to(device)
+        if self.allocation == "uniform":
+            allocator.logit.requires_grad_(False)
+        model.dsa = allocator
+        self.allocator = allocator
+        attach_gates(model, groups,
+                     lambda g: StochasticMask(g.channels, prob_fn=_RowProbs(allocator, groups.index(g)),
+                                              eval_rule="topk"),
+                     placement="output")
+        self._hooks = [model.register_forward_pre_hook(_Scope(allocator, True)),
+                       model.register_forward_hook(_Scope(allocator, False), always_call=True)]
+        self.cost = AlphaCost(ctx.cost_model, [g.id for g in groups], device=device)
+        channels = self.cost.channels
+        self.lo = torch.clamp(1.0 / channels, min=max(self.min_keep, 0.011))
+        self.hi = torch.full_like(channels, 0.999)
+        self.target = float(ctx.budget.macs_keep) * self.cost.dense if ctx.budget.macs_keep else None
+        if self.target is None:
+            raise ValueError("dsa learns the allocation under a MACs budget: give Budget(macs_keep=...)")
+        with torch.no_grad():
+            self.start_macs = float(self.cost(allocator.alpha().double()))
+        return model
+
+    def phases(self) -> list[tuple[str, OptimConfig]]:
+        return [("search", self.search)]
+
+    def arch_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [self.allocator.logit] if self.allocation == "learned" else []
+
+    def arch_optimizer_config(self) -> ArchOptimConfig:
+        return self.arch_optim
+
+    # -- the budget ------------------------------------------------------------------------------
+
+    def budget_at(self, step: int, total_steps: int) -> float:
+        """``B(t)``: linear from ``F(alpha_0)`` to the target over the first ``ramp`` of the search."""
+        start = max(self.start_macs, self.target)
+        if self.ramp == 0.0:
+            return self.target
+        frac = min(1.0, step / max(1.0, self.ramp * total_steps))
+        return start + (self.target - start) * frac
+
+    @torch.no_grad()
+    def project(self, target: float) -> None:
+        """Move the keep ratios onto ``F(alpha) <= target`` (see :func:`project_to_budget`)."""
+        alpha = self.allocator.alpha().double()
+        if self.allocation == "uniform":
+            # one shared ratio: start from the current mean and move all groups together
+            alpha = torch.full_like(alpha, float(alpha.mean()))
+            new, ok = project_to_budget(alpha, self.cost, target, self.lo, self.hi,
+                                        direction=torch.ones_like(alpha))
+        else:
+            new, ok = project_to_budget(alpha, self.cost, target, self.lo, self.hi)
+        if not ok and not self._infeasible_warned:
+            warnings.warn(f"dsa: a budget of {target / self.cost.dense:.1%} of the MACs cannot be met with "
+                          f"every keep ratio at its floor; the floor is used", stacklevel=2)
+            self._infeasible_warned = True
+        self.allocator.logit.copy_(torch.logit(new).to(self.allocator.logit))
+
+    @torch.no_grad()
+    def _record(self, state: TrainState, target: float) -> dict[str, float]:
+        alpha = self.allocator.alpha().double()
+        p = self.allocator.probs().double()
+        sampled = torch.bernoulli(p).sum(1)              # widths of one draw of the masks
+        rounded = torch.clamp(torch.round(alpha * self.cost.channels), min=1.0)
+        dense = self.cost.dense
+        return {"step": float(state.step), "epoch": state.epoch_progress,
+                "target": target / dense, "expected": float(self.cost(alpha)) / dense,
+                "sampled": float(self.cost.at_widths(sampled)) / dense,
+                "rounded": float(self.cost.at_widths(rounded)) / dense,
+                "mean_alpha": float(alpha.mean())}
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    def after_step(self, model: nn.Module, state: TrainState) -> None:
+        target = self.budget_at(state.step, state.total_steps)
+        self.project(target)
+        if state.step % self.log_every == 0 or state.step == state.total_steps:
+            self.trace.append(self._record(state, target))
+
+    def on_epoch_end(self, model: nn.Module, state: TrainState) -> None:
+        rec = self._record(state, self.budget_at(state.step, state.total_steps))
+        state.logs.update({"macs_keep_target": rec["target"], "macs_keep_expected": rec["expected"],
+                           "macs_keep_sampled": rec["sampled"], "mean_alpha": rec["mean_alpha"]})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trace": list(self.trace), "warned": self._infeasible_warned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trace = list(state.get("trace", []))
+        self._infeasible_warned = bool(state.get("warned", False))
+
+    # -- surgery ---------------------------------------------------------------------------------
+
+    def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
+        with torch.no_grad():
+            self.project(self.target)                    # the search may end mid-ramp (max_steps)
+            alpha = self.allocator.alpha().double()
+            widths = final_widths(alpha, self.cost, self.target)
+            scores = dict(zip(self.allocator.group_ids, self.allocator.scores(), strict=True))
+        width_map = {gid: int(w) for gid, w in zip(self.allocator.group_ids, widths.tolist(), strict=True)}
+        self.final = {
+            "alpha": {gid: float(a) for gid, a in zip(self.allocator.group_ids, alpha.tolist(), strict=True)},
+            "channels": dict(zip(self.allocator.group_ids, self.allocator.channels, strict=True)),
+            "widths": width_map,
+            "macs_keep_soft": float(self.cost(alpha)) / self.cost.dense,
+            "macs_keep_model": float(self.cost.at_widths(widths)) / self.cost.dense,
+            "budget": self.target / self.cost.dense,
+        }
+        for h in self._hooks:
+            h.remove()
+        model.gates.remove()
+        del model.dsa
+        return prune_channels(model, ctx.groups, top_k_masks(scores, width_map))
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.final, "trace": list(self.trace), "allocation": self.allocation, "init": self.init}
+
+
+# ---------------------------------------------------------------------------------------------
+# params.yaml section
 
 
 @register_section("dsa")

@@ -128,7 +128,8 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     for name, optim in method.phases():
         t0 = time.perf_counter()
         res = fit(model, train_loader, optim=optim, runtime=spec.runtime, hooks=[method], val_loader=val_loader,
-                  arch_loader=arch_loader, checkpoint_dir=ckpt / name if ckpt else None,
+                  arch_loader=arch_loader, arch_optim=method.arch_optimizer_config(),
+                  checkpoint_dir=ckpt / name if ckpt else None,
                   run_key=f"{run_key}/{name}", desc=f"{spec.label or spec.method} {name}")
         times[name] = time.perf_counter() - t0
         histories[name] = res.history
@@ -139,7 +140,8 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     before_test = evaluate(model, test_loader)["acc"]
     if spec.finetune is not None:
         t0 = time.perf_counter()
-        res = fit(model, train_loader, optim=spec.finetune, runtime=spec.runtime, val_loader=val_loader,
+        res = fit(model, train_loader, optim=spec.finetune, runtime=spec.runtime, hooks=method.finetune_hooks(),
+                  val_loader=val_loader,
                   checkpoint_dir=ckpt / "finetune" if ckpt else None, run_key=f"{run_key}/finetune",
                   select="best_val", desc=f"{spec.label or spec.method} finetune")
         times["finetune"] = time.perf_counter() - t0

@@ -348,6 +348,11 @@ def build_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph:
 
     modes = [(m, m.training) for m in model.modules()]
     x = _prepare_input(model, example_input)
+    # A ConstantConv ignores its input, so torch-pruning sees it only through its bias's
+    # grad_fn; trace it even if that bias is frozen.
+    frozen = [m.bias for m in model.modules() if isinstance(m, ConstantConv) and not m.bias.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
     try:
         with torch.enable_grad(), _suspended_gates(model), warnings.catch_warnings():
             # "Unwrapped parameters" warnings are about parameters outside conv/BN/linear, which
@@ -369,6 +374,8 @@ def build_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph:
     finally:
         for m, mode in modes:
             m.training = mode
+        for p in frozen:
+            p.requires_grad_(False)
     return graph
 
 

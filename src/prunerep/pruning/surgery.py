@@ -447,6 +447,11 @@ def _execute(model: nn.Module, groups: ChannelGroups, plan: SurgeryPlan) -> nn.M
         root = model.get_submodule(gid)
         pruner = graph.get_pruner_of_module(root)
         graph.get_pruning_group(root, pruner.prune_out_channels, idxs).prune()
+    # torch-pruning rebuilds parameters with requires_grad=True; frozen ones stay frozen (before
+    # the replacements below, which copy the flag of the conv they replace).
+    for name, p in model.named_parameters():
+        if name in requires_grad:
+            p.requires_grad_(requires_grad[name])
 
     for gid in plan.dead:
         g = groups[gid]
@@ -456,11 +461,6 @@ def _execute(model: nn.Module, groups: ChannelGroups, plan: SurgeryPlan) -> nn.M
             _set_module(model, name, nn.Identity())
     for name in plan.constant_readers:
         _set_module(model, name, ConstantConv.from_conv(model.get_submodule(name)))
-
-    # torch-pruning rebuilds parameters with requires_grad=True; frozen ones stay frozen.
-    for name, p in model.named_parameters():
-        if name in requires_grad:
-            p.requires_grad_(requires_grad[name])
 
     _check_runs(model, groups)
     return model
