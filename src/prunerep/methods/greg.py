@@ -564,8 +564,11 @@ class GReg(PruningMethod):
             layer.mag_ratio = smooth_ratio(layer.mag_ratio, magnitude_ratio(w_abs, layer.pruned),
                                            h.mag_ratio_momentum)
         layer.n_prune += 1
+        # "Once in every layer the magnitude ratio reaches the limit". The code checks only the
+        # layers measured so far, so at iteration 0 its first layer could stop alone; here a
+        # layer not measured yet counts as not reached.
         if w_abs is not None and all(x.mag_ratio is not None and x.mag_ratio >= h.mag_ratio_limit
-                                     for x in self.layers if x.mag_ratio is not None or x is layer):
+                                     for x in self.layers):
             return True, "magnitude ratio (all layers)"
         if layer.lam_pruned(h) > h.reg_upper_limit * (1 + _FUZZ):
             return True, "ceiling"
