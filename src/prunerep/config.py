@@ -305,13 +305,14 @@ def set_profile(profile: str, params_path: str | Path = DEFAULT_PARAMS) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", default=str(DEFAULT_PARAMS), help="path of params.yaml")
     parser = argparse.ArgumentParser(prog="python -m prunerep.config")
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("check")
-    p_set = sub.add_parser("set-profile")
+    sub.add_parser("check", parents=[common], help="validate every section for every profile")
+    p_set = sub.add_parser("set-profile", parents=[common], help="rewrite the `profile:` line")
     p_set.add_argument("profile", choices=PROFILES)
-    p_show = sub.add_parser("show")
+    p_show = sub.add_parser("show", parents=[common], help="print a resolved section")
     p_show.add_argument("section")
     args = parser.parse_args(argv)
     try:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from prunerep.config import from_dict, read_params, resolve_section
-from prunerep.engine import OptimConfig, RuntimeConfig, TrainState, fit
+from prunerep.engine import RuntimeConfig, TrainState, fit
 from prunerep.methods.base import Budget, MethodContext
 from prunerep.methods.gdp import (
     GDP,
@@ -116,7 +116,7 @@ def test_smoothed_l0_values_and_gradient_match_finite_differences():
     g = smoothed_l0(theta, eps)
     expected = [0.25 / 0.26, 1e-4 / 0.0101, 0.0, 4e-4 / 0.0104, 0.5, 9 / 9.01]
     assert_close(g.detach(), torch.tensor(expected, dtype=torch.float64))
-    assert float(g.max()) < 1.0 and float(g.min()) == 0.0
+    assert float(g.detach().max()) < 1.0 and float(g.detach().min()) == 0.0
     assert torch.autograd.gradcheck(lambda t: smoothed_l0(t, eps), (theta,))
     # analytic derivative 2 theta eps / (theta^2 + eps)^2: zero at 0, maximal at sqrt(eps / 3)
     (grad,) = torch.autograd.grad(g.sum(), theta)
@@ -134,12 +134,12 @@ def test_polarized_gate_init_value_alive_mask_and_exact_zeros():
     v = gate.values()
     assert v[1].item() == 0.0 and v[3].item() == 0.0 and gate.theta[1].item() == 0.0
     assert gate.hard_mask().tolist() == [True, False, True, False, True]
+    v.sum().backward()
+    assert gate.theta.grad[3].item() == 0.0
     # momentum residue on a dead theta cannot revive it: the alive mask keeps it an exact zero
     with torch.no_grad():
         gate.theta[1] = 0.3
     assert gate.values()[1].item() == 0.0 and not gate.hard_mask()[1]
-    v.sum().backward()
-    assert gate.theta.grad[3].item() == 0.0
 
 
 def test_mm_prox_is_a_descent_step_that_never_crosses_zero():
@@ -157,7 +157,7 @@ def test_mm_prox_is_a_descent_step_that_never_crosses_zero():
     # far from zero, a small step equals the explicit gradient step to first order
     t = torch.tensor([0.5, 1.0], dtype=torch.float64)
     gprime = 2 * t * eps / (t * t + eps) ** 2
-    assert_close(mm_prox(t, 1e-3, eps), t - 1e-3 * gprime, rtol=0, atol=1e-8)
+    assert_close(mm_prox(t, 1e-3, eps), t - 1e-3 * gprime, rtol=0, atol=1e-6)
     # near zero a large step shrinks geometrically instead of oscillating
     assert float(mm_prox(torch.tensor([1e-3]), 100.0, eps)) < 1e-6
     # a negative step pushes away from zero (polarization of gates above the mean)
@@ -169,16 +169,12 @@ def test_mm_prox_is_a_descent_step_that_never_crosses_zero():
 
 def test_polarization_minimised_at_polarized_configurations():
     # Over the grid {0, 0.1, ..., 1}^4 the minimisers of R_t (0 < t < 1) are 0/1 vectors.
-    grid = [i / 10 for i in range(11)]
+    grid = torch.tensor(list(itertools.product([i / 10 for i in range(11)], repeat=4)), dtype=torch.float64)
     for t in (0.3, 0.5, 0.8):
-        best, argbest = math.inf, []
-        for point in itertools.product(grid, repeat=4):
-            r = float(polarization(torch.tensor(point, dtype=torch.float64), t))
-            if r < best - 1e-12:
-                best, argbest = r, [point]
-            elif abs(r - best) <= 1e-12:
-                argbest.append(point)
-        assert argbest and all(set(p) <= {0.0, 1.0} for p in argbest)
+        r = polarization(grid, t)
+        assert_close(r[123], polarization(grid[123], t))
+        argbest = grid[r <= r.min() + 1e-12]
+        assert len(argbest) and bool(((argbest == 0) | (argbest == 1)).all())
     # For a fixed mean (the budget fixes the total), the polarized vector beats any other.
     polar = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0])
     g = torch.Generator().manual_seed(0)
@@ -224,7 +220,7 @@ def test_relaxed_macs_value_and_alternating_gradients():
 @pytest.mark.parametrize("fix", ["input", "output"])
 def test_bilinear_budget_equals_exact_count_at_hard_gates(fix):
     x = torch.zeros(1, 3, 32, 32)
-    model, method, ctx = prepared(randomize_bn_(get_model("resnet20")).eval(), x)
+    model, method, ctx = prepared(randomize_bn_(get_model("resnet20")).eval(), x, macs_keep=1.0)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for gid, gate in method.gates.items():
@@ -245,7 +241,7 @@ def test_bilinear_budget_equals_exact_count_at_hard_gates(fix):
 
 def test_budget_weights_sum_to_the_relaxed_cost():
     # Linear in the soft widths at fixed other factor: sum_k w_k s_k + const = F / F_dense.
-    model, method, ctx = prepared(TinyResNet(), X16)
+    _, method, _ = prepared(TinyResNet(), X16)
     a, b, c = method._form
     s = method.soft_widths()
     for fix in ("input", "output"):
@@ -279,11 +275,13 @@ def test_schedule_reaches_the_target_and_surgery_is_exact():
     assert method.reached and method.reached_step is not None
     target = 0.5 * method.dense_macs
     assert method.hard_macs() <= target
-    # the prox step never removes more than needed: one more channel would have been too many
-    assert method.hard_macs() >= target - max(method.ctx.cost_model.macs({}) .item() * 0.2, 1)
+    # the prox step stops at the target: it undershoots by less than the dearest single channel
+    cm = method.ctx.cost_model
+    dearest = max(float(cm.macs({})) - float(cm.macs({gid: cm.dense_widths[gid] - 1})) for gid in method.ids)
+    assert method.hard_macs() > target - dearest
     assert res.history[-1]["gdp_reached"] == 1.0
     assert [t["step"] for t in method.trace] == list(range(1, 25))
-    assert [s["step"] for s in method.snapshots][0] == 0 and len(method.snapshots) >= 3
+    assert method.snapshots[0]["step"] == 0 and len(method.snapshots) >= 3
     model.eval()
     with torch.no_grad():
         probe = torch.randn(4, 3, 16, 16)
@@ -299,7 +297,7 @@ def test_schedule_reaches_the_target_and_surgery_is_exact():
 
 
 def test_after_target_stop_ends_the_phase():
-    model, method, ctx = prepared(TinyResNet(), X16, macs_keep=0.7,
+    model, method, _ = prepared(TinyResNet(), X16, macs_keep=0.7,
                                   train={"epochs": 20, "lr": 0.05, "batch_size": 8}, lam_init=10.0,
                                   lam_max=1e4, ramp_epochs=1.0, after_target="stop")
     res = fit(model, RandomBatches(), optim=method.phases()[0][1], hooks=[method],
@@ -320,7 +318,8 @@ def test_unreached_target_is_forced_and_reported():
 
 def test_whole_block_removed_when_its_inner_gates_are_zero():
     x = torch.zeros(1, 3, 32, 32)
-    model, method, ctx = prepared(randomize_bn_(get_model("resnet20")).eval(), x)
+    # budget 1.0: finalize must not remove anything beyond the zero gates
+    model, method, ctx = prepared(randomize_bn_(get_model("resnet20")).eval(), x, macs_keep=1.0)
     gate = method.gates["layer1.1.conv1"]
     gate.kill_(torch.arange(gate.channels))
     assert "layer1.1.conv1" in method.removable
@@ -331,6 +330,7 @@ def test_whole_block_removed_when_its_inner_gates_are_zero():
     with torch.no_grad():
         after = pruned(probe)
     assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert method.forced == 0
     assert isinstance(pruned.get_submodule("layer1.1.conv2"), ConstantConv)
     assert isinstance(pruned.get_submodule("layer1.1.conv1"), ConstantConv)
     counted = {layer.name for layer in count_cost(pruned, example_input=x).layers}
@@ -338,7 +338,7 @@ def test_whole_block_removed_when_its_inner_gates_are_zero():
 
 
 def test_kill_keeps_the_last_channel_of_groups_that_cannot_be_emptied():
-    model, method, ctx = prepared(TinyResNet(), X16, macs_keep=0.05)
+    model, method, ctx = prepared(TinyResNet(), X16, macs_keep=1e-9)
     stream = "conv1"  # the residual stream: never removable entirely
     assert stream not in method.removable and "blocks.0.conv1" in method.removable
     order = [(0.0, gid, ch) for gid, gate in method.gates.items() for ch in range(gate.channels)]
@@ -404,9 +404,9 @@ def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
         from_dict(GDPHyper, {"lam_init": 0.0})
     with pytest.raises(ValueError, match="unknown key"):
         from_dict(GDPHyper, {"lamda": 1.0})
+    _, _, ctx = prepared(TinyResNet(), X16)
     with pytest.raises(ValueError, match="macs_keep"):
-        prepared(TinyResNet(), X16, macs_keep=0.5)[1].prepare(
-            TinyResNet(), dataclasses.replace(prepared(TinyResNet(), X16)[2], budget=Budget(ratios={"conv1": 0.5})))
+        GDP().prepare(TinyResNet(), dataclasses.replace(ctx, budget=Budget(ratios={"conv1": 0.5})))
 
 
 def test_comparison_specs_give_every_method_the_same_training_epochs():
@@ -427,8 +427,10 @@ def test_comparison_specs_give_every_method_the_same_training_epochs():
     assert st and all(s.kwargs["gate"] == "sampling" for s in st)
 
 
-def test_curve_roughness_separates_smooth_from_noisy_curves():
-    steps = torch.arange(200, dtype=torch.float64)
-    smooth = (2.0 * torch.exp(-steps / 80)).tolist()
-    noisy = (2.0 * torch.exp(-steps / 80) + 0.1 * torch.randn(200, dtype=torch.float64)).tolist()
-    assert curve_roughness(smooth) < 1e-3 < 0.05 < curve_roughness(noisy)
+def test_curve_roughness_measures_step_noise_not_trend():
+    steps = torch.arange(2000, dtype=torch.float64)
+    trend = 2.0 * torch.exp(-steps / 300)
+    assert curve_roughness(trend.tolist()) < 1e-4
+    noisy = trend + 0.1 * torch.randn(2000, dtype=torch.float64)
+    assert curve_roughness(noisy.tolist()) == pytest.approx(0.1, rel=0.1)  # the noise's std
+    assert math.isnan(curve_roughness([1.0, 2.0]))

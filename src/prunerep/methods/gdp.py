@@ -119,14 +119,14 @@ def polarization(values: torch.Tensor, t: float = 0.0) -> torch.Tensor:
     fixed mean, ``-mean|g - mean(g)|`` is minimised by pushing each gate to an end of [0, 1].
 
     Args:
-        values: All gate values, flattened ``[N]``.
+        values: All gate values ``[N]`` (or a batch of configurations ``[..., N]``).
         t: Weight of the L1 part (0: GDP's FLOPs term plays that role here).
 
     Returns:
-        A scalar tensor.
+        The value (shape ``[...]``: a scalar for one configuration).
     """
-    v = values.flatten()
-    return t * v.mean() - (v - v.mean()).abs().mean()
+    mean = values.mean(-1, keepdim=True)
+    return t * mean.squeeze(-1) - (values - mean).abs().mean(-1)
 
 
 def relaxed_macs(a: torch.Tensor, b: torch.Tensor, c: float, s: torch.Tensor, fix: str) -> torch.Tensor:
@@ -220,20 +220,18 @@ def polarization_stats(values: Sequence[float] | torch.Tensor,
     return out
 
 
-def curve_roughness(values: Sequence[float], window: int = 25) -> float:
-    """Step-to-step noise of a training curve: std of its residual from a centred moving mean.
+def curve_roughness(values: Sequence[float]) -> float:
+    """Step-to-step noise of a training curve, free of its trend.
 
-    A smooth curve (slow trend only) scores near 0; a curve that jumps from step to step (e.g.
-    the loss of a network whose channels are re-sampled every forward) scores high.
+    ``std(second differences) / sqrt(6)``: for a smooth trend the second differences vanish, and
+    for independent noise of standard deviation sigma they have variance ``6 sigma^2``. So a
+    loss curve that only decays scores ~0, and one that jumps from step to step (e.g. a network
+    whose channels are re-sampled at every forward) scores its per-step noise level.
     """
     x = torch.as_tensor(list(values), dtype=torch.float64)
-    if x.numel() < 3:
+    if x.numel() < 4:
         return float("nan")
-    w = max(1, min(window, x.numel()))
-    kernel = torch.ones(1, 1, w, dtype=torch.float64) / w
-    pad = torch.nn.functional.pad(x.view(1, 1, -1), (w // 2, w - 1 - w // 2), mode="replicate")
-    trend = torch.nn.functional.conv1d(pad, kernel).flatten()
-    return float((x - trend).std())
+    return float((x[2:] - 2 * x[1:-1] + x[:-2]).std() / math.sqrt(6))
 
 
 # -- gates ---------------------------------------------------------------------------------------
@@ -373,7 +371,6 @@ class StabilityConfig:
     model: str = "resnet56"
     macs_keep: float = 0.5
     seeds: list[int] = field(default_factory=lambda: [0])
-    window: int = 25                  # moving-mean window of the roughness measure (steps)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ a uniformly rising penalty). Deviations (all listed in ``notebooks/greg.ipynb``)
 Cross-check with torch-pruning 1.6.1's ``GrowingRegPruner`` (``tests/unit/test_greg_crosscheck.py``):
 with the same λ vector both add exactly λ · w to the pruned filters of the producer conv. They
 differ in that torch-pruning (a) also adds λ · w to the *input* columns of the layers reading the
-group and (intends to) to the BN affine weight, (b) grows every group's λ continuously by
+group (its BN branch is meant to penalise γ too, but writes into an advanced-indexing copy and
+has no effect in 1.6.1), (b) grows every group's λ continuously by
 δλ · (max-imp)/(max-min) from its current importance instead of a fixed pruned set, starting at
 ``reg`` (1e-5) rather than 0, and (c) has no stop conditions, stabilisation or GReg-2 picking; its
 benchmark script calls ``update_reg()`` once per epoch, where the paper's code updates every K_u

@@ -85,7 +85,10 @@ def rebuild(arch: dict[str, Any], modules: dict[str, dict[str, Any]]) -> nn.Modu
     """Dense model from `arch`, then every recorded module whose class/args differ replaced."""
     from prunerep.models import build_model
 
-    model = build_model(arch)
+    # The state dict supplies every weight: never download pretrained ones while rebuilding.
+    kwargs = {k: (None if k in ("weights", "weights_backbone") else v) for k, v in arch.get("kwargs", {}).items()}
+    model = build_model({**arch, "kwargs": kwargs})
+    model.arch_spec = arch
     current = module_records(model)
     for name, record in modules.items():
         if current.get(name) == record:

@@ -350,7 +350,9 @@ def build_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph:
     x = _prepare_input(model, example_input)
     # A ConstantConv ignores its input, so torch-pruning sees it only through its bias's
     # grad_fn; trace it even if that bias is frozen.
-    frozen = [m.bias for m in model.modules() if isinstance(m, ConstantConv) and not m.bias.requires_grad]
+    frozen = [
+        m.bias for m in model.modules() if isinstance(m, ConstantConv) and not m.bias.requires_grad
+    ]
     for p in frozen:
         p.requires_grad_(True)
     try:

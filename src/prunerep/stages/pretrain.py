@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from prunerep.config import ConfigError, check_params, read_params, register_section, to_dict
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
-from prunerep.engine.device import set_threads
+from prunerep.engine.device import init_distributed, is_main_process, rank, set_threads, world_size
 from prunerep.io import write_json
 from prunerep.stages.common import SubsetConfig, load_data, provenance, run_key
 
@@ -55,7 +57,7 @@ def arch_spec(entry: ModelEntry, num_classes: int, in_channels: int) -> dict[str
 
 def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("artifacts"),
         results: Path = Path("results")) -> dict[str, Any]:
-    from prunerep.data import loaders
+    from prunerep.data import Loader, loaders
     from prunerep.models import build_model
     from prunerep.models.checkpoint import save_model
     from prunerep.pruning.cost import count_cost
@@ -69,6 +71,7 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
         raise ConfigError(f"pretrain.models: no entry {key!r}; entries: {sorted(cfg.models)}.")
 
     set_threads(cfg.runtime.threads)
+    distributed = init_distributed()  # under torchrun: one process per GPU, data sharded by rank
     device = pick_device(cfg.runtime.device)
     seed_everything(cfg.seed)
     splits = load_data(data_cfg, cfg.subset)
@@ -77,9 +80,19 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     train_loader, val_loader, test_loader = loaders(
         splits, cfg.optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
         seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
+    trained: torch.nn.Module = model
+    if distributed:
+        shard = splits.train.subset(torch.arange(rank(), len(splits.train), world_size()))
+        train_loader = Loader(shard, cfg.optim.batch_size, mean=splits.mean, std=splits.std, shuffle=True,
+                              augment=True, drop_last=True, device=device,
+                              channels_last=cfg.runtime.channels_last, seed=cfg.seed)
+        if cfg.runtime.channels_last:  # convert before DDP registers its gradient buckets
+            model.to(memory_format=torch.channels_last)
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     identity = run_key(cfg, data_cfg, spec, splits.fingerprint)
-    result = fit(model, train_loader, optim=cfg.optim, runtime=cfg.runtime, val_loader=val_loader,
+    result = fit(trained, train_loader, optim=cfg.optim, runtime=cfg.runtime, val_loader=val_loader,
                  checkpoint_dir=artifacts / "checkpoints" / "pretrain" / key, run_key=identity,
                  select=cfg.select, desc=f"pretrain {key}")
     test = evaluate(model, test_loader)
@@ -94,6 +107,8 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
         "macs": cost.macs, "params": cost.params, "macs_unit": "MACs of conv+linear",
         "data": splits.describe(), "provenance": provenance(profile, seed=cfg.seed),
     }
+    if not is_main_process():
+        return metrics  # only rank 0 writes outputs
     out = results / "pretrain" / key
     write_json(result.history, out / "history.json")
     save_model(model, artifacts / "pretrain" / key / "model.pt",
