@@ -1108,3 +1108,47 @@ def time_figure(timing: pd.DataFrame) -> Figure:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def _epochs(o: OptimConfig) -> str:
+    return f"{o.epochs:g} ep" + (f" (max {o.max_steps} steps)" if o.max_steps else "")
+
+
+def describe_budget(cfg: DSAConfig, n_train: int, profile: str) -> str:
+    """The compute budget of the section, for table captions."""
+    n_arch = round(cfg.arch_fraction * n_train)
+    return (f"Profile `{profile}`: {n_train} training images ({n_train - n_arch} for the weights, {n_arch} held out "
+            f"for the keep ratios); search {_epochs(cfg.search)} from pretrained / {_epochs(cfg.search_scratch)} "
+            f"from scratch, fine-tuning {_epochs(cfg.finetune)}, batch {cfg.batch_size}; iterative baseline: "
+            f"{cfg.timing.steps} steps, {_epochs(cfg.timing.step_finetune)} between steps. MACs = multiply-"
+            f"accumulates of conv+linear layers (exact count of the pruned network).")
+
+
+def metrics_summary(df: pd.DataFrame, claim1: pd.DataFrame, claim2: pd.DataFrame,
+                    claim3: pd.DataFrame) -> dict[str, Any]:
+    """The DVC metrics of the stage: accuracy per configuration and the three claims' numbers."""
+    acc = accuracy_table(df)
+    runs = {f"{r.model}/{r.init}/{r.allocation}/b{r.budget:g}": {
+        "n": int(r.n), "test_acc_mean": float(r.test_acc_mean),
+        "test_acc_std": None if pd_isna(r.test_acc_std) else float(r.test_acc_std),
+        "macs_keep": float(r.macs_keep)} for r in acc.itertuples()}
+    out: dict[str, Any] = {"runs": runs,
+                           "claim3_max_abs_budget_error": float(claim3["max_abs_error"].max()) if len(claim3) else None,
+                           "claim3_within_1pct": bool(claim3["within_1pct"].all()) if len(claim3) else None}
+    if len(claim1):
+        out["claim1"] = {f"{r.model}/{r.init}/b{r.budget:g}": {
+            "gain_mean": float(r.gain_mean), "gain_std": None if pd_isna(r.gain_std) else float(r.gain_std),
+            "n": int(r.n_seeds), "verdict": r.verdict} for r in claim1.itertuples()}
+    if len(claim2) == 2:
+        out["claim2"] = {"process_time_dsa_s": float(claim2["process_time_s"].iloc[0]),
+                         "process_time_iterative_s": float(claim2["process_time_s"].iloc[1]),
+                         "time_ratio": float(claim2["process_time_s"].iloc[1] / claim2["process_time_s"].iloc[0]),
+                         "test_acc_dsa": float(claim2["test_acc"].iloc[0]),
+                         "test_acc_iterative": float(claim2["test_acc"].iloc[1]),
+                         "verdict": str(claim2["verdict"].iloc[0])}
+    return out
+
+
+def pd_isna(value: Any) -> bool:
+    """True for None/NaN (pandas' missing values)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))

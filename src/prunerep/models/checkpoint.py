@@ -83,6 +83,7 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 def rebuild(arch: dict[str, Any], modules: dict[str, dict[str, Any]]) -> nn.Module:
     """Dense model from `arch`, then every recorded module whose class/args differ replaced."""
+    import prunerep.pruning.surgery  # noqa: F401  (registers the module classes surgery creates)
     from prunerep.models import build_model
 
     # The state dict supplies every weight: never download pretrained ones while rebuilding.

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunerep.models.checkpoint import register_module_class
+
 __all__ = [
     "ChannelSelect",
     "ConvBNAct",
@@ -216,6 +218,15 @@ class ChannelSelect(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, fixed 0/1 selection"
+
+
+# A pruned ChannelSelect has other shapes than the dense one, so checkpoints record it with its
+# selection (after pruning out < in is possible, which the default centred padding cannot express).
+register_module_class(
+    ChannelSelect,
+    lambda m: {"in_channels": m.in_channels, "out_channels": m.out_channels,
+               "stride": int(m.stride[0]), "source": m.source()},
+)
 
 
 def _selection_problem(w: torch.Tensor) -> str | None:

@@ -201,23 +201,9 @@ class ConstantConvPruner(tp.BasePruningFunc):
 
 def _register_checkpoint_class() -> None:
     try:
-        from prunerep.models.checkpoint import module_records, register_module_class
-        from prunerep.models.layers import ChannelSelect
+        from prunerep.models.checkpoint import register_module_class
     except ImportError:  # pragma: no cover - both modules are part of this project
         return
-    # A pruned ChannelSelect has other shapes than the dense one, so checkpoints must record it
-    # (with its selection: after pruning, out < in is possible and the default centred-padding
-    # selection would not even exist). Registered here only if its own module has not done so.
-    if not module_records(nn.Sequential(ChannelSelect(1, 1))):
-        register_module_class(
-            ChannelSelect,
-            lambda m: {
-                "in_channels": m.in_channels,
-                "out_channels": m.out_channels,
-                "stride": int(m.stride[0]),
-                "source": m.source(),
-            },
-        )
     register_module_class(
         ConstantConv,
         lambda m: {
