@@ -784,6 +784,7 @@ class PlannedRun:
     setting: str      # Table 1: "r=0.9"; Table 2: the setting's name; Figure 1: "trace"
     method: str       # l1 | greg1 | greg2
     ratio: float | None
+    model: str        # pretrain key of the dense net it prunes
     spec: Any         # prunerep.methods.run.RunSpec
 
 
@@ -826,7 +827,7 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
             budget = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
             for method in cfg.table1.methods:
                 for seed in t1_seeds:
-                    runs.append(PlannedRun("table1", f"r={r:g}", method, r, _spec(
+                    runs.append(PlannedRun("table1", f"r={r:g}", method, r, cfg.model, _spec(
                         method, budget, granularity="filter", reg=cfg.reg, prune_optim=cfg.prune_optim,
                         finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
                         label=f"t1-{method}-r{r:g}")))
@@ -845,7 +846,7 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
         finetune = _merged(cfg.finetune, s.finetune, OptimConfig, f"greg.table2.{name}.finetune")
         for method in s.methods:
             for seed in cfg.seeds:
-                runs.append(PlannedRun("table2", name, method, None, _spec(
+                runs.append(PlannedRun("table2", name, method, None, s.model, _spec(
                     method, budget, granularity=s.granularity, reg=reg, prune_optim=prune_optim,
                     finetune=finetune, seed=seed, batch_size=s.batch_size or cfg.batch_size,
                     runtime=cfg.runtime, label=f"t2-{name}-{method}")))
@@ -854,7 +855,7 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
         dense = dense_models[cfg.model]
         budget = greg_budget(dense, stage_pr=fill_ratio(f.stage_pr, 0))
         reg = _merged(cfg.reg, f.reg, GRegHyper, "greg.figure1.reg")
-        runs.append(PlannedRun("figure1", "trace", "greg2", None, _spec(
+        runs.append(PlannedRun("figure1", "trace", "greg2", None, cfg.model, _spec(
             "greg2", budget, granularity="filter", reg=reg, prune_optim=cfg.prune_optim, finetune=None,
             seed=cfg.seeds[0], batch_size=cfg.batch_size, runtime=cfg.runtime, label="f1-greg2-pick",
             extra={"pick_only": True, "trace_every": f.trace_every, "trace_layer": f.layer})))
@@ -862,6 +863,108 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
     order = {"figure1": 0, "greg2": 1, "greg1": 2, "l1": 3}
     runs.sort(key=lambda p: (order["figure1"] if p.table == "figure1" else order[p.method], -(p.ratio or 0)))
     return runs, skipped
+
+
+def load_dense_models(cfg: GRegConfig, dataset: str) -> dict[str, nn.Module]:
+    """The dense checkpoints this notebook prunes (those that exist and fit `dataset`)."""
+    from prunerep.models.checkpoint import load_model
+
+    keys = [cfg.model] + [s.model for s in cfg.table2.values() if s.dataset == dataset]
+    out = {}
+    for key in dict.fromkeys(keys):
+        path = dense_path(key)
+        if path.exists():
+            out[key] = load_model(path)[0].eval()
+        elif key == cfg.model:
+            raise FileNotFoundError(f"{path}: dense checkpoint missing; run the pretrain stage "
+                                    f"(`dvc repro pretrain@{key}`) first")
+    return out
+
+
+def execute(runs: Sequence[PlannedRun], cfg: GRegConfig, data_cfg: Any, profile: str) -> list[dict[str, Any]]:
+    """Run every planned run (``run_many``, `cfg.workers` processes), in plan order.
+
+    Runs checkpoint under ``cfg.checkpoint_dir/<profile>/<label>-s<seed>`` and resume after a kill.
+    """
+    from prunerep.methods.run import run_many
+
+    outputs: list[dict[str, Any] | None] = [None] * len(runs)
+    for key in dict.fromkeys(p.model for p in runs):
+        idx = [i for i, p in enumerate(runs) if p.model == key]
+        res = run_many([runs[i].spec for i in idx], dense_path=dense_path(key), data_cfg=data_cfg,
+                       subset=cfg.subset, checkpoint_root=Path(cfg.checkpoint_dir) / profile, workers=cfg.workers,
+                       key_prefix=f"greg/{key}")
+        for i, out in zip(idx, res, strict=True):
+            outputs[i] = out
+    return outputs  # type: ignore[return-value]
+
+
+def budget_text(cfg: GRegConfig, splits: Any, profile: str) -> str:
+    """One sentence stating the compute budget, for every table caption."""
+    r, f = cfg.reg, cfg.finetune
+    steps_per_epoch = len(splits.train) // cfg.batch_size
+    ft_steps = round(f.epochs * steps_per_epoch)
+    return (f"Profile `{profile}`: {len(splits.train)} training images, batch {cfg.batch_size}; pruning SGD lr "
+            f"{cfg.prune_optim.lr:g}, K_u={r.update_reg_interval}, δλ={r.reg_granularity_prune:g} "
+            f"(GReg-2 pick δλ={r.reg_granularity_pick:g} to τ'={r.reg_upper_limit_pick:g}), τ={r.reg_upper_limit:g}, "
+            f"magnitude-ratio limit {r.mag_ratio_limit:g}, K_s={r.stabilize_reg_interval}; fine-tuning "
+            f"{f.epochs:g} epochs (≈{ft_steps} iterations, lr {f.lr:g}, {f.schedule}); {len(splits.test)} test "
+            f"images; seeds {list(cfg.seeds)} (Table 1: {list(cfg.table1.seeds or cfg.seeds)}).")
+
+
+def claim_check(df: Any, min_ratio: float = 0.9) -> Any:
+    """Table 1's claim at r >= `min_ratio`: GReg-1 beats one-shot L1 on the same filters.
+
+    Verdict per ratio: "reproduced" if the mean gain is positive and larger than the spread
+    (sqrt of the sum of the two variances of the means), "same sign, within noise" if positive
+    but smaller, "not reproduced" otherwise.
+    """
+    import pandas as pd
+
+    d = df[(df.table == "table1") & (df.ratio >= min_ratio - 1e-12)]
+    rows = []
+    for r in sorted(d.ratio.unique()):
+        l1 = d[(d.ratio == r) & (d.variant == "l1")].test_acc
+        g1 = d[(d.ratio == r) & (d.variant == "greg1")].test_acc
+        if not len(l1) or not len(g1):
+            continue
+        gain = float(g1.mean() - l1.mean())
+        var = sum(float(x.var()) / len(x) for x in (l1, g1) if len(x) > 1)
+        spread = math.sqrt(var) if var > 0 else float("nan")
+        verdict = ("reproduced" if gain > 0 and (math.isnan(spread) or gain > spread)
+                   else "same sign, within noise" if gain > 0 else "not reproduced")
+        if math.isnan(spread) and gain > 0:
+            verdict = "same sign (n=1, no spread)"
+        rows.append({"r": r, "GReg-1 - L1 (mean)": gain, "spread of the difference": spread,
+                     "n (L1, GReg-1)": f"{len(l1)}, {len(g1)}", "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def table1_plot(df: Any, paper: Any, title: str = "") -> Any:
+    """Accuracy vs ratio: ours (mean ± std over seeds) and the paper's (dashed)."""
+    import matplotlib.pyplot as plt
+
+    from prunerep.reporting.paper import paper_value
+
+    d = df[df.table == "table1"]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (variant, label) in enumerate((("l1", "L1 one-shot"), ("greg1", "GReg-1"))):
+        sub = d[d.variant == variant].groupby("ratio").test_acc
+        if not len(d[d.variant == variant]):
+            continue
+        mean, std = sub.mean(), sub.std().fillna(0)
+        ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, color=f"C{i}",
+                    label=f"{label} (ours)")
+        prow = "L1" if variant == "l1" else "GReg-1"
+        pv = [paper_value(paper, row=f"{prow} r={r:g}", metric="test_acc_mean") for r in mean.index]
+        if all(isinstance(v, float) for v in pv):
+            ax.plot(mean.index, pv, ls="--", marker="x", color=f"C{i}", alpha=0.7, label=f"{label} (paper)")
+    ax.set(xlabel="pruning ratio r (first conv of every block)", ylabel="test accuracy (%)")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def results_frame(runs: Sequence[PlannedRun], outputs: Sequence[Mapping[str, Any]]) -> Any:
