@@ -399,7 +399,9 @@ def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
         cfg = resolve_section("gdp", params, profile=profile)
         assert isinstance(cfg, GDPConfig) and cfg.models and cfg.budgets
     with pytest.raises(ValueError, match="budgets"):
-        from_dict(GDPConfig, {"budgets": [1.5]})
+        from_dict(GDPConfig, {"budgets": {"resnet56": [1.5]}})
+    with pytest.raises(ValueError, match="stability.model"):
+        from_dict(GDPConfig, {"budgets": {"vgg16": [0.5]}})
     with pytest.raises(ValueError, match="lam_init"):
         from_dict(GDPHyper, {"lam_init": 0.0})
     with pytest.raises(ValueError, match="unknown key"):
@@ -410,9 +412,9 @@ def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
 
 
 def test_comparison_specs_give_every_method_the_same_training_epochs():
-    cfg = from_dict(GDPConfig, {"budgets": [0.5, 0.3], "seeds": [0, 1], "epochs": 4.0,
+    cfg = from_dict(GDPConfig, {"budgets": {"resnet56": [0.5, 0.3]}, "seeds": [0, 1], "epochs": 4.0,
                                 "baselines": ["l1", "slimming"], "slimming_fraction": 0.25})
-    specs = comparison_specs(cfg)
+    specs = comparison_specs(cfg, "resnet56")
     assert len(specs) == 2 * 2 * 3
     for spec in specs:
         epochs = spec.finetune.epochs if spec.finetune else 0.0

@@ -920,13 +920,15 @@ def claim1_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim2_table(results: Sequence[dict[str, Any]], cfg: DSAConfig, acc_tolerance: float = 1.0) -> pd.DataFrame:
+def claim2_table(results: Sequence[dict[str, Any]], cfg: DSAConfig, min_ratio: float = 1.5,
+                 acc_tolerance: float = 1.0) -> pd.DataFrame:
     """Claim 2: time of the whole pruning process, DSA vs the iterative baseline (same budget, side by side).
 
     ``process_time_s`` = every phase from the dense model to the fine-tuned pruned one (selection,
     search or intermediate fine-tunings, surgery, final fine-tuning); ``wall_time_s`` adds the
-    evaluations and data loading of the run. Accuracy is "comparable" when DSA is at most
-    ``acc_tolerance`` points below the baseline.
+    evaluations and data loading of the run. The claim holds when the baseline takes at least
+    ``min_ratio`` times as long (the abstract's 1.5x) and DSA's accuracy is "comparable": at most
+    ``acc_tolerance`` points below the baseline's.
     """
     import pandas as pd
 
@@ -951,7 +953,7 @@ def claim2_table(results: Sequence[dict[str, Any]], cfg: DSAConfig, acc_toleranc
         out["time_ratio_vs_dsa"] = out["process_time_s"] / dsa["process_time_s"]
         ratio = it["process_time_s"] / dsa["process_time_s"]
         comparable = dsa["test_acc"] >= it["test_acc"] - acc_tolerance
-        out["verdict"] = ("supported" if ratio >= 1.5 and comparable else
+        out["verdict"] = ("supported" if ratio >= min_ratio and comparable else
                           f"not supported (ratio {ratio:.2f}x, accuracy {'comparable' if comparable else 'lower'})")
     return out
 

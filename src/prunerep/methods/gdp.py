@@ -17,28 +17,32 @@ and makes every open choice a named, documented hyper-parameter (`GDPHyper`):
   ``2 theta eps / (theta^2 + eps)^2`` vanishes both at 0 and for ``|theta| >> sqrt(eps)``: any
   penalty on ``g`` pushes gates near ``sqrt(eps)`` hard and leaves large gates alone, which is
   what makes the gate distribution bimodal.
-* **Exact zeros** (reconstruction): gradient descent only shrinks ``theta`` geometrically, so
-  after every optimiser step a proximal (hard-threshold) step sets ``theta = 0`` and marks the
-  channel dead when ``g < zero_threshold`` (the prox of an L0 penalty is a hard threshold). Dead
-  gates are exact zeros from then on (``g'(0) = 0``: no gradient can revive them).
 * **Polarization regulariser** (reconstruction): Zhuang et al., NeurIPS 2020,
-  ``R_t(g) = t * mean(g) - mean(|g - mean(g)|)`` over all gates (Eq. (P) below). Its minimisers
-  over [0, 1]^n are polarized vectors (each entry 0 or 1); for a fixed mean it is minimised by
-  pushing every gate to an end of the interval. Its first (L1) term is GDP's FLOPs term here,
-  so the default is ``t = 0``.
+  ``R_t(g) = t * mean(g) - mean(|g - mean(g)|)`` over all gates (Eq. (P)). Its minimisers over
+  [0, 1]^n are polarized vectors (each entry 0 or 1); for a fixed mean it is minimised by
+  pushing every gate to an end of the interval. Its first (L1) term is GDP's FLOPs term here, so
+  the default is ``t = 0``.
 * **FLOPs budget** (verified as "bilinear, alternating relaxation"; details reconstructed): the
   MACs of the gated network as a function of each group's soft width ``s_k = sum_c g_c`` (the
   smoothed L0 norm of its gate vector) are the bilinear form ``s^T A s + b^T s + c`` of
   :class:`~prunerep.pruning.soft_cost.SoftCostModel` (exact at 0/1 gates). The *alternating
-  relaxation* fixes one factor of every product ``s_in * s_out`` (detached), so the penalty is a
-  weighted, linear smoothed-L0 term in the other factor, and alternates which factor is fixed
-  every ``alternate_every`` steps (Eq. (F)).
-* **Schedule** (reconstruction): the penalty weight ``lambda`` rises geometrically from
-  ``lam_init`` to ``lam_max`` over ``ramp_epochs`` (then holds) until the MACs of the *hard*
-  network (dead channels removed) reach the target; the prox step never removes more channels
-  than the target needs (candidates are zeroed smallest first, stopping at the target). After
-  that the dead set is frozen, the penalties are switched off and training continues until the
-  phase ends (``after_target: settle``) or stops at once (``stop``).
+  relaxation* fixes one factor of every product ``s_in * s_out`` and alternates which one every
+  ``alternate_every`` steps (Eq. (F)); with one factor fixed the term is *linear* in every gate,
+  a weighted smoothed-L0 penalty ``sum_c w_k(c) g_c`` that is separable over the gates.
+* **Optimisation** (reconstruction): weights and gates take the SGD step of the task loss; then
+  the separable regulariser (budget weight plus the polarization subgradient at the current
+  mean, times ``lambda``) is applied to every gate by a majorize-minimize proximal step
+  (:func:`mm_prox`, Eq. (M)), which is stable where the explicit gradient step of this stiff
+  penalty oscillates around 0; then a hard-threshold step sets ``theta = 0`` exactly and marks the
+  channel dead when ``g < zero_threshold`` (the L0 limit of the prox: a smooth penalty alone
+  never reaches 0). Dead gates stay exact zeros (``g'(0) = 0``; an alive mask also blocks
+  momentum residue).
+* **Schedule** (reconstruction): ``lambda`` rises geometrically from ``lam_init`` to ``lam_max``
+  over ``ramp_epochs`` (then holds) until the MACs of the *hard* network (dead channels removed)
+  reach the target; the threshold step never removes more channels than the target needs
+  (candidates are zeroed smallest first, stopping at the target; a group that cannot be
+  emptied keeps one channel). After that the dead set is frozen, the regulariser is switched off
+  and training continues until the phase ends (``after_target: settle``) or stops (``stop``).
 * **Finalize** (verified): zero-gated channels removed, non-zero gates folded into the next
   conv (:func:`~prunerep.pruning.surgery.apply_gates`), so the pruned network computes what the
   gated one computed; no fine-tuning (``finetune: null``). The difference of outputs before and
@@ -58,6 +62,7 @@ torchvision model and :func:`run_large_scale` trains it with the shared loop on 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -394,8 +399,8 @@ class LargeScaleConfig:
 class GDPConfig:
     """The `gdp` section of params.yaml (notebooks/gdp.ipynb)."""
 
-    models: list[str] = field(default_factory=lambda: ["resnet56"])  # keys of pretrain.models
-    budgets: list[float] = field(default_factory=lambda: [0.5])      # fractions of dense MACs kept
+    # pretrain.models key -> fractions of the dense MACs to keep (one row of results per budget)
+    budgets: dict[str, list[float]] = field(default_factory=lambda: {"resnet56": [0.5]})
     seeds: list[int] = field(default_factory=lambda: [0])  # claims are reported as mean ± std over these
     workers: int = 1                                       # independent runs side by side
     subset: SubsetConfig = SubsetConfig()                  # class-stratified data subsets (None: all)
@@ -411,10 +416,19 @@ class GDPConfig:
     large_scale: list[LargeScaleConfig] = field(default_factory=list)
     runtime: RuntimeConfig = RuntimeConfig(progress=False)
 
+    @property
+    def models(self) -> list[str]:
+        """The dense checkpoints this section prunes (keys of pretrain.models)."""
+        return list(self.budgets)
+
     def __post_init__(self) -> None:
-        for b in self.budgets:
-            if not 0 < b < 1:
-                raise ValueError(f"budgets: every MACs fraction must be in (0, 1), got {b}")
+        if not self.budgets:
+            raise ValueError("budgets: give at least one model, e.g. {resnet56: [0.5]}")
+        for key, values in self.budgets.items():
+            if not values or not all(0 < b < 1 for b in values):
+                raise ValueError(f"budgets.{key}: give MACs fractions in (0, 1), got {values}")
+        if self.stability.model not in self.budgets:
+            raise ValueError(f"stability.model: {self.stability.model!r} is not a key of budgets")
         if not 0 < self.slimming_fraction < 1:
             raise ValueError("slimming_fraction must be in (0, 1)")
         unknown = set(self.baselines) - {"l1", "slimming", "random"}
@@ -739,8 +753,7 @@ def gdp_kwargs(cfg: GDPConfig, **overrides: Any) -> dict[str, Any]:
     return to_dict(hp)
 
 
-def comparison_specs(cfg: GDPConfig, budgets: Sequence[float] | None = None,
-                     seeds: Sequence[int] | None = None) -> list[Any]:
+def comparison_specs(cfg: GDPConfig, model: str, seeds: Sequence[int] | None = None) -> list[Any]:
     """GDP and the baselines at each MACs budget and seed, with equal training epochs.
 
     * ``gdp``: `epochs` of gated training, no fine-tuning (the paper's claim);
@@ -756,7 +769,9 @@ def comparison_specs(cfg: GDPConfig, budgets: Sequence[float] | None = None,
     specs = []
     ft = dataclasses.replace(cfg.optim, epochs=cfg.epochs, batch_size=cfg.batch_size)
     sparse_epochs = cfg.slimming_fraction * cfg.epochs
-    for budget in budgets if budgets is not None else cfg.budgets:
+    if model not in cfg.budgets:
+        raise KeyError(f"gdp.budgets has no entry for model {model!r}; models: {cfg.models}")
+    for budget in cfg.budgets[model]:
         b = Budget(macs_keep=budget)
         for seed in seeds if seeds is not None else cfg.seeds:
             common = {"budget": b, "seed": seed, "batch_size": cfg.batch_size, "runtime": cfg.runtime}
@@ -871,6 +886,10 @@ def ratio_label(macs_keep: float) -> str:
     return f"{macs_keep:.0%} MACs ({1 / macs_keep:.2f}x)"
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample std (0 for one value)."""
     x = [float(v) for v in values]
@@ -879,3 +898,269 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     m = sum(x) / len(x)
     s = math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1)) if len(x) > 1 else 0.0
     return m, s
+
+
+# -- experiments and reporting (used by notebooks/gdp.ipynb) -------------------------------------
+
+
+def run_experiments(cfg: GDPConfig, data_cfg: Any, *, pretrain_root: str | Path = "artifacts/pretrain",
+                    checkpoint_root: str | Path = "artifacts/checkpoints/gdp") -> list[dict[str, Any]]:
+    """Every run of the section: GDP and the baselines per model/budget/seed, plus the sampling
+    control, each from the model's dense checkpoint; resumable (per-run checkpoints).
+
+    Returns one record per run: ``model``, ``method`` (gdp | gdp-sampling | l1 | ...),
+    ``target`` (MACs fraction asked for) and what :func:`~prunerep.methods.run.run_many` returns.
+    """
+    from prunerep.methods.run import run_many
+
+    records = []
+    for model in cfg.models:
+        specs = comparison_specs(cfg, model)
+        if model == cfg.stability.model:
+            specs += stability_specs(cfg)
+        out = run_many(specs, dense_path=Path(pretrain_root) / model / "model.pt", data_cfg=data_cfg,
+                       subset=cfg.subset, checkpoint_root=Path(checkpoint_root) / model,
+                       workers=cfg.workers, key_prefix=f"gdp/{model}")
+        for spec, result in zip(specs, out, strict=True):
+            records.append({"model": model, "method": spec.label.split("@")[0],
+                            "target": spec.budget.macs_keep, **result})
+    return records
+
+
+def dense_test_accuracy(model_key: str, data_cfg: Any, subset: SubsetConfig,
+                        pretrain_root: str | Path = "artifacts/pretrain") -> dict[str, float]:
+    """Test accuracy and MACs of a dense checkpoint on the same test split as the runs."""
+    from prunerep.data import Loader
+    from prunerep.engine import evaluate, pick_device
+    from prunerep.models.checkpoint import load_model
+    from prunerep.pruning.cost import count_cost
+    from prunerep.stages.common import load_data
+
+    device = pick_device("auto")
+    splits = load_data(data_cfg, subset)
+    model, _ = load_model(Path(pretrain_root) / model_key / "model.pt", map_location=device)
+    loader = Loader(splits.test, 512, mean=splits.mean, std=splits.std, shuffle=False, augment=False,
+                    device=device)
+    acc = evaluate(model, loader)["acc"]
+    macs = count_cost(model, (1, splits.in_channels, *splits.image_size)).macs
+    return {"test_acc": acc, "macs": float(macs)}
+
+
+def runs_table(records: Sequence[Mapping[str, Any]]):
+    """One row per run (pandas DataFrame): cost, accuracy, time, schedule outcome."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row, summary = r["row"], r.get("summary") or {}
+        rows.append({
+            "model": r["model"], "method": r["method"], "target": r["target"], "seed": row["seed"],
+            "macs_keep": row["macs_keep"], "speedup": row["speedup"], "params_keep": row["params_keep"],
+            "test_acc": row["test_acc"], "val_acc": row["val_acc"],
+            "test_acc_before_finetune": row["test_acc_before_finetune"],
+            "pruning_time_s": row["pruning_time_s"], "finetune_time_s": row["finetune_time_s"],
+            "reached": summary.get("reached"), "forced_removals": summary.get("forced_removals"),
+        })
+    return pd.DataFrame(rows)
+
+
+def summary_table(runs):
+    """Mean ± std over seeds per model, method and budget (n = number of seeds)."""
+    g = runs.groupby(["model", "target", "method"], sort=True)
+    out = g.agg(n=("seed", "count"), macs_keep=("macs_keep", "mean"), speedup=("speedup", "mean"),
+                test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
+                params_keep=("params_keep", "mean")).reset_index()
+    out["test_acc_std"] = out["test_acc_std"].fillna(0.0)
+    return out
+
+
+def claim3_table(summary, baselines: Sequence[str]):
+    """GDP against each baseline at the same model and budget: difference and verdict.
+
+    Verdict: ``GDP >= baseline`` when GDP's mean is at least the baseline's; ``within noise``
+    when it is lower by no more than the combined std over seeds (``sqrt(s1^2 + s2^2)``, and
+    only with n >= 2 on both sides); ``GDP lower`` otherwise.
+    """
+    import pandas as pd
+
+    rows = []
+    for (model, target), grp in summary.groupby(["model", "target"], sort=True):
+        by = {m: r for m, r in zip(grp["method"], grp.to_dict("records"), strict=True)}
+        if "gdp" not in by:
+            continue
+        gdp = by["gdp"]
+        for name in baselines:
+            if name not in by:
+                continue
+            base = by[name]
+            diff = gdp["test_acc_mean"] - base["test_acc_mean"]
+            noise = math.hypot(gdp["test_acc_std"], base["test_acc_std"])
+            if diff >= 0:
+                verdict = "GDP >= baseline"
+            elif min(gdp["n"], base["n"]) >= 2 and -diff <= noise:
+                verdict = "within noise"
+            else:
+                verdict = "GDP lower"
+            rows.append({"model": model, "target": target, "baseline": name, "n": int(min(gdp["n"], base["n"])),
+                         "gdp_macs_keep": gdp["macs_keep"], "baseline_macs_keep": base["macs_keep"],
+                         "gdp_acc": f"{gdp['test_acc_mean']:.2f} ± {gdp['test_acc_std']:.2f}",
+                         "baseline_acc": f"{base['test_acc_mean']:.2f} ± {base['test_acc_std']:.2f}",
+                         "diff": diff, "combined_std": noise, "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def claim2_table(records: Sequence[Mapping[str, Any]]):
+    """Surgery without damage, per GDP run: the gated network (end of training) vs the pruned one.
+
+    Validation accuracy of the gated network (last epoch of the ``gdp`` phase, eval mode) against
+    that of the physically pruned network on the same split, and the largest logit change on
+    the probe batch (absolute and relative to the largest logit).
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        if not r["method"].startswith("gdp"):
+            continue
+        hist = r["histories"].get("gdp") or [{}]
+        ex = r["summary"].get("exactness", {})
+        gated = hist[-1].get("val_acc", float("nan"))
+        pruned = r["row"]["val_acc_before_finetune"]
+        rows.append({"model": r["model"], "method": r["method"], "target": r["target"], "seed": r["row"]["seed"],
+                     "val_acc_gated": gated, "val_acc_pruned": pruned, "val_acc_change": pruned - gated,
+                     "max_abs_logit_change": ex.get("max_abs_diff"), "max_rel_logit_change": ex.get("max_rel_diff"),
+                     "argmax_agreement": ex.get("argmax_agree"),
+                     "forced_removals": r["summary"].get("forced_removals")})
+    return pd.DataFrame(rows)
+
+
+def claim1_table(records: Sequence[Mapping[str, Any]]):
+    """Polarization at the end of training, per gated run: exact zeros and values in between."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        if not r["method"].startswith("gdp"):
+            continue
+        s = r["summary"]
+        steps = (s["trace"][-1]["step"] if s.get("trace") else None)
+        rows.append({"model": r["model"], "method": r["method"], "target": r["target"], "seed": r["row"]["seed"],
+                     **{k: v for k, v in s.get("final_stats", {}).items()},
+                     "reached_step": s.get("reached_step"), "steps": steps})
+    return pd.DataFrame(rows)
+
+
+def stability_table(records: Sequence[Mapping[str, Any]], model: str, target: float):
+    """GDP vs the sampling control at one model/budget: smoothness of the training curves.
+
+    ``loss_roughness``: per-step noise of the training loss (:func:`curve_roughness`) over the
+    whole phase; ``val_acc_drop_max``: the largest fall of validation accuracy from one epoch to
+    the next; plus the pruned network's test accuracy.
+    """
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        if r["model"] != model or r["target"] != target or not r["method"].startswith("gdp"):
+            continue
+        trace = r["summary"].get("trace", [])
+        losses = [t["loss"] for t in trace]
+        val = [h["val_acc"] for h in r["histories"].get("gdp", []) if "val_acc" in h]
+        drops = [a - b for a, b in itertools.pairwise(val)]
+        rows.append({"method": r["method"], "seed": r["row"]["seed"], "steps": len(losses),
+                     "loss_roughness": curve_roughness(losses),
+                     "loss_mean_last_10pct": _mean(losses[-max(1, len(losses) // 10):]),
+                     "val_acc_drop_max": max(drops) if drops else float("nan"),
+                     "reached_step": r["summary"].get("reached_step"), "test_acc": r["row"]["test_acc"]})
+    return pd.DataFrame(rows)
+
+
+# -- figures -------------------------------------------------------------------------------------
+
+
+def acc_vs_macs_figure(summary, dense: Mapping[str, Mapping[str, float]]):
+    """Test accuracy (mean ± std over seeds) against the MACs kept, one panel per model."""
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(summary["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
+    styles = {"gdp": ("C0", "o"), "l1": ("C1", "s"), "slimming": ("C2", "^"), "random": ("C7", "x"),
+              "gdp-sampling": ("C3", "D")}
+    for ax, model in zip(axes[0], models, strict=True):
+        sub = summary[summary["model"] == model]
+        for method, grp in sub.groupby("method", sort=False):
+            color, marker = styles.get(method, (None, "o"))
+            grp = grp.sort_values("macs_keep")
+            ax.errorbar(100 * grp["macs_keep"], grp["test_acc_mean"], yerr=grp["test_acc_std"], color=color,
+                        marker=marker, capsize=3, label=f"{method} (n={int(grp['n'].max())})")
+        if model in dense:
+            ax.axhline(dense[model]["test_acc"], color="k", ls="--", lw=1, label="dense")
+        ax.set(title=model, xlabel="MACs kept (% of dense)", ylabel="test accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gate_histograms_figure(record: Mapping[str, Any], bins: int = 40):
+    """Histograms of all gate values at the snapshots through training (polarization)."""
+    import matplotlib.pyplot as plt
+
+    snaps = record["summary"]["snapshots"]
+    fig, axes = plt.subplots(1, len(snaps), figsize=(2.6 * len(snaps), 2.6), sharey=True, squeeze=False)
+    for ax, snap in zip(axes[0], snaps, strict=True):
+        v = torch.tensor(snap["values"])
+        stats = polarization_stats(v)
+        ax.hist(v.numpy(), bins=bins, range=(0.0, 1.0), color="C0")
+        ax.set_yscale("log")
+        ax.set(title=f"step {snap['step']}", xlabel="gate value")
+        ax.text(0.5, 0.95, f"zero {stats['zero']:.0%}\n(0, 0.1): {stats['between_0_0.1']:.1%}",
+                transform=ax.transAxes, ha="center", va="top", fontsize=8)
+    axes[0][0].set_ylabel("gates (log)")
+    fig.suptitle(f"{record['model']} {record['method']} @ {record['target']:.0%} MACs, seed {record['row']['seed']}",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def widths_figure(records: Sequence[Mapping[str, Any]], dense_widths: Mapping[str, int]):
+    """Kept channels per group (model order) for several runs of one model/budget/seed."""
+    import matplotlib.pyplot as plt
+
+    ids = list(dense_widths)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(ids)), 3.6))
+    n = len(records) + 1
+    width = 0.8 / n
+    xs = torch.arange(len(ids), dtype=torch.float64)
+    ax.bar((xs - 0.4 + width / 2).numpy(), [dense_widths[g] for g in ids], width, color="0.8", label="dense")
+    for i, r in enumerate(records, start=1):
+        ax.bar((xs - 0.4 + width / 2 + i * width).numpy(), [r["widths"].get(g, 0) for g in ids], width,
+               label=f"{r['method']} ({r['row']['macs_keep']:.0%} MACs)")
+    ax.set_xticks(xs.numpy(), ids, rotation=90, fontsize=6)
+    ax.set(ylabel="channels", title="kept width per channel group")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stability_figure(records: Sequence[Mapping[str, Any]]):
+    """Per-step training loss and hard-MACs ratio, and per-epoch validation accuracy."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_macs, ax_val) = plt.subplots(1, 3, figsize=(14, 3.6))
+    for i, r in enumerate(records):
+        color = f"C{0 if r['method'] == 'gdp' else 3}"
+        ls = "-" if i < 2 else ":"
+        trace = r["summary"]["trace"]
+        label = f"{r['method']} s{r['row']['seed']}"
+        ax_loss.plot([t["step"] for t in trace], [t["loss"] for t in trace], color=color, lw=0.7, ls=ls, label=label)
+        ax_macs.plot([t["step"] for t in trace], [t["hard_macs_ratio"] for t in trace], color=color, ls=ls, label=label)
+        hist = r["histories"].get("gdp", [])
+        ax_val.plot([h["epoch"] for h in hist], [h.get("val_acc") for h in hist], color=color, marker="o", ls=ls,
+                    label=label)
+    ax_loss.set(xlabel="step", ylabel="training loss (per batch)")
+    ax_macs.set(xlabel="step", ylabel="MACs of the hard network / dense")
+    ax_val.set(xlabel="epoch", ylabel="val accuracy (%), gated net")
+    for ax in (ax_loss, ax_macs, ax_val):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -166,6 +166,14 @@ class Table1Config:
     stage_pr: list[float | str] = field(default_factory=lambda: [0, "r", "r", "r", 0])  # "r" = the row's ratio
     methods: list[str] = field(default_factory=lambda: ["l1", "greg1"])
     seeds: list[int] | None = None                        # None: greg.seeds
+    seeds_by_ratio: dict[str, list[int]] = field(default_factory=dict)  # e.g. {"0.9": [0, 1, 2]}: more seeds where the claim is
+
+    def seeds_for(self, ratio: float, default: Sequence[int]) -> list[int]:
+        """Seeds of the row with ratio `ratio` (keys of `seeds_by_ratio` compared as numbers)."""
+        for key, seeds in self.seeds_by_ratio.items():
+            if abs(float(key) - ratio) < 1e-9:
+                return list(seeds)
+        return list(self.seeds or default)
 
 
 @dataclass(frozen=True)
@@ -820,13 +828,12 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
     """
     runs: list[PlannedRun] = []
     skipped: list[dict] = []
-    t1_seeds = cfg.table1.seeds or cfg.seeds
     if cfg.table1.ratios:
         dense = dense_models[cfg.model]
         for r in cfg.table1.ratios:
             budget = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
             for method in cfg.table1.methods:
-                for seed in t1_seeds:
+                for seed in cfg.table1.seeds_for(r, cfg.seeds):
                     runs.append(PlannedRun("table1", f"r={r:g}", method, r, cfg.model, _spec(
                         method, budget, granularity="filter", reg=cfg.reg, prune_optim=cfg.prune_optim,
                         finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
@@ -902,6 +909,7 @@ def execute(runs: Sequence[PlannedRun], cfg: GRegConfig, data_cfg: Any, profile:
 def budget_text(cfg: GRegConfig, splits: Any, profile: str) -> str:
     """One sentence stating the compute budget, for every table caption."""
     r, f = cfg.reg, cfg.finetune
+    t1 = ", ".join(f"r={x:g}: n={len(cfg.table1.seeds_for(x, cfg.seeds))}" for x in cfg.table1.ratios)
     steps_per_epoch = len(splits.train) // cfg.batch_size
     ft_steps = round(f.epochs * steps_per_epoch)
     return (f"Profile `{profile}`: {len(splits.train)} training images, batch {cfg.batch_size}; pruning SGD lr "
@@ -909,7 +917,7 @@ def budget_text(cfg: GRegConfig, splits: Any, profile: str) -> str:
             f"(GReg-2 pick δλ={r.reg_granularity_pick:g} to τ'={r.reg_upper_limit_pick:g}), τ={r.reg_upper_limit:g}, "
             f"magnitude-ratio limit {r.mag_ratio_limit:g}, K_s={r.stabilize_reg_interval}; fine-tuning "
             f"{f.epochs:g} epochs (≈{ft_steps} iterations, lr {f.lr:g}, {f.schedule}); {len(splits.test)} test "
-            f"images; seeds {list(cfg.seeds)} (Table 1: {list(cfg.table1.seeds or cfg.seeds)}).")
+            f"images; seeds per row: Table 1 {t1}, elsewhere {list(cfg.seeds)}.")
 
 
 def claim_check(df: Any, min_ratio: float = 0.9) -> Any:
@@ -944,8 +952,6 @@ def table1_plot(df: Any, paper: Any, title: str = "") -> Any:
     """Accuracy vs ratio: ours (mean ± std over seeds) and the paper's (dashed)."""
     import matplotlib.pyplot as plt
 
-    from prunerep.reporting.paper import paper_value
-
     d = df[df.table == "table1"]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, (variant, label) in enumerate((("l1", "L1 one-shot"), ("greg1", "GReg-1"))):
@@ -956,7 +962,7 @@ def table1_plot(df: Any, paper: Any, title: str = "") -> Any:
         ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, color=f"C{i}",
                     label=f"{label} (ours)")
         prow = "L1" if variant == "l1" else "GReg-1"
-        pv = [paper_value(paper, row=f"{prow} r={r:g}", metric="test_acc_mean") for r in mean.index]
+        pv = [_paper(paper, row=f"{prow} r={r:g}", metric="test_acc_mean") for r in mean.index]
         if all(isinstance(v, float) for v in pv):
             ax.plot(mean.index, pv, ls="--", marker="x", color=f"C{i}", alpha=0.7, label=f"{label} (paper)")
     ax.set(xlabel="pruning ratio r (first conv of every block)", ylabel="test accuracy (%)")
@@ -996,11 +1002,19 @@ def fmt_mean_std(values: Sequence[float]) -> str:
     return f"{m:.2f} (n=1)" if n == 1 else f"{m:.2f} ± {s:.2f} (n={n})"
 
 
+def _paper(paper: Any, **match: str) -> float | str:
+    """The paper's value, "not transcribed" (null in the data file) or "not in the paper"."""
+    from prunerep.reporting.paper import paper_value
+
+    try:
+        return paper_value(paper, **match)
+    except KeyError:
+        return "not in the paper"
+
+
 def table1(df: Any, paper: Any) -> Any:
     """Table 1: per ratio, our L1 and GReg-1 (mean ± std over seeds) beside the paper's."""
     import pandas as pd
-
-    from prunerep.reporting.paper import paper_value
 
     d = df[df.table == "table1"]
     rows = []
@@ -1019,9 +1033,9 @@ def table1(df: Any, paper: Any) -> Any:
         if len(l1) and len(g1):
             row["gain (ours)"] = g1.test_acc.mean() - l1.test_acc.mean()
         key = f"r={r:g}"
-        row["paper speedup"] = paper_value(paper, row=key, metric="speedup")
-        row["paper L1"] = paper_value(paper, row=f"L1 {key}", metric="test_acc_mean")
-        row["paper GReg-1"] = paper_value(paper, row=f"GReg-1 {key}", metric="test_acc_mean")
+        row["paper speedup"] = _paper(paper, row=key, metric="speedup")
+        row["paper L1"] = _paper(paper, row=f"L1 {key}", metric="test_acc_mean")
+        row["paper GReg-1"] = _paper(paper, row=f"GReg-1 {key}", metric="test_acc_mean")
         if all(isinstance(row[k], float) for k in ("paper L1", "paper GReg-1")):
             row["paper gain"] = row["paper GReg-1"] - row["paper L1"]
         rows.append(row)

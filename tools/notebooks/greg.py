@@ -1,0 +1,213 @@
+# %% [markdown]
+# # GReg: Neural Pruning via Growing Regularization
+#
+# Huan Wang, Can Qin, Yulun Zhang, Yun Fu. *Neural Pruning via Growing Regularization.* ICLR 2021,
+# [arXiv:2012.09243](https://arxiv.org/abs/2012.09243); official code
+# [MingSun-Tse/Regularization-Pruning](https://github.com/MingSun-Tse/Regularization-Pruning) (read at `a404402`).
+#
+# GReg is the one paper of this project whose text and code could both be read, so it is the
+# calibration point of the pipeline. Claims reproduced here, on ResNet-56 / CIFAR-10, pruning the
+# same dense checkpoint as every other method:
+#
+# - **Table 1.** With the *same* pruned filters (chosen by L1 norm on the dense weights), pruning them
+#   gradually with a growing L2 penalty (**GReg-1**) beats removing them at once (**one-shot L1**) under
+#   the same fine-tuning, and the gain grows with the pruning ratio r (paper: +2.15 / +1.08 / +3.18
+#   points at r = 0.9 / 0.925 / 0.95).
+# - **Table 2, ResNet-56 rows.** At 2.55x (`stage_pr = [0, 0.75, 0.75, 0.32, 0]`), GReg-1 and GReg-2
+#   (uniform rising penalty, then pick by L1) against L1 and the paper's printed rows.
+# - **Figure 1.** Under a uniformly rising penalty the filters' L1 norms separate: their normalised
+#   standard deviation rises with the iterations.
+#
+# The method lives in `prunerep.methods.greg` (slug `greg`, `variant: greg1 | greg2`, `granularity:
+# filter | weight`); this notebook only calls it and reports. The paper's numbers come from
+# `references/paper_results.yaml`, labelled as the paper's.
+
+# %% parameters
+profile: str = "default"         # smoke | default | paper (params.yaml `profile`)
+section: dict = {}               # resolved `greg` section; {} = read params.yaml
+data: dict = {}                  # resolved `data` section
+out_dir: str = "results/greg"    # tables/, figures/, metrics.json go here
+
+# %%
+import pandas as pd
+
+from prunerep.config import to_dict
+from prunerep.methods.greg import (
+    budget_text,
+    claim_check,
+    dense_accuracy,
+    execute,
+    figure1,
+    load_dense_models,
+    plan_runs,
+    results_frame,
+    table1,
+    table1_plot,
+    table2,
+)
+from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
+from prunerep.reporting.paper import paper_numbers
+from prunerep.stages.common import load_data, provenance
+
+ctx = setup_notebook("greg", profile, section, data, out_dir)
+cfg = ctx.cfg
+print(ctx.describe())
+to_dict(cfg)
+
+# %% [markdown]
+# ## The runs
+#
+# Every row prunes the dense checkpoint of the `pretrain` stage. Table 1 uses `stage_pr = [0, r, r, r, 0]`
+# (stem, layer1, layer2, layer3, fc): ratio r on the first conv of every residual block, nothing else, as
+# in the paper. One-shot L1 and GReg-1 remove exactly the same filters (L1 sorting on the dense weights;
+# `tests/unit/test_greg.py` checks the two pruned networks are identical before any training). Table 2
+# settings that need another dataset or dense model are listed as skipped (configs for a GPU machine).
+
+# %%
+splits = load_data(ctx.data, cfg.subset)
+budget = budget_text(cfg, splits, ctx.profile)
+print(budget)
+dense_models = load_dense_models(cfg, ctx.data.dataset)
+runs, skipped = plan_runs(cfg, dense_models, ctx.data.dataset)
+plan = pd.DataFrame([{"table": p.table, "setting": p.setting, "method": p.method, "seed": p.spec.seed,
+                      "label": p.spec.label} for p in runs])
+print(f"{len(runs)} runs on {cfg.workers} worker(s)")
+display(plan.groupby(["table", "setting", "method"]).seed.apply(list).reset_index())
+pd.DataFrame(skipped)
+
+# %%
+outputs = execute(runs, cfg, ctx.data, ctx.profile)
+df = results_frame(runs, outputs)
+write_table(df, ctx.out_dir / "tables", "runs", "Every run (one row per seed). " + budget)
+df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc", "speedup", "prune_iterations",
+    "stop_reason", "pruning_time_s", "finetune_time_s"]] if "prune_iterations" in df else df
+
+# %% [markdown]
+# ## Table 1: the same pruned filters, one-shot L1 vs GReg-1 (ResNet-56 / CIFAR-10)
+#
+# Mean ± sample std over seeds (n given). Speed-up = dense MACs / pruned MACs (conv + linear, the
+# project's convention; GReg counts the same layers, so the ratios are comparable). "Before FT" is the
+# accuracy right after removal.
+
+# %%
+paper = paper_numbers("greg")
+t1 = table1(df, paper)
+write_table(t1, ctx.out_dir / "tables", "table1",
+            "Table 1 (arXiv:2012.09243): same pruned filters, one-shot L1 vs GReg-1, ResNet-56 / CIFAR-10. "
+            "Ours: mean ± std over seeds, test accuracy (%); paper: its printed means (3 runs, full recipe). "
+            + budget)
+t1
+
+# %%
+fig = table1_plot(df, paper, title=f"Table 1, profile {ctx.profile} (ours: mean ± std over seeds)")
+save_figure(fig, ctx.out_dir / "figures", "table1_accuracy_vs_ratio")
+
+# %% [markdown]
+# ### The claim at the high ratios (r >= 0.9)
+
+# %%
+claims = claim_check(df, min_ratio=0.9)
+write_table(claims, ctx.out_dir / "tables", "claim_table1_high_ratios",
+            "GReg-1 minus one-shot L1 (same filters), r >= 0.9. Spread = sqrt(var_L1/n + var_GReg/n). " + budget)
+claims
+
+# %% [markdown]
+# ## Table 2: ResNet-56 at 2.55x (`stage_pr = [0, 0.75, 0.75, 0.32, 0]`)
+#
+# "base" is the dense accuracy: ours measured on the same test images as the pruned rows; the paper's as
+# printed. The paper's rows come from `references/paper_results.yaml` (cited methods included).
+
+# %%
+dense_acc = dense_accuracy(dense_models, splits, cfg.runtime)
+t2 = table2(df, paper, dense_acc, cfg.table2)
+write_table(t2, ctx.out_dir / "tables", "table2",
+            "Table 2 (arXiv:2012.09243), ResNet-56 / CIFAR-10 rows. Ours: mean ± std over seeds; paper: as "
+            "printed (its base models differ per cited method). " + budget)
+t2
+
+# %% [markdown]
+# ## Figure 1: filter magnitudes separate under a uniformly rising penalty
+#
+# GReg-2's picking stage on the dense ResNet-56 (every filter of the pruned layers gets the same rising λ),
+# traced every few iterations until every layer has picked. Row 1: std / mean of the filters' mean |W| per
+# layer (thin lines) and their mean (black), with λ (dashed). Row 2: the filters' magnitudes of one layer,
+# sorted and normalised by their maximum, at several iterations.
+
+# %%
+f1 = [(p, o) for p, o in zip(runs, outputs, strict=True) if p.table == "figure1"]
+trace = f1[0][1]["summary"]["trace"] if f1 else []
+f1_reg = f1[0][0].spec.kwargs["reg"] if f1 else {}
+fig = figure1(trace, cfg.figure1.layer, cfg.figure1.snapshots,
+              title=f"Figure 1 (ResNet-56), profile {ctx.profile}: uniform λ rising by "
+                    f"{f1_reg.get('reg_granularity_pick', float('nan')):g} every "
+                    f"{f1_reg.get('update_reg_interval')} iteration(s)")
+save_figure(fig, ctx.out_dir / "figures", "figure1_normalised_std")
+rise = (trace[-1]["norm_std"], trace[0]["norm_std"]) if len(trace) > 1 else ({}, {})
+fig1_summary = {"points": len(trace), "iterations": trace[-1]["iteration"] if trace else 0,
+                "layers_rising": sum(rise[0][k] > rise[1][k] for k in rise[0]), "layers": len(rise[0])}
+fig1_summary
+
+# %%
+summary = {
+    "profile": ctx.profile,
+    "budget": budget,
+    "dense_test_acc": dense_acc,
+    "table1": {f"r={r:g}": {v: float(df[(df.table == "table1") & (df.ratio == r) & (df.variant == v)].test_acc.mean())
+                            for v in ("l1", "greg1")} for r in cfg.table1.ratios},
+    "table1_claim_high_ratios": claims.to_dict(orient="records"),
+    "table2": {f"{row.setting} {row.method}": row.pruned for row in t2[t2.source == "ours"].itertuples()},
+    "figure1": fig1_summary,
+    "provenance": provenance(ctx.profile),
+}
+write_metrics(summary, ctx.out_dir)
+{k: v for k, v in summary.items() if k != "provenance"}
+
+# %% [markdown]
+# ## Assumptions and deviations
+#
+# **What the paper/code pin down and we follow.** Penalty λ_j·w added to the gradient after backward, on
+# top of weight decay, only on conv/linear weights of the pruned filters (not BN); λ updated every K_u
+# iterations from iteration 0; GReg-1's pruned set by L1 sorting (mean |W| per filter) on the dense weights;
+# stop at λ > τ or when every layer's magnitude ratio (mean |W| kept / pruned, momentum 0.9) reaches 1000;
+# GReg-2's uniform rise, pick at λ >= τ', then +δλ on the pruned and a constant on the kept; K_s
+# stabilising iterations with λ frozen; n_pruned = min(ceil(rC), C-1); only the first conv of each residual
+# block is pruned; SGD lr 0.001 (momentum 0.9, wd 5e-4) while pruning; fine-tuning 120 epochs, lr 0.01,
+# x0.1 at 60 and 90 (the `paper` profile holds exactly these, plus the 200-epoch base model of `pretrain`).
+#
+# **Choices the text leaves open (value used).**
+# - Kept-filter λ in GReg-2: the code's constant -1e-4 (`kept_reg: code`); the paper's Algorithm 1 says
+#   -γ (minus the weight decay, -5e-4 on CIFAR): `kept_reg: paper` switches, both tested.
+# - The magnitude-ratio stop needs every pruned layer to have been measured (the code checks only the
+#   layers measured so far, so at iteration 0 its first layer could stop alone).
+# - λ is computed as count·δλ in float64 (the code accumulates float32); thresholds use a 1e-9 relative
+#   tolerance, so λ = τ' exactly picks and λ = τ exactly does not stop.
+# - GReg-2's layers that had not picked when the iteration cap was hit pick at removal time (never
+#   happens when the cap is the schedule's own bound; reported as `schedule_completed = False`).
+# - Fine-tuning keeps the checkpoint with the best **validation** accuracy (5,000 images held out of the
+#   training set; a subset in the fast profiles); the paper trains on all 50,000 images and reports test.
+#
+# **Deviations forced by the budget (profiles `default`, `smoke`).** The algorithm is unchanged; its
+# time scale is compressed. The paper's pruning stage takes ~10^4-10^5 iterations (δλ = 1e-4 every 10
+# iterations up to τ = 1, i.e. 1e-5 per iteration, plus 10^4 stabilising iterations). The pruned weights
+# decay roughly as exp(-lr/(1-momentum) · Σλ), so compressing time by a factor c while keeping that decay
+# means δλ per iteration x c² and τ, τ' x c. `default` uses c = 100 for the growth (K_u = 1, δλ = 0.1,
+# τ = 100; GReg-2's pick stage δλ = 0.01 up to τ' = 1), K_s = 30 instead of 10,000, and a short fine-tuning
+# (see each caption), with the same lr 0.001 while pruning. The shorter the schedule, the less time the
+# network has to move the pruned filters' function onto the kept ones, which is the point of GReg, so the
+# gaps here are not expected to equal the paper's. Test accuracy is measured on a class-stratified subset
+# of the test split (size in the captions), the same images for every row.
+#
+# **Data and dense model.** The offline CIFAR-10 copy is JPEG-re-encoded and the `default` dense model is
+# trained for a few epochs only (see `results/baseline`), so every accuracy sits below the paper's 93.36 %
+# base; compare gains and drops, not absolute numbers.
+#
+# **Cost.** Speed-up = dense / pruned MACs of conv + linear layers (the same layers as GReg's
+# `get_n_flops_`, whose x2 cancels in the ratio). At r = 0.5, 0.7 and 2.55x our ratios equal the paper's
+# printed 1.99x / 3.59x / 2.55x (tested); at r >= 0.9 ours are 1.5-3 % higher (11.58x vs 11.41x,
+# 15.20x vs 14.76x, 19.85x vs 19.31x) with the same n_pruned rule; the source of that gap is not resolved.
+#
+# **Cross-check with torch-pruning.** `tests/unit/test_greg_crosscheck.py` drives torch-pruning 1.6.1's
+# `GrowingRegPruner` with GReg-1's schedule (base reg 0, importance 0 on the pruned filters): both add
+# exactly λ·w to the pruned filters. torch-pruning also penalises the input columns of the next layer
+# (GReg does not), its BN branch has no effect (it writes into an advanced-indexing copy), and it has no
+# stop conditions, stabilisation or GReg-2 picking; its scripts grow λ once per epoch.
