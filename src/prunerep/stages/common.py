@@ -34,9 +34,19 @@ def load_data(data_cfg: Any, subset: SubsetConfig, cache: Path = DATASET_CACHE):
                        train_subset=subset.train, val_subset=subset.val, test_subset=subset.test)
 
 
+def code_fingerprint() -> str:
+    """Hash of the package's source: a checkpoint written by other code is never resumed."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def run_key(*parts: Any) -> str:
-    """Stable identity of a run from its configs and inputs (used to match resume checkpoints)."""
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    """Stable identity of a run from its configs, inputs and code (matches resume checkpoints)."""
+    blob = json.dumps([code_fingerprint(), *(to_dict(p) for p in parts)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
