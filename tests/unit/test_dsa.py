@@ -151,7 +151,7 @@ def test_flops_gradient_matches_autograd():
 
 
 def test_grouping_ties_residual_coupled_convs_to_one_mask():
-    model, method, _ = _prepared()
+    model, _, _ = _prepared()
     outputs: dict[str, torch.Tensor] = {}
     for name in ("layer2.0.bn2", "layer2.1.bn2", "layer2.2.bn2", "layer2.1.bn1"):
         # registered after the gate hooks, so they see the masked outputs
@@ -191,27 +191,47 @@ def test_uniform_allocation_has_no_architecture_parameters_and_stays_uniform():
     method.project(0.6 * method.cost.dense)
     alpha = model.dsa.alpha()
     torch.testing.assert_close(alpha, torch.full_like(alpha, float(alpha[0])))
-    assert float(method.cost(alpha.double())) == pytest.approx(0.6 * method.cost.dense, rel=1e-6)
+    assert float(method.cost(alpha.double())) == pytest.approx(0.6 * method.cost.dense, rel=1e-9)
 
 
 # -- the budget ----------------------------------------------------------------------------------------
 
 
-def test_projection_meets_the_budget_along_the_flops_gradient():
+def test_projection_shifts_every_logit_equally_onto_the_budget():
     _, method, _ = _prepared()
-    alpha = torch.full((12,), 0.9, dtype=torch.float64)
-    alpha[0] = 0.5
+    a = torch.full((12,), 3.0, dtype=torch.float64)
+    a[0], a[3] = 0.5, -3.9          # group 3 (16 channels) ends at its floor logit(1/16)
     target = 0.4 * method.cost.dense
-    new, ok = project_to_budget(alpha, method.cost, target, method.lo, method.hi)
+    new, ok = project_to_budget(a, method.cost, target, method.lo, method.hi)
     assert ok
-    assert float(method.cost(new)) == pytest.approx(target, rel=1e-9)
-    step = alpha - new
-    grad = method.cost.grad(alpha)
-    moving = (new > method.lo) & (new < method.hi)
-    torch.testing.assert_close(step[moving] / grad[moving], (step[moving] / grad[moving])[:1].expand(int(moving.sum())))
-    # already feasible: unchanged
-    same, _ = project_to_budget(new, method.cost, target * 1.01, method.lo, method.hi)
-    torch.testing.assert_close(same, new)
+    assert float(method.cost(torch.sigmoid(new))) == pytest.approx(target, rel=1e-9)
+    free = (new > method.lo) & (new < method.hi)
+    assert not bool(free[3]) and float(new[3]) == pytest.approx(float(method.lo[3]))
+    shift = a[free] - new[free]
+    torch.testing.assert_close(shift, shift[:1].expand_as(shift))
+    assert float(shift[0]) > 0
+    # below the budget: every logit rises by the same amount back onto it
+    low = new - 0.5
+    up, ok = project_to_budget(low, method.cost, target, method.lo, method.hi)
+    assert ok and float(method.cost(torch.sigmoid(up))) == pytest.approx(target, rel=1e-9)
+    free_up = (up > method.lo) & (up < method.hi)
+    rise = up[free_up] - low.clamp(method.lo, method.hi)[free_up]
+    torch.testing.assert_close(rise, rise[:1].expand_as(rise))
+    assert float(rise[0]) > 0
+
+
+def test_logit_gradient_is_preconditioned_by_the_flops_slope():
+    model, method, _ = _prepared()
+    with torch.no_grad():
+        model.dsa.logit.copy_(torch.linspace(-1.0, 2.0, 12, dtype=torch.float64))
+    raw = torch.linspace(0.5, 2.0, 12, dtype=torch.float64)
+    a = model.dsa.logit
+    (g,) = torch.autograd.grad((a * raw).sum(), [a])
+    r = raw / method.flops_slope()
+    torch.testing.assert_close(g, r / r.pow(2).mean().sqrt())       # first step: ms = mean(r^2)
+    assert method.grad_ms == pytest.approx(float(r.pow(2).mean()))
+    slope = method.cost.grad(torch.sigmoid(a.detach())) * torch.sigmoid(a.detach()) * torch.sigmoid(-a.detach())
+    torch.testing.assert_close(method.flops_slope(), slope / method.cost.dense)
 
 
 def test_budget_schedule_ramps_linearly_to_the_target():

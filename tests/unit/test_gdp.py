@@ -208,7 +208,7 @@ def test_relaxed_macs_value_and_alternating_gradients():
     s = torch.tensor([4.0, 6.0], dtype=torch.float64, requires_grad=True)
     exact = 2 * 4 * 6 + 3 * 4 + 5 * 6 + 7
     for fix in ("input", "output", "none"):
-        assert float(relaxed_macs(a, b, 7.0, s, fix)) == exact
+        assert float(relaxed_macs(a, b, 7.0, s, fix).detach()) == exact
     (gi,) = torch.autograd.grad(relaxed_macs(a, b, 7.0, s, "input"), s)
     (go,) = torch.autograd.grad(relaxed_macs(a, b, 7.0, s, "output"), s)
     assert gi.tolist() == [3.0, 2 * 4 + 5.0]      # input width fixed: only the output factor moves
@@ -239,15 +239,19 @@ def test_bilinear_budget_equals_exact_count_at_hard_gates(fix):
     assert method.exactness["max_rel_diff"] < 1e-5
 
 
-def test_budget_weights_sum_to_the_relaxed_cost():
-    # Linear in the soft widths at fixed other factor: sum_k w_k s_k + const = F / F_dense.
+def test_budget_weights_are_the_gradient_of_the_relaxed_cost():
+    # Linear in the soft widths at fixed other factor: w = N d(F_relaxed / F_dense) / ds, N gates.
     _, method, _ = prepared(TinyResNet(), X16)
+    assert method.n_gates == 8 + 6 + 6 + 12
     a, b, c = method._form
-    s = method.soft_widths()
+    s = method.soft_widths().detach().requires_grad_(True)
     for fix in ("input", "output"):
+        (grad,) = torch.autograd.grad(relaxed_macs(a, b, c, s, fix), s)
+        assert_close(method.budget_weights(fix), grad / method.dense_macs * method.n_gates)
+        # and the relaxed term is linear in s: w @ s + c (scaled) reproduces its value
         w = method.budget_weights(fix)
-        assert_close(float(w @ s.detach() + c / method.dense_macs),
-                     float(relaxed_macs(a, b, c, s, fix)) / method.dense_macs)
+        assert_close(float(w @ s.detach() + c / method.dense_macs * method.n_gates),
+                     float(relaxed_macs(a, b, c, s, fix)) / method.dense_macs * method.n_gates)
 
 
 # -- the schedule --------------------------------------------------------------------------------

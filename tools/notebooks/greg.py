@@ -30,6 +30,7 @@ out_dir: str = "results/greg"    # tables/, figures/, metrics.json go here
 
 # %%
 import pandas as pd
+from IPython.display import display
 
 from prunerep.config import to_dict
 from prunerep.methods.greg import (
@@ -186,16 +187,28 @@ write_metrics(summary, ctx.out_dir)
 # - Fine-tuning keeps the checkpoint with the best **validation** accuracy (5,000 images held out of the
 #   training set; a subset in the fast profiles); the paper trains on all 50,000 images and reports test.
 #
-# **Deviations forced by the budget (profiles `default`, `smoke`).** The algorithm is unchanged; its
-# time scale is compressed. The paper's pruning stage takes ~10^4-10^5 iterations (δλ = 1e-4 every 10
-# iterations up to τ = 1, i.e. 1e-5 per iteration, plus 10^4 stabilising iterations). The pruned weights
-# decay roughly as exp(-lr/(1-momentum) · Σλ), so compressing time by a factor c while keeping that decay
-# means δλ per iteration x c² and τ, τ' x c. `default` uses c = 100 for the growth (K_u = 1, δλ = 0.1,
-# τ = 100; GReg-2's pick stage δλ = 0.01 up to τ' = 1), K_s = 30 instead of 10,000, and a short fine-tuning
-# (see each caption), with the same lr 0.001 while pruning. The shorter the schedule, the less time the
-# network has to move the pruned filters' function onto the kept ones, which is the point of GReg, so the
-# gaps here are not expected to equal the paper's. Test accuracy is measured on a class-stratified subset
-# of the test split (size in the captions), the same images for every row.
+# **Deviations forced by the budget (profiles `default`, `smoke`).** The algorithm and the pruning
+# optimiser (SGD lr 0.001, momentum 0.9, wd 5e-4) are unchanged; the schedule is compressed in time. The
+# paper's pruning stage takes 10^4-10^5 iterations (δλ = 1e-4 every 10 iterations, i.e. 1e-5 per iteration,
+# up to τ = 1 or a magnitude ratio of 1000, then 10,000 stabilising iterations). `default` uses K_u = 1,
+# δλ = 0.5 per iteration and τ = 25, so λ sweeps past the paper's whole range within two iterations and
+# the ceiling stops the growth at iteration 50; then K_s = 20. GReg-2 first rises uniformly by 0.04 per
+# iteration and picks at τ' = 2 after 50 iterations: this matches the paper's uniform decay exponent
+# lr/(1-momentum)·Σλ ≈ 0.5 of its 10,000-iteration picking stage (0.01 · 0.04 · 50²/2 = 0.5). Batch 64
+# (paper 128) and a fine-tuning of ≈105 iterations with the paper's lr shape (0.01, x0.1 at 50 % and 75 %);
+# see each caption. Figure 1 traces the same 50-iteration uniform rise.
+#
+# **What the compression costs (calibration, stated so the numbers below are read correctly).** Every
+# pruned conv is followed by BN, so a filter's scale is invisible to the loss until its output variance
+# falls below BN's eps: shrinking the pruned filters only removes them from the network once their
+# magnitude ratio is very large (the paper waits for 1000). On a briefly trained ResNet-20 proxy (58 %
+# test accuracy; r = 0.9; one seed), the `default` schedule stopped at the ceiling with a ratio of ~12, and
+# a 2.5x longer growth (δλ = 0.2) reached ~60: within ~10^2 iterations the pruned channels are still in
+# use, removing them costs about as much as one-shot removal ("before FT" columns), and GReg-1 ended only
+# 0.2-0.7 points above one-shot L1 (35.95 %) after the same fine-tuning. The paper's mechanism needs its long
+# pruning stage, which the `paper` profile runs; expect the `default` gaps to be smaller than the paper's.
+# Test accuracy is measured on a class-stratified subset of the test split (size in the captions), the
+# same images for every row.
 #
 # **Data and dense model.** The offline CIFAR-10 copy is JPEG-re-encoded and the `default` dense model is
 # trained for a few epochs only (see `results/baseline`), so every accuracy sits below the paper's 93.36 %

@@ -336,8 +336,8 @@ class GDPHyper:
     sampling_kill: float = 0.5        # sampling control: a channel dies when p < this
     gate_lr_scale: float = 10.0       # gate lr = scale * weight lr (gates have no weight decay)
     zero_threshold: float = 1e-3      # prox step: g < this -> theta = 0, channel dead
-    lam_init: float = 0.01            # budget penalty weight at step 0 ...
-    lam_max: float = 10.0             # ... rising geometrically to this over ramp_epochs
+    lam_init: float = 1e-3            # per-gate penalty weight at step 0 ...
+    lam_max: float = 1.0              # ... rising geometrically to this over ramp_epochs
     ramp_epochs: float = 1.0
     polarization: float = 1.0         # weight of R_t (Eq. (P)) relative to the budget term
     polarization_t: float = 0.0       # t of R_t (0: the FLOPs term is the sparsity term)
@@ -385,13 +385,11 @@ class LargeScaleConfig:
     name: str                                     # e.g. imagenet_resnet50
     model: str                                    # registry name, e.g. tv_resnet50
     task: Literal["classification", "segmentation"] = "classification"
-    dataset: str = "imagenet"                     # imagenet | voc2012 (what the loaders read)
-    data_root: str = ""                           # where the dataset lives on the user's machine
-    input_size: int = 224                         # training crop
+    dataset: str = "imagenet"                     # imagenet | voc2012 (what the user's loaders read)
+    input_size: int = 224                         # training crop (traces groups and MACs)
     num_classes: int = 1000
     macs_keep: float = 0.5
-    batch_size: int = 256
-    method: GDPHyper = field(default_factory=GDPHyper)
+    method: GDPHyper = field(default_factory=GDPHyper)   # method.train: epochs, lr, batch size
 
 
 @register_section("gdp")
@@ -482,6 +480,7 @@ class GDP(PruningMethod):
                 return SampledGate(g.channels, init=hp.sampling_init)
         self.gates = attach_gates(model, ctx.prunable, make, placement="input")
         self.ids = self.gates.ids()
+        self.n_gates = sum(gate.channels for _, gate in self.gates.items())
         self._form = ctx.cost_model.bilinear()
         self.dense_macs = float(ctx.cost_model.dense_macs())
         self.target_macs = ctx.budget.macs_keep * self.dense_macs
@@ -553,7 +552,11 @@ class GDP(PruningMethod):
         return "input" if (step // self.hp.alternate_every) % 2 == 0 else "output"
 
     def budget_weights(self, fix: str) -> torch.Tensor:
-        """Per-group weight ``w_k = d(F_relaxed / F_dense) / d s_k`` (Eq. (F)), float64 ``[G]``.
+        """Per-group weight ``w_k = N d(F_relaxed / F_dense) / d s_k`` (Eq. (F)), float64 ``[G]``.
+
+        ``N`` is the number of gates: the regulariser is ``lambda N (F / F_dense + mu R_t)``, so
+        that ``lambda`` is a per-gate push with the same meaning on networks of any size (the
+        average ``w_k`` is about 2 for any network).
 
         With one factor of every product fixed, the budget term is *linear* in each group's soft
         width, ``sum_k w_k s_k = sum_k w_k sum_c g_c``: a weighted smoothed-L0 penalty that is
@@ -563,12 +566,12 @@ class GDP(PruningMethod):
         with torch.no_grad():
             sbar = self.soft_widths().cpu()
         w = (a.t() @ sbar if fix == "input" else a @ sbar) + b
-        return w / self.dense_macs
+        return w / self.dense_macs * self.n_gates
 
     def gate_coefficients(self, lam: float, fix: str) -> dict[str, torch.Tensor]:
         """Per-gate penalty coefficient ``kappa_c`` of the linearised regulariser.
 
-        ``lam * (w_k + mu * (t - sigma_c + mean(sigma)) / N)``: the budget weight of the gate's
+        ``lam * (w_k + mu * (t - sigma_c + mean(sigma)))``: the budget weight of the gate's
         group plus the subgradient of the polarization term (Eq. (P)) at the current mean, where
         ``sigma_c = sign(g_c - mean(g))``. Positive: pushed towards 0; negative (gates above
         the mean when the polarization term dominates): pushed away from 0.
@@ -581,8 +584,8 @@ class GDP(PruningMethod):
         if self.hp.polarization > 0:
             allv = torch.cat(list(values.values()))
             sigma = torch.sign(allv - allv.mean())
-            n = allv.numel()
-            pol = self.hp.polarization * (self.hp.polarization_t - sigma + sigma.mean()) / n
+            # N * d R_t / d g_c (Eq. (P)); the N matches budget_weights
+            pol = self.hp.polarization * (self.hp.polarization_t - sigma + sigma.mean())
             start = 0
             for gid, v in values.items():
                 out[gid] = out[gid] + pol[start:start + v.numel()]
@@ -598,7 +601,7 @@ class GDP(PruningMethod):
         macs = relaxed_macs(a, b, c, self.soft_widths(), self._fix(state.step)) / self.dense_macs  # Eq. (F)
         lam = self.lam(state.step)
         self._last = {"lam": lam}
-        return (lam * macs).float()
+        return (lam * self.n_gates * macs).float()
 
     def after_step(self, model: nn.Module, state: TrainState) -> None:
         hp = self.hp

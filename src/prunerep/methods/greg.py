@@ -800,9 +800,10 @@ def _merged(base: Any, overrides: Mapping[str, Any], cls: type, path: str) -> An
     return from_dict(cls, {**dataclasses.asdict(base), **overrides}, path) if overrides else base
 
 
-def _spec(method: str, budget: Budget, *, granularity: Granularity, reg: GRegHyper, prune_optim: OptimConfig,
+def run_spec(method: str, budget: Budget, *, granularity: Granularity, reg: GRegHyper, prune_optim: OptimConfig,
           finetune: OptimConfig | None, seed: int, batch_size: int, runtime: RuntimeConfig, label: str,
           extra: Mapping[str, Any] | None = None) -> Any:
+    """The `RunSpec` of one row: ``l1`` (one-shot, inside residual branches) or ``greg1``/``greg2``."""
     from prunerep.methods.run import RunSpec
 
     if method == "l1":
@@ -834,7 +835,7 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
             budget = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
             for method in cfg.table1.methods:
                 for seed in cfg.table1.seeds_for(r, cfg.seeds):
-                    runs.append(PlannedRun("table1", f"r={r:g}", method, r, cfg.model, _spec(
+                    runs.append(PlannedRun("table1", f"r={r:g}", method, r, cfg.model, run_spec(
                         method, budget, granularity="filter", reg=cfg.reg, prune_optim=cfg.prune_optim,
                         finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
                         label=f"t1-{method}-r{r:g}")))
@@ -853,7 +854,7 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
         finetune = _merged(cfg.finetune, s.finetune, OptimConfig, f"greg.table2.{name}.finetune")
         for method in s.methods:
             for seed in cfg.seeds:
-                runs.append(PlannedRun("table2", name, method, None, s.model, _spec(
+                runs.append(PlannedRun("table2", name, method, None, s.model, run_spec(
                     method, budget, granularity=s.granularity, reg=reg, prune_optim=prune_optim,
                     finetune=finetune, seed=seed, batch_size=s.batch_size or cfg.batch_size,
                     runtime=cfg.runtime, label=f"t2-{name}-{method}")))
@@ -862,7 +863,7 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
         dense = dense_models[cfg.model]
         budget = greg_budget(dense, stage_pr=fill_ratio(f.stage_pr, 0))
         reg = _merged(cfg.reg, f.reg, GRegHyper, "greg.figure1.reg")
-        runs.append(PlannedRun("figure1", "trace", "greg2", None, cfg.model, _spec(
+        runs.append(PlannedRun("figure1", "trace", "greg2", None, cfg.model, run_spec(
             "greg2", budget, granularity="filter", reg=reg, prune_optim=cfg.prune_optim, finetune=None,
             seed=cfg.seeds[0], batch_size=cfg.batch_size, runtime=cfg.runtime, label="f1-greg2-pick",
             extra={"pick_only": True, "trace_every": f.trace_every, "trace_layer": f.layer})))
