@@ -10,7 +10,7 @@ import yaml
 from prunerep.config import read_params, registered_sections
 
 ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOK_STAGES = {"baseline"}  # + paper slugs as they land
+NOTEBOOK_STAGES = {"baseline", "greg", "gdp", "dsa"}
 
 
 def _dvc_stages() -> dict:
