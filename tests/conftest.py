@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-
 # Tests use tiny tensors: one intra-op thread avoids OpenMP oversubscription (busy-waiting
 # threads made the suite 2x slower on the 2-core CI machine) and makes timings of runs comparable.
 torch.set_num_threads(1)
