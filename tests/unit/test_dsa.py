@@ -150,20 +150,29 @@ def test_flops_gradient_matches_autograd():
 # -- grouping and gates ------------------------------------------------------------------------------
 
 
-def test_grouping_ties_residual_coupled_convs_to_one_mask():
-    model, _, _ = _prepared()
-    outputs: dict[str, torch.Tensor] = {}
-    for name in ("layer2.0.bn2", "layer2.1.bn2", "layer2.2.bn2", "layer2.1.bn1"):
-        # registered after the gate hooks, so they see the masked outputs
-        model.get_submodule(name).register_forward_hook(lambda m, a, o, name=name: outputs.__setitem__(name, o))
+@pytest.mark.parametrize("placement", ["input", "output"])
+def test_grouping_ties_residual_coupled_convs_to_one_mask(placement):
+    model, _, _ = _prepared(placement=placement)
+    seen: dict[str, torch.Tensor] = {}
+    # the masked channels of the layer-2 residual stream, where each placement applies them
+    # (hooks registered after the gates' hooks see the masked tensors)
+    if placement == "input":
+        names = ("layer2.1.conv1", "layer2.2.conv1", "layer3.0.conv1")
+        for name in names:
+            model.get_submodule(name).register_forward_pre_hook(
+                lambda m, a, name=name: seen.__setitem__(name, a[0]))
+    else:
+        names = ("layer2.0.bn2", "layer2.1.bn2", "layer2.2.bn2")
+        for name in names:
+            model.get_submodule(name).register_forward_hook(lambda m, a, o, name=name: seen.__setitem__(name, o))
     with torch.no_grad():
         model.dsa.logit.fill_(0.0)   # alpha = 0.5: about half the channels are dropped per draw
     model.train()
     model(torch.randn(2, 3, 32, 32))
-    masks = {n: (o.abs().sum((0, 2, 3)) > 0) for n, o in outputs.items()}
-    assert 0 < int(masks["layer2.0.bn2"].sum()) < 32
-    assert torch.equal(masks["layer2.0.bn2"], masks["layer2.1.bn2"])
-    assert torch.equal(masks["layer2.0.bn2"], masks["layer2.2.bn2"])
+    masks = [(seen[n].abs().sum((0, 2, 3)) > 0) for n in names]
+    assert 0 < int(masks[0].sum()) < 32
+    for mask in masks[1:]:
+        assert torch.equal(mask, masks[0])
     # one keep ratio per group: the stream is one entry, each block's inner conv another
     ids = model.dsa.group_ids
     assert "layer2.0.conv2" in ids and "layer2.1.conv2" not in ids and "layer2.1.conv1" in ids

@@ -405,7 +405,9 @@ def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
     with pytest.raises(ValueError, match="budgets"):
         from_dict(GDPConfig, {"budgets": {"resnet56": [1.5]}})
     with pytest.raises(ValueError, match="stability.model"):
-        from_dict(GDPConfig, {"budgets": {"vgg16": [0.5]}})
+        from_dict(GDPConfig, {"models": ["vgg16"], "budgets": {"vgg16": [0.5]}})
+    with pytest.raises(ValueError, match="budgets.vgg16: missing"):
+        from_dict(GDPConfig, {"models": ["resnet56", "vgg16"]})
     with pytest.raises(ValueError, match="lam_init"):
         from_dict(GDPHyper, {"lam_init": 0.0})
     with pytest.raises(ValueError, match="unknown key"):

@@ -36,7 +36,13 @@ import pandas as pd
 
 from prunerep.config import to_dict
 from prunerep.methods import gdp
-from prunerep.reporting import paper_numbers, save_figure, setup_notebook, write_metrics, write_table
+from prunerep.reporting import (
+    paper_numbers,
+    save_figure,
+    setup_notebook,
+    write_metrics,
+    write_table,
+)
 from prunerep.stages.common import provenance
 
 ctx = setup_notebook("gdp", profile, section, data, out_dir)
@@ -112,8 +118,9 @@ claim1
 # %% [markdown]
 # ## Kept width per layer
 #
-# Channels kept in each channel group (model order; residual streams are one group each) for
-# GDP and the baselines at the first budget and seed of each model.
+# Channels kept in each channel group for GDP and the baselines at the first budget and seed of
+# each model. A group is named after its first producer, in model order; a residual stream (all
+# convs adding into one stage's skip path, GDP's shared gate g1) is one group, marked "(stream)".
 
 # %%
 for m in cfg.models:
@@ -121,7 +128,7 @@ for m in cfg.models:
              and r["row"]["seed"] == cfg.seeds[0] and r["method"] in ("gdp", *cfg.baselines)]
     group_ids = first[0]["summary"]["group_ids"]
     dense_widths = dict(zip(group_ids, first[0]["summary"]["group_sizes"], strict=True))
-    fig = gdp.widths_figure(first, dense_widths)
+    fig = gdp.widths_figure(first, dense_widths, first[0]["summary"]["residual_groups"])
     save_figure(fig, figures, f"widths_{m}")
     write_table(pd.DataFrame({"group": group_ids, "dense": [dense_widths[g] for g in group_ids],
                               **{r["method"]: [r["widths"].get(g, 0) for g in group_ids] for r in first}}),

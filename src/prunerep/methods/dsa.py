@@ -528,10 +528,12 @@ class DSA(PruningMethod):
     def __init__(self, search: dict | OptimConfig | None = None, arch_optim: dict | ArchOptimConfig | None = None,
                  init: Literal["pretrained", "scratch"] = "pretrained", allocation: Allocation = "learned",
                  importance: Importance = "l1", init_logit: float = 5.0, beta2: float = 1.0,
-                 ramp: float = 0.5, min_keep: float = 0.0, log_every: int = 10) -> None:
+                 ramp: float = 0.5, min_keep: float = 0.0, log_every: int = 10,
+                 placement: Literal["input", "output"] = "input") -> None:
         for name, value, options in (("init", init, ("pretrained", "scratch")),
                                      ("allocation", allocation, ("learned", "uniform")),
-                                     ("importance", importance, ("l1", "primal_l1", "bn"))):
+                                     ("importance", importance, ("l1", "primal_l1", "bn")),
+                                     ("placement", placement, ("input", "output"))):
             if value not in options:
                 raise ValueError(f"dsa.{name}: {value!r} is not one of {list(options)}")
         if not 0.0 <= ramp <= 1.0:
@@ -548,6 +550,7 @@ class DSA(PruningMethod):
         self.ramp = float(ramp)
         self.min_keep = float(min_keep)
         self.log_every = max(1, int(log_every))
+        self.placement = placement
         self.trace: list[dict[str, float]] = []
         self.final: dict[str, Any] = {}
         self.grad_ms: float | None = None    # running mean square of the preconditioned gradient
@@ -585,7 +588,7 @@ class DSA(PruningMethod):
         attach_gates(model, groups,
                      lambda g: StochasticMask(g.channels, prob_fn=_RowProbs(allocator, groups.index(g)),
                                               eval_rule="topk"),
-                     placement="output")
+                     placement=self.placement)
         self._hooks = [model.register_forward_pre_hook(_Scope(allocator, True)),
                        model.register_forward_hook(_Scope(allocator, False), always_call=True)]
         self.cost = AlphaCost(ctx.cost_model, [g.id for g in groups], device=device)

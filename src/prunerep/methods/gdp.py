@@ -397,6 +397,7 @@ class LargeScaleConfig:
 class GDPConfig:
     """The `gdp` section of params.yaml (notebooks/gdp.ipynb)."""
 
+    models: list[str] = field(default_factory=lambda: ["resnet56"])  # keys of pretrain.models to prune
     # pretrain.models key -> fractions of the dense MACs to keep (one row of results per budget)
     budgets: dict[str, list[float]] = field(default_factory=lambda: {"resnet56": [0.5]})
     seeds: list[int] = field(default_factory=lambda: [0])  # claims are reported as mean ± std over these
@@ -414,19 +415,17 @@ class GDPConfig:
     large_scale: list[LargeScaleConfig] = field(default_factory=list)
     runtime: RuntimeConfig = RuntimeConfig(progress=False)
 
-    @property
-    def models(self) -> list[str]:
-        """The dense checkpoints this section prunes (keys of pretrain.models)."""
-        return list(self.budgets)
-
     def __post_init__(self) -> None:
-        if not self.budgets:
-            raise ValueError("budgets: give at least one model, e.g. {resnet56: [0.5]}")
-        for key, values in self.budgets.items():
-            if not values or not all(0 < b < 1 for b in values):
+        if not self.models:
+            raise ValueError("models: give at least one key of pretrain.models, e.g. [resnet56]")
+        for key in self.models:
+            values = self.budgets.get(key)
+            if not values:
+                raise ValueError(f"budgets.{key}: missing; give the MACs fractions to keep for model {key!r}")
+            if not all(0 < b < 1 for b in values):
                 raise ValueError(f"budgets.{key}: give MACs fractions in (0, 1), got {values}")
-        if self.stability.model not in self.budgets:
-            raise ValueError(f"stability.model: {self.stability.model!r} is not a key of budgets")
+        if self.stability.model not in self.models:
+            raise ValueError(f"stability.model: {self.stability.model!r} is not one of models {self.models}")
         if not 0 < self.slimming_fraction < 1:
             raise ValueError("slimming_fraction must be in (0, 1)")
         unknown = set(self.baselines) - {"l1", "slimming", "random"}
@@ -680,7 +679,8 @@ class GDP(PruningMethod):
             self._kill(cands)
 
     def _snapshot(self, step: int) -> None:
-        self.snapshots.append({"step": int(step), "values": [round(v, 6) for v in self.all_values().tolist()]})
+        # 5 significant digits: small (but non-zero) gates must not be rounded to exact zeros
+        self.snapshots.append({"step": int(step), "values": [float(f"{v:.5g}") for v in self.all_values().tolist()]})
 
     # -- end ------------------------------------------------------------------------------------
 
@@ -722,6 +722,7 @@ class GDP(PruningMethod):
             "reached": self.reached, "reached_step": self.reached_step,
             "lam_at_target": self.lam_at_target, "forced_removals": self.forced,
             "trace": self.trace, "snapshots": self.snapshots, "group_ids": self.ids,
+            "residual_groups": [g.id for g in self.ctx.prunable if g.residual] if self.gates is not None else [],
             "group_sizes": [self.gates[g].channels for g in self.ids] if self.gates is not None else [],
             "final_stats": getattr(self, "final_stats", {}), "exactness": self.exactness,
         }
@@ -772,8 +773,8 @@ def comparison_specs(cfg: GDPConfig, model: str, seeds: Sequence[int] | None = N
     specs = []
     ft = dataclasses.replace(cfg.optim, epochs=cfg.epochs, batch_size=cfg.batch_size)
     sparse_epochs = cfg.slimming_fraction * cfg.epochs
-    if model not in cfg.budgets:
-        raise KeyError(f"gdp.budgets has no entry for model {model!r}; models: {cfg.models}")
+    if model not in cfg.models:
+        raise KeyError(f"gdp.models does not list {model!r}; models: {cfg.models}")
     for budget in cfg.budgets[model]:
         b = Budget(macs_keep=budget)
         for seed in seeds if seeds is not None else cfg.seeds:
@@ -1125,11 +1126,16 @@ def gate_histograms_figure(record: Mapping[str, Any], bins: int = 40):
     return fig
 
 
-def widths_figure(records: Sequence[Mapping[str, Any]], dense_widths: Mapping[str, int]):
-    """Kept channels per group (model order) for several runs of one model/budget/seed."""
+def widths_figure(records: Sequence[Mapping[str, Any]], dense_widths: Mapping[str, int],
+                  residual: Iterable[str] = ()):
+    """Kept channels per group (model order) for several runs of one model/budget/seed.
+
+    Groups are named after their first producer; residual streams are marked "(stream)".
+    """
     import matplotlib.pyplot as plt
 
     ids = list(dense_widths)
+    residual = set(residual)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(ids)), 3.6))
     n = len(records) + 1
     width = 0.8 / n
@@ -1138,7 +1144,7 @@ def widths_figure(records: Sequence[Mapping[str, Any]], dense_widths: Mapping[st
     for i, r in enumerate(records, start=1):
         ax.bar((xs - 0.4 + width / 2 + i * width).numpy(), [r["widths"].get(g, 0) for g in ids], width,
                label=f"{r['method']} ({r['row']['macs_keep']:.0%} MACs)")
-    ax.set_xticks(xs.numpy(), ids, rotation=90, fontsize=6)
+    ax.set_xticks(xs.numpy(), [f"{g} (stream)" if g in residual else g for g in ids], rotation=90, fontsize=6)
     ax.set(ylabel="channels", title="kept width per channel group")
     ax.legend(fontsize=8)
     fig.tight_layout()
