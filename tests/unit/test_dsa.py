@@ -279,6 +279,7 @@ def _splits(n_train: int = 96, size: int = 8) -> DataSplits:
     return DataSplits(ds(n_train, 0), ds(16, 1), ds(16, 2), (0.5,) * 3, (0.25,) * 3, "fp", "synthetic")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("init", "allocation"), [("pretrained", "learned"), ("scratch", "uniform")])
 def test_dsa_run_meets_the_budget_and_removes_its_machinery(init, allocation):
     dense = get_model("resnet20", shortcut="A", num_classes=3)
@@ -301,6 +302,7 @@ def test_dsa_run_meets_the_budget_and_removes_its_machinery(init, allocation):
         assert not torch.equal(res.model.conv1.weight.abs().sum(), dense.conv1.weight.abs().sum())
 
 
+@pytest.mark.slow
 def test_iterative_baseline_reaches_the_budget_in_steps():
     assert step_budgets(0.5, 2) == pytest.approx([math.sqrt(0.5), 0.5])
     dense = get_model("resnet20", shortcut="A", num_classes=3)
@@ -347,3 +349,17 @@ def test_claim_tables_pair_seeds_and_check_the_budget():
     assert c1["seeds_dsa_better"].iloc[0] == 3 and c1["verdict"].iloc[0] == "supported"
     c3 = claim3_table(df)
     assert bool(c3["within_1pct"].all())
+
+
+def test_uniform_widths_keep_one_ratio_and_meet_the_budget():
+    from prunerep.methods.dsa import uniform_widths
+
+    model = get_model("resnet20", shortcut="A")
+    widths = uniform_widths(model, 0.5, X)
+    groups = find_groups(model, X)
+    ratios = [widths[g.id] / g.channels for g in groups]
+    assert max(ratios) - min(ratios) <= 1 / 16 + 1e-9        # one ratio up to rounding to whole channels
+    pruned = prune_channels(model, groups, top_k_masks({g.id: torch.arange(g.channels, dtype=torch.float32)
+                                                       for g in groups}, widths))
+    keep = count_cost(pruned, example_input=X).macs / count_cost(get_model("resnet20", shortcut="A"), example_input=X).macs
+    assert 0.99 * 0.5 <= keep <= 0.5

@@ -216,13 +216,18 @@ write_metrics(metrics, ctx.out_dir)
 #   alone never reaches 0; the threshold is its L0 limit.
 # - **Polarization regulariser.** Zhuang et al. (NeurIPS 2020) `t·mean(g) − mean|g − mean(g)|` over all
 #   gates, weight `gdp.polarization` relative to the budget term, `t = gdp.polarization_t` (0: the
-#   budget term plays the L1 role). The paper's exact regulariser is not known to us.
+#   budget term plays the L1 role). The paper's exact regulariser is not known to us. Weight 1 was
+#   chosen over 0 on the validation split of a calibration run (ResNet-20 trained briefly, 5,000
+#   training images, 3 epochs, 50% MACs, one seed: val 48.8% vs 48.4%; exact zeros 27% vs 13%,
+#   gates in (0, 0.5) 0% vs 3.6%).
 # - **FLOPs budget.** MACs of conv + linear layers as the exact bilinear form of the groups' soft
 #   widths (Σ gate values), normalised by the dense MACs. Alternating relaxation: each
 #   product's input factor is held fixed on even steps and its output factor on odd steps
 #   (`gdp.alternate_every` = 1).
-# - **Schedule.** λ rises geometrically from `gdp.lam_init` to `gdp.lam_max` over `gdp.ramp_epochs`
-#   and holds; the threshold step removes channels smallest gate first and never beyond the
+# - **Schedule.** λ (per gate: the regulariser is λ·N·(MACs/MACs_dense + μ·R_t) for N gates, so
+#   λ means the same on any network) rises geometrically from `gdp.lam_init` to `gdp.lam_max` over
+#   `gdp.ramp_epochs` and holds; in calibration gates started dying at λ ≈ 0.1 (ResNet-20) to 0.4
+#   (VGG-16); the threshold step removes channels smallest gate first and never beyond the
 #   target; once the hard network meets the target the zero set is frozen, λ = 0, and training
 #   continues to the end of the phase (`after_target: settle`). If the target is not met by then,
 #   the smallest gates are removed at the end (`forced_removals` > 0 in the tables, which breaks

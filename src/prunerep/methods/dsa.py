@@ -17,8 +17,11 @@ parts are the specification here (``../shared/papers/dsa.md`` §4.2 "Verified in
 * **Implicit gradient** (:class:`KeepProbFunction`):
   ``dL/dalpha = C sum_c dL/dp_c softmax_c(log f'_c)`` with ``f'_c = sigma(t_c)(1 - sigma(t_c))``,
   ``t_c = beta_2 (log beta_1 - log b_c)``: implicit differentiation of ``mean_c p_c = alpha``.
-* **Masks** ``m ~ Bernoulli(p)`` with a straight-through gradient (``dm/dp = 1``), multiplying the
-  output of BN before the activation (`StochasticMask` gates, ``placement="output"``).
+* **Masks** ``m ~ Bernoulli(p)`` with a straight-through gradient (``dm/dp = 1``)
+  (`StochasticMask` gates). The official code multiplies the output of BN before the ReLU
+  (``placement="output"``); the default here multiplies the input of every layer that reads the
+  group (``placement="input"``): the same network for 0/1 masks, but a usable surrogate gradient
+  (see the deviations below).
 * **FLOPs model** ``F(alpha) = alpha^T A alpha + B^T alpha (+ c)`` (:class:`AlphaCost`), from the
   project's bilinear MACs model; exact at hard widths.
 
@@ -47,7 +50,11 @@ parts are the specification here (``../shared/papers/dsa.md`` §4.2 "Verified in
   scaled along the learned alpha direction so that the exact MACs meet the budget (largest
   widths within it: :func:`final_widths`), then removed by the shared surgery and fine-tuned.
 
-Deviations from the official code: importance ``b_c`` of a group coupled across several convs is
+Deviations from the official code: the mask placement (after BN, a dropped channel's mask gets
+no gradient since ReLU'(0) = 0, and the kept channels' gradients cancel since the next BN is
+scale-invariant; measured on a ResNet-20, ``sum_g dL/dalpha_g`` had the wrong sign against a
+finite difference of the expected loss, +0.16 vs -1.20, and -0.93 with input placement);
+importance ``b_c`` of a group coupled across several convs is
 the sum of their filters' L1 norms (the project's `filter_l1`; the official "primal module" rule,
 the first conv's filters only, is ``importance="primal_l1"``); the implicit gradient gives zero
 weight to channels whose ``p`` is clipped at 1 or whose sigmoid argument is clamped (the exact
@@ -369,6 +376,29 @@ def final_widths(alpha: torch.Tensor, cost: AlphaCost, target: float, iters: int
     return w
 
 
+def logit_bounds(channels: torch.Tensor, min_keep: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of the keep-ratio logits: at least one channel, ``min_keep`` and 0.011 (above the
+    0.01 probability floor, so the expectation constraint stays solvable); at most 0.999."""
+    lo = torch.logit(torch.clamp(1.0 / channels.double(), min=max(min_keep, 0.011)))
+    return lo, torch.full_like(lo, math.log(0.999 / 0.001))
+
+
+def uniform_widths(model: nn.Module, budget: float, example_input: torch.Tensor,
+                   min_keep: float = 0.0) -> dict[str, int]:
+    """Final widths of the uniform allocation at a MACs budget (what ``allocation="uniform"`` ends
+    with, without training): one keep ratio for every group, then :func:`final_widths`."""
+    from prunerep.pruning.groups import find_groups
+    from prunerep.pruning.soft_cost import SoftCostModel
+
+    groups = find_groups(model, example_input)
+    cost = AlphaCost(SoftCostModel.from_model(model, example_input, groups), groups.ids())
+    lo, hi = logit_bounds(cost.channels, min_keep)
+    target = budget * cost.dense
+    a, _ = project_to_budget(torch.full_like(lo, 5.0), cost, target, lo, hi)
+    widths = final_widths(torch.sigmoid(a), cost, target)
+    return {gid: int(w) for gid, w in zip(cost.group_ids, widths.tolist(), strict=True)}
+
+
 # ---------------------------------------------------------------------------------------------
 # the allocator: keep ratios, importance and the per-forward probabilities
 
@@ -519,6 +549,8 @@ class DSA(PruningMethod):
         min_keep: lower bound of every keep ratio (also at least ``1/C`` and 0.011, so that the
             expectation constraint with the 0.01 floor stays solvable).
         log_every: steps between two points of the budget trace.
+        placement: where the masks multiply: ``"input"`` of every reader of the group (default)
+            or ``"output"`` of its BN layers (the official position; see the module docstring).
     """
 
     slug = "dsa"
@@ -592,10 +624,7 @@ class DSA(PruningMethod):
         self._hooks = [model.register_forward_pre_hook(_Scope(allocator, True)),
                        model.register_forward_hook(_Scope(allocator, False), always_call=True)]
         self.cost = AlphaCost(ctx.cost_model, [g.id for g in groups], device=device)
-        # bounds of the logits: at least one channel (and 0.011, above the 0.01 probability floor),
-        # at most 0.999
-        self.lo = torch.logit(torch.clamp(1.0 / self.cost.channels, min=max(self.min_keep, 0.011)))
-        self.hi = torch.full_like(self.lo, math.log(0.999 / 0.001))
+        self.lo, self.hi = logit_bounds(self.cost.channels, self.min_keep)
         self.target = float(ctx.budget.macs_keep) * self.cost.dense
         if self.allocation == "learned":
             allocator.logit.register_hook(_Preconditioner(self))
@@ -719,6 +748,7 @@ class DSAMethodConfig:
     ramp: float = 0.5                  # fraction of the search over which the budget tightens (reconstruction)
     min_keep: float = 0.0              # floor of the keep ratios (also >= 1/C and 0.011)
     log_every: int = 10                # steps between points of the budget trace
+    placement: Literal["input", "output"] = "input"   # masks at the readers' inputs (official: output of BN)
 
 
 @dataclass(frozen=True)
@@ -1035,6 +1065,28 @@ def allocation_frame(results: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def uniform_reference(alloc: pd.DataFrame) -> pd.DataFrame:
+    """Uniform-allocation widths for every (model, budget) of `alloc` that has no uniform run."""
+    import pandas as pd
+
+    from prunerep.models.checkpoint import load_model
+
+    rows = []
+    for (model, budget), part in alloc.groupby(["model", "budget"], sort=False):
+        if (part["allocation"] == "uniform").any():
+            continue
+        dense, _ = load_model(dense_path(model))
+        widths = uniform_widths(dense, float(budget), torch.zeros(1, 3, 32, 32))
+        channels = part.drop_duplicates("group").set_index("group")["channels"]
+        for order, gid in enumerate(widths):
+            for init in sorted(set(part["init"])):
+                rows.append({"model": model, "init": init, "budget": budget, "allocation": "uniform (computed)",
+                             "seed": -1, "kind": "reference", "group": gid, "order": order,
+                             "channels": int(channels[gid]), "width": widths[gid],
+                             "keep": widths[gid] / int(channels[gid]), "alpha": float("nan")})
+    return pd.DataFrame(rows)
+
+
 def paper_row_names(model: str, init: str, budget: float) -> list[str]:
     """Row names of references/paper_results.yaml a DSA result may match (most specific first)."""
     return [f"DSA {model} {init} b={budget:g}", f"DSA {model} b={budget:g}"]
@@ -1103,12 +1155,12 @@ def keep_ratio_figure(alloc: pd.DataFrame, model: str, init: str = "pretrained")
         sub = part[part["budget"] == budget]
         groups = sub.sort_values("order").drop_duplicates("group")["group"].tolist()
         x = range(len(groups))
-        for j, alloc_name in enumerate(["learned", "uniform"]):
-            a = sub[sub["allocation"] == alloc_name].groupby("group")["keep"].mean()
+        for j, names in enumerate([("learned",), ("uniform", "uniform (computed)")]):
+            a = sub[sub["allocation"].isin(names)].groupby("group")["keep"].mean()
             if a.empty:
                 continue
             ax.bar([i + (j - 0.5) * 0.4 for i in x], [a.get(g, float("nan")) for g in groups], width=0.4,
-                   color=f"C{j}", label="DSA (learned)" if alloc_name == "learned" else "uniform")
+                   color=f"C{j}", label="DSA (learned)" if j == 0 else "uniform")
         ax.set(ylabel="kept fraction", ylim=(0, 1.05), title=f"{model}, {init}, budget {budget:g}")
         ax.set_xticks(list(x), groups, rotation=90, fontsize=7)
         ax.legend(fontsize=7, loc="lower left")
@@ -1158,7 +1210,8 @@ def time_figure(timing: pd.DataFrame) -> Figure:
     for y, (t, acc) in enumerate(zip(left, timing["test_acc"], strict=True)):
         ax.text(t, y, f"  {t:.0f} s, {acc:.2f}%", va="center", fontsize=8)
     ax.set(xlabel="wall time of the pruning process on this machine (s)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlim(0, max(left) * 1.35)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=len(phases))
     fig.tight_layout()
     return fig
 

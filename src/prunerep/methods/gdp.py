@@ -336,9 +336,9 @@ class GDPHyper:
     sampling_kill: float = 0.5        # sampling control: a channel dies when p < this
     gate_lr_scale: float = 10.0       # gate lr = scale * weight lr (gates have no weight decay)
     zero_threshold: float = 1e-3      # prox step: g < this -> theta = 0, channel dead
-    lam_init: float = 1e-3            # per-gate penalty weight at step 0 ...
+    lam_init: float = 1e-2            # per-gate penalty weight at step 0 ...
     lam_max: float = 1.0              # ... rising geometrically to this over ramp_epochs
-    ramp_epochs: float = 1.0
+    ramp_epochs: float = 1.5
     polarization: float = 1.0         # weight of R_t (Eq. (P)) relative to the budget term
     polarization_t: float = 0.0       # t of R_t (0: the FLOPs term is the sparsity term)
     alternate_every: int = 1          # steps between switching the fixed bilinear factor
@@ -479,7 +479,9 @@ class GDP(PruningMethod):
                 return SampledGate(g.channels, init=hp.sampling_init)
         self.gates = attach_gates(model, ctx.prunable, make, placement="input")
         self.ids = self.gates.ids()
-        self.n_gates = sum(gate.channels for _, gate in self.gates.items())
+        self._sizes = torch.tensor([gate.channels for _, gate in self.gates.items()])
+        self.n_gates = int(self._sizes.sum())
+        self._group_index = {gid: i for i, gid in enumerate(ctx.cost_model.group_ids)}
         self._form = ctx.cost_model.bilinear()
         self.dense_macs = float(ctx.cost_model.dense_macs())
         self.target_macs = ctx.budget.macs_keep * self.dense_macs
@@ -517,7 +519,9 @@ class GDP(PruningMethod):
 
     def hard_widths(self) -> dict[str, int]:
         """Alive channels per gated group."""
-        return {gid: int(gate.hard_mask().sum()) for gid, gate in self._gate_items()}
+        with torch.no_grad():  # one device-to-host copy
+            alive = torch.stack([gate.hard_mask().sum() for _, gate in self._gate_items()]).cpu().tolist()
+        return dict(zip(self.ids, (int(a) for a in alive), strict=True))
 
     def hard_macs(self, widths: Mapping[str, int] | None = None) -> float:
         """Exact MACs of the network with the dead channels removed."""
@@ -567,29 +571,25 @@ class GDP(PruningMethod):
         w = (a.t() @ sbar if fix == "input" else a @ sbar) + b
         return w / self.dense_macs * self.n_gates
 
-    def gate_coefficients(self, lam: float, fix: str) -> dict[str, torch.Tensor]:
-        """Per-gate penalty coefficient ``kappa_c`` of the linearised regulariser.
+    def gate_coefficients(self, lam: float, fix: str) -> torch.Tensor:
+        """Per-gate penalty coefficient ``kappa_c`` of the linearised regulariser, ``[N]``.
 
         ``lam * (w_k + mu * (t - sigma_c + mean(sigma)))``: the budget weight of the gate's
         group plus the subgradient of the polarization term (Eq. (P)) at the current mean, where
         ``sigma_c = sign(g_c - mean(g))``. Positive: pushed towards 0; negative (gates above
-        the mean when the polarization term dominates): pushed away from 0.
+        the mean when the polarization term dominates): pushed away from 0. Gates in
+        :meth:`all_values` order, on the gates' device.
         """
         w = self.budget_weights(fix)
-        index = {gid: i for i, gid in enumerate(self.ctx.cost_model.group_ids)}
+        index = [self._group_index[gid] for gid in self.ids]
         with torch.no_grad():
-            values = {gid: gate.values().detach().double().cpu() for gid, gate in self._gate_items()}
-        out = {gid: torch.full_like(v, float(w[index[gid]])) for gid, v in values.items()}
+            values = torch.cat([gate.values().detach() for _, gate in self._gate_items()])
+        per_gate = w[index].to(values.device, values.dtype).repeat_interleave(self._sizes)
         if self.hp.polarization > 0:
-            allv = torch.cat(list(values.values()))
-            sigma = torch.sign(allv - allv.mean())
+            sigma = torch.sign(values - values.mean())
             # N * d R_t / d g_c (Eq. (P)); the N matches budget_weights
-            pol = self.hp.polarization * (self.hp.polarization_t - sigma + sigma.mean())
-            start = 0
-            for gid, v in values.items():
-                out[gid] = out[gid] + pol[start:start + v.numel()]
-                start += v.numel()
-        return {gid: lam * k for gid, k in out.items()}
+            per_gate = per_gate + self.hp.polarization * (self.hp.polarization_t - sigma + sigma.mean())
+        return lam * per_gate
 
     def extra_loss(self, model: nn.Module, state: TrainState) -> torch.Tensor | None:
         # GDP's regulariser is applied by the proximal step (after_step). Only the sampling
@@ -638,22 +638,25 @@ class GDP(PruningMethod):
 
     def _prox_step(self, lam: float, lr: float, fix: str) -> None:
         """Proximal step of the linearised regulariser on every gate's theta (Eq. (M))."""
-        kappa = self.gate_coefficients(lam, fix)
+        kappa = self.gate_coefficients(lam, fix).split(self._sizes.tolist())
         with torch.no_grad():
-            for gid, gate in self._gate_items():
-                k = kappa[gid].to(gate.theta)
-                gate.theta.copy_(mm_prox(gate.theta, lr * k, gate.fn.eps) * gate.alive)
+            for (_, gate), k in zip(self._gate_items(), kappa, strict=True):
+                gate.theta.copy_(mm_prox(gate.theta, lr * k.to(gate.theta), gate.fn.eps) * gate.alive)
 
     def _candidates(self) -> list[tuple[float, str, int]]:
         """Alive channels whose gate fell below the kill threshold: (score, group, channel)."""
         thr = self.hp.zero_threshold if self.hp.gate == "polarized" else self.hp.sampling_kill
+        with torch.no_grad():  # one device-to-host copy per step
+            score = torch.cat([gate.score().detach().float() for _, gate in self._gate_items()])
+            alive = torch.cat([gate.hard_mask() for _, gate in self._gate_items()])
+            hits = ((score < thr) & alive).nonzero().flatten().cpu()
+            values = score[hits.to(score.device)].cpu().tolist()
+        group_of = torch.repeat_interleave(torch.arange(len(self.ids)), self._sizes)
+        offsets = torch.cumsum(self._sizes, 0) - self._sizes
         out = []
-        for gid, gate in self._gate_items():
-            with torch.no_grad():
-                score = gate.score().detach().float().cpu()
-                alive = gate.hard_mask().cpu()
-            for ch in ((score < thr) & alive).nonzero().flatten().tolist():
-                out.append((float(score[ch]), gid, ch))
+        for flat, v in zip(hits.tolist(), values, strict=True):
+            k = int(group_of[flat])
+            out.append((v, self.ids[k], flat - int(offsets[k])))
         return sorted(out)
 
     def _kill(self, order: Iterable[tuple[float, str, int]]) -> int:
