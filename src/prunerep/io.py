@@ -19,6 +19,7 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        Path(tmp).chmod(0o644)  # mkstemp creates 0600; make it readable like a normal file
         os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

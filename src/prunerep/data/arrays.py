@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import torch
 
 from prunerep.data.config import DataError
+from prunerep.io import atomic_torch_save
 
 CACHE_FORMAT = "prunerep.data/1"
 _CACHE_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
@@ -172,20 +171,6 @@ def dataset_fingerprint(
     return digest.hexdigest()
 
 
-def _atomic_torch_save(obj: Any, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        # mkstemp creates 0600; make it readable like a normally written file.
-        Path(tmp).chmod(0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_cache(
     out: str | Path,
     *,
@@ -226,7 +211,7 @@ def save_cache(
         # Lets load_splits get train-split mean/std without scanning 45,000 images each time.
         "train_histogram": channel_histogram(train.images),
     }
-    _atomic_torch_save(payload, Path(out))
+    atomic_torch_save(payload, Path(out))
     return {
         "dataset": dataset,
         "train": len(train),
