@@ -10,7 +10,13 @@ from torch.testing import assert_close
 
 from prunerep.config import from_dict, read_params, resolve_section
 from prunerep.engine import RuntimeConfig, fit
-from prunerep.methods.gdp import LargeScaleConfig, SegmentationLogits, build_large_scale
+from prunerep.methods.gdp import (
+    LargeScaleConfig,
+    SegmentationLogits,
+    build_large_scale,
+    run_large_scale,
+)
+from prunerep.models import get_model
 from prunerep.pruning.cost import count_cost
 
 torch.set_num_threads(1)
@@ -36,7 +42,7 @@ class SyntheticBatches:
 
 
 CASES = [
-    pytest.param("tv_mobilenet_v2", "classification", id="mobilenet_v2"),
+    pytest.param("tv_mobilenet_v2", "classification", id="mobilenet_v2", marks=pytest.mark.slow),
     pytest.param("tv_resnet50", "classification", id="resnet50", marks=pytest.mark.slow),
     pytest.param("tv_deeplabv3_resnet50", "segmentation", id="deeplabv3_resnet50", marks=pytest.mark.slow),
 ]
@@ -78,3 +84,17 @@ def test_paper_profile_configures_the_three_large_scale_settings():
     assert set(by_model) == {"tv_resnet50", "tv_mobilenet_v2", "tv_deeplabv3_resnet50"}
     assert by_model["tv_deeplabv3_resnet50"].task == "segmentation"
     assert by_model["tv_deeplabv3_resnet50"].macs_keep <= 0.4  # the abstract: over 60% FLOPs saved
+
+
+def test_run_large_scale_trains_with_the_shared_loop_and_returns_a_pruned_model(tmp_path):
+    entry = from_dict(LargeScaleConfig, {
+        "name": "tiny", "model": "tv_mobilenet_v2", "num_classes": 3, "input_size": 32, "macs_keep": 0.8,
+        "method": {"train": {"epochs": 1, "lr": 0.01, "batch_size": 2}, "lam_init": 100.0, "lam_max": 1e5,
+                   "ramp_epochs": 0.5}})
+    loader = SyntheticBatches(32, 3, segmentation=False)
+    pruned, summary = run_large_scale(entry, loader, loader, checkpoint_dir=tmp_path,
+                                      runtime=RuntimeConfig(device="cpu", channels_last=False, progress=False))
+    assert (tmp_path / "gdp" / "checkpoint.pt").exists()      # resumable like every phase
+    assert not hasattr(pruned, "gates") and summary["exactness"]["max_rel_diff"] < 1e-4
+    macs = count_cost(pruned, example_input=torch.zeros(1, 3, 32, 32)).macs
+    assert macs < count_cost(get_model("tv_mobilenet_v2", num_classes=3), example_input=torch.zeros(1, 3, 32, 32)).macs
