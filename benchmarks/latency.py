@@ -167,13 +167,16 @@ def mac_counter() -> tuple[str, Callable[[nn.Module, tuple[int, ...]], int]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def build_models(source: str, keep: float) -> tuple[nn.Module, nn.Module, str]:
+def build_models(source: str, keep: float, scope: str = "internal",
+                 multiple: int = 1) -> tuple[nn.Module, nn.Module, str]:
     """Return ``(dense, pruned, description)`` for the requested source (see module docstring)."""
     torch.manual_seed(0)
     if source == "local":
+        if scope != "internal":
+            raise SystemExit("--source local supports --scope internal only")
         return CifarResNet(56), CifarResNet(56, keep=keep), "local CifarResNet(keep=...)"
     from prunerep.models import get_model
-    from prunerep.pruning.groups import find_groups, internal
+    from prunerep.pruning.groups import any_group, find_groups, internal
     from prunerep.pruning.surgery import prune_channels
 
     dense = get_model("resnet56")
@@ -181,12 +184,14 @@ def build_models(source: str, keep: float) -> tuple[nn.Module, nn.Module, str]:
     pruned.load_state_dict(dense.state_dict())
     groups = find_groups(pruned, torch.randn(1, 3, 32, 32))
     masks = {}
-    for group in groups.select(internal):
+    for group in groups.select(internal if scope == "internal" else any_group):
         mask = torch.zeros(group.channels, dtype=torch.bool)
-        mask[: max(1, round(group.channels * keep))] = True
+        kept = max(multiple, multiple * round(group.channels * keep / multiple))
+        mask[: min(kept, group.channels)] = True
         masks[group.id] = mask
     prune_channels(pruned, groups, masks)
-    return dense, pruned, "prunerep get_model('resnet56') + surgery.prune_channels(internal groups)"
+    return dense, pruned, f"prunerep get_model('resnet56') + surgery.prune_channels({scope} groups, widths "
+    f"rounded to multiples of {multiple})"
 
 
 def _fmt_ms(median: float, iqr: float) -> str:
@@ -197,7 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--source", choices=["project", "local"], default="project")
-    p.add_argument("--keep", type=float, default=0.5, help="block internal width kept")
+    p.add_argument("--scope", choices=["internal", "all"], default="internal",
+                   help="internal: prune inside residual blocks only (block outputs stay 16/32/64); "
+                        "all: every coupled group, residual streams included (uniform width)")
+    p.add_argument("--keep", type=float, default=None,
+                   help="fraction of each pruned group's channels kept (default: 0.5 for --scope "
+                        "internal, 0.71 = sqrt(0.5) for --scope all; both give ~50%% of the MACs)")
+    p.add_argument("--multiple", type=int, default=1,
+                   help="round kept widths to a multiple of this (SIMD-friendly widths, e.g. 8)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--channels-last", choices=["off", "on", "both"], default="both")
@@ -208,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
-    dense, pruned, source = build_models(args.source, args.keep)
+    if args.keep is None:
+        args.keep = 0.5 if args.scope == "internal" else 0.71
+    dense, pruned, source = build_models(args.source, args.keep, args.scope, args.multiple)
     # Move once here so the harness times these modules in place instead of copying them.
     dense, pruned = dense.to(device).eval(), pruned.to(device).eval()
     shape = (3, 32, 32)

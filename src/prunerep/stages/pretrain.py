@@ -23,7 +23,15 @@ from typing import Any, Literal
 
 import torch
 
-from prunerep.config import ConfigError, check_params, read_params, register_section, to_dict
+from prunerep.config import (
+    ConfigError,
+    check_params,
+    deep_merge,
+    from_dict,
+    read_params,
+    register_section,
+    to_dict,
+)
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import init_distributed, is_main_process, rank, set_threads, world_size
 from prunerep.io import write_json
@@ -36,6 +44,8 @@ class ModelEntry:
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Per-model overrides of `pretrain.optim` (e.g. fewer epochs for the slower VGG-16 on a CPU).
+    optim: dict[str, Any] = field(default_factory=dict)
 
 
 @register_section("pretrain")
@@ -48,6 +58,18 @@ class PretrainConfig:
     runtime: RuntimeConfig = RuntimeConfig()
     select: Literal["last", "best_val"] = "best_val"
     eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        for key in self.models:  # validate every per-model override before any work starts
+            self.optim_for(key)
+
+    def optim_for(self, key: str) -> OptimConfig:
+        """`optim` with the model's own overrides (``pretrain.models.<key>.optim``) merged over it."""
+        overrides = self.models[key].optim
+        if not overrides:
+            return self.optim
+        return from_dict(OptimConfig, deep_merge(to_dict(self.optim), overrides),
+                         path=f"pretrain.models.{key}.optim")
 
 
 def arch_spec(entry: ModelEntry, num_classes: int, in_channels: int) -> dict[str, Any]:
@@ -70,6 +92,7 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     if key not in cfg.models:
         raise ConfigError(f"pretrain.models: no entry {key!r}; entries: {sorted(cfg.models)}.")
 
+    optim = cfg.optim_for(key)
     set_threads(cfg.runtime.threads)
     distributed = init_distributed()  # under torchrun: one process per GPU, data sharded by rank
     device = pick_device(cfg.runtime.device)
@@ -78,12 +101,12 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     spec = arch_spec(cfg.models[key], splits.num_classes, splits.in_channels)
     model = build_model(spec).to(device)
     train_loader, val_loader, test_loader = loaders(
-        splits, cfg.optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
+        splits, optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
         seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
     trained: torch.nn.Module = model
     if distributed:
         shard = splits.train.subset(torch.arange(rank(), len(splits.train), world_size()))
-        train_loader = Loader(shard, cfg.optim.batch_size, mean=splits.mean, std=splits.std, shuffle=True,
+        train_loader = Loader(shard, optim.batch_size, mean=splits.mean, std=splits.std, shuffle=True,
                               augment=True, drop_last=True, device=device,
                               channels_last=cfg.runtime.channels_last, seed=cfg.seed)
         if cfg.runtime.channels_last:  # convert before DDP registers its gradient buckets
@@ -92,12 +115,12 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     identity = run_key(cfg, data_cfg, spec, splits.fingerprint)
-    result = fit(trained, train_loader, optim=cfg.optim, runtime=cfg.runtime, val_loader=val_loader,
+    result = fit(trained, train_loader, optim=optim, runtime=cfg.runtime, val_loader=val_loader,
                  checkpoint_dir=artifacts / "checkpoints" / "pretrain" / key, run_key=identity,
                  select=cfg.select, desc=f"pretrain {key}")
     test = evaluate(model, test_loader)
     cost = count_cost(model.cpu(), (1, splits.in_channels, *splits.image_size))
-    budget = {"epochs": cfg.optim.epochs, "steps": result.steps, "batch_size": cfg.optim.batch_size,
+    budget = {"epochs": optim.epochs, "steps": result.steps, "batch_size": optim.batch_size,
               "train_images": len(splits.train), "wall_time_s": round(result.wall_time_s, 1),
               "device": str(device)}
     metrics = {
