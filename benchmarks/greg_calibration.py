@@ -2,8 +2,8 @@
 
 Not a test. Prunes a dense checkpoint at one ratio with the `greg` section of a profile (default:
 `default`) and prints, per run, the stop iteration and reason, the magnitude ratio reached (the
-paper stops at 1000), the accuracy right after removal and after the profile's fine-tuning, and
-the time. Use it to check, on the real dense model, how far a compressed schedule is from the
+paper stops at 1000), the validation (for choosing) and test (for reporting) accuracy right after removal and after
+the profile's fine-tuning, and the time. Use it to check, on the real dense model, how far a compressed schedule is from the
 paper's mechanism before spending a full stage on it::
 
     .venv/bin/python benchmarks/greg_calibration.py --dense artifacts/pretrain/resnet56/model.pt \\
@@ -57,7 +57,9 @@ def main() -> None:
                     checkpoint_root=args.checkpoints, workers=args.workers, key_prefix="greg-calibration")
     for out in outs:
         row, summ = out["row"], out["summary"]
-        info = {k: row[k] for k in ("label", "seed", "test_acc_before_finetune", "test_acc", "speedup",
+        # Choose schedules on the validation columns; the test columns are only reported.
+        info = {k: row[k] for k in ("label", "seed", "val_acc_before_finetune", "val_acc",
+                                    "test_acc_before_finetune", "test_acc", "speedup",
                                     "pruning_time_s", "finetune_time_s")}
         if "layers" in summ:
             layers = list(summ["layers"].values())

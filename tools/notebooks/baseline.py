@@ -12,7 +12,7 @@
 
 # %% parameters
 profile: str = "default"            # smoke | default | paper (params.yaml `profile`)
-section: dict = {}                  # resolved `baseline` section; {} = read params.yaml
+section: dict = {}                  # resolved `baseline` section (empty: read params.yaml)
 data: dict = {}                     # resolved `data` section
 out_dir: str = "results/baseline"   # tables/, figures/, metrics.json go here
 

@@ -32,7 +32,7 @@
 
 # %% parameters
 profile: str = "default"       # smoke | default | paper (params.yaml `profile`)
-section: dict = {}             # resolved `dsa` section; {} = read params.yaml
+section: dict = {}             # resolved `dsa` section (empty: read params.yaml)
 data: dict = {}                # resolved `data` section
 out_dir: str = "results/dsa"   # tables/, figures/, metrics.json go here
 

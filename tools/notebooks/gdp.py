@@ -27,7 +27,7 @@
 
 # %% parameters
 profile: str = "default"        # smoke | default | paper (params.yaml `profile`)
-section: dict = {}              # resolved `gdp` section; {} = read params.yaml
+section: dict = {}              # resolved `gdp` section (empty: read params.yaml)
 data: dict = {}                 # resolved `data` section
 out_dir: str = "results/gdp"    # tables/, figures/, metrics.json go here
 

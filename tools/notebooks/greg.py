@@ -24,7 +24,7 @@
 
 # %% parameters
 profile: str = "default"         # smoke | default | paper (params.yaml `profile`)
-section: dict = {}               # resolved `greg` section; {} = read params.yaml
+section: dict = {}               # resolved `greg` section (empty: read params.yaml)
 data: dict = {}                  # resolved `data` section
 out_dir: str = "results/greg"    # tables/, figures/, metrics.json go here
 
