@@ -190,8 +190,9 @@ def build_models(source: str, keep: float, scope: str = "internal",
         mask[: min(kept, group.channels)] = True
         masks[group.id] = mask
     prune_channels(pruned, groups, masks)
-    return dense, pruned, f"prunerep get_model('resnet56') + surgery.prune_channels({scope} groups, widths "
-    f"rounded to multiples of {multiple})"
+    description = (f"prunerep get_model('resnet56') + surgery.prune_channels({scope} groups, widths "
+                   f"rounded to multiples of {multiple})")
+    return dense, pruned, description
 
 
 def _fmt_ms(median: float, iqr: float) -> str:

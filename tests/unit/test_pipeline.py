@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nbformat
 import yaml
+from papermill.translators import PythonTranslator
 
 from prunerep.config import read_params, registered_sections
 
@@ -48,9 +50,6 @@ def test_source_notebooks_have_no_outputs_and_a_parameters_cell():
         assert len(tagged) == 1, f"{path}: exactly one cell tagged `parameters` expected"
         # papermill must parse every parameter, or it warns "Passed unknown parameter" and the
         # executed copy's parameters cell no longer documents what ran
-        import nbformat
-        from papermill.translators import PythonTranslator
-
         cell = nbformat.v4.new_code_cell("".join(tagged[0]["source"]))
         parsed = {p.name for p in PythonTranslator.inspect(cell)}
         for name in ("profile", "section", "data", "out_dir"):
