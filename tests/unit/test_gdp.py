@@ -386,6 +386,41 @@ def test_sampling_control_trains_with_the_same_budget_and_prunes_exactly_in_eval
     assert count_cost(pruned, example_input=X16).macs <= 0.6 * method.dense_macs
 
 
+def test_sampled_gate_is_deterministic_in_training_once_frozen():
+    torch.manual_seed(0)
+    gate = SampledGate(50, init=0.3)
+    gate.kill_(torch.arange(10))
+    gate.frozen.fill_(True)
+    assert torch.equal(gate.values().detach(), gate.alive.float())  # training mode, no sampling
+
+
+def test_sampling_control_loss_is_the_budget_plus_gdp_polarization_term_on_p():
+    _, method, _ = prepared(TinyResNet(), X16, gate="sampling", polarization=2.0, lam_init=0.5, lam_max=0.5)
+    method.on_train_start(None, TrainState(steps_per_epoch=4, total_steps=8))
+    state = TrainState(steps_per_epoch=4, total_steps=8)
+    state.phase = "weights"
+    a, b, c = method._form
+    with torch.no_grad():
+        for _, gate in method._gate_items():  # distinct probabilities: the polarization term is not 0
+            gate.logit.copy_(torch.linspace(-2, 2, gate.channels))
+    loss = method.extra_loss(None, state)
+    p = torch.cat([gate.probs() for _, gate in method._gate_items()]).detach()
+    macs = relaxed_macs(a, b, c, method.soft_widths().detach(), "none") / method.dense_macs
+    expected = 0.5 * method.n_gates * (macs + 2.0 * polarization(p.double()))
+    assert_close(loss.double(), expected.float().double(), rtol=1e-5, atol=1e-6)
+
+
+def test_sampling_control_freezes_its_gates_when_the_target_is_met():
+    torch.manual_seed(0)
+    model, method, _ = prepared(TinyResNet(), X16, macs_keep=0.8, gate="sampling",
+                                train={"epochs": 3, "lr": 0.05, "batch_size": 8}, lam_init=1.0,
+                                lam_max=100.0, ramp_epochs=1.0)
+    fit(model, RandomBatches(), optim=method.phases()[0][1], hooks=[method],
+        runtime=RuntimeConfig(channels_last=False, progress=False))
+    assert method.reached
+    assert all(bool(gate.frozen) for _, gate in method._gate_items())
+
+
 # -- hooks' state, config, experiment specs ------------------------------------------------------
 
 

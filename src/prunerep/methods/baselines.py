@@ -11,7 +11,8 @@
 
 Widths: a `Budget` with `ratios` fixes the fraction removed per group; one with `macs_keep`
 makes ``l1``/``random`` prune every prunable group by the same fraction (found by bisection) and
-``slimming`` threshold |γ| globally until the MACs budget is met.
+``slimming`` threshold |γ| globally until the MACs budget is met (optionally with a per-group
+floor, ``min_keep``).
 """
 
 from __future__ import annotations
@@ -43,17 +44,18 @@ def in_scope(group: ChannelGroup, scope: Scope) -> bool:
     return scope == "all" or not group.residual
 
 
-def _widths(ctx: MethodContext, scores: dict[str, torch.Tensor], rule: str) -> dict[str, int]:
+def _widths(ctx: MethodContext, scores: dict[str, torch.Tensor], rule: str, min_keep: float = 0.0) -> dict[str, int]:
     if ctx.budget.ratios is not None:
         return widths_from_ratio(ctx.prunable, {g.id: ctx.budget.ratios.get(g.id, 0.0) for g in ctx.prunable})
     target = ctx.budget.macs_keep * ctx.cost_model.dense_macs()
     if rule == "uniform":
         return uniform_widths_for_macs(ctx.cost_model, ctx.prunable, target)[0]
-    return global_widths_for_macs(ctx.cost_model, ctx.prunable, scores, target)
+    return global_widths_for_macs(ctx.cost_model, ctx.prunable, scores, target, min_keep=min_keep)
 
 
 class _OneShot(PruningMethod):
     rule = "uniform"
+    min_keep = 0.0  # per-group floor of the global rule (fraction of the group's channels)
 
     def __init__(self, scope: Scope = "all", seed: int = 0) -> None:
         self.scope = scope
@@ -68,7 +70,7 @@ class _OneShot(PruningMethod):
 
     def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         scores = self.scores(model, ctx)
-        widths = _widths(ctx, scores, self.rule)
+        widths = _widths(ctx, scores, self.rule, self.min_keep)
         self.kept_widths = widths
         return prune_channels(model, ctx.groups, top_k_masks(scores, widths))
 
@@ -101,9 +103,14 @@ class Slimming(_OneShot):
     rule = "global"
 
     def __init__(self, scope: Scope = "all", seed: int = 0, sparsity: float = 1e-4,
-                 sparse_train: dict | OptimConfig | None = None) -> None:
+                 sparse_train: dict | OptimConfig | None = None, min_keep: float = 0.0) -> None:
         super().__init__(scope, seed)
         self.sparsity = sparsity  # s in the paper: 1e-4 for CIFAR VGG/ResNet
+        # The paper's global threshold has no floor; after a short sparse phase it can leave a
+        # layer with one channel, so runs on a small budget may set a floor (documented there).
+        if not 0.0 <= min_keep < 1.0:
+            raise ValueError(f"slimming: min_keep must be in [0, 1), got {min_keep}")
+        self.min_keep = min_keep
         self.sparse_train = (sparse_train if isinstance(sparse_train, OptimConfig)
                              else from_dict(OptimConfig, sparse_train or {}, "slimming.sparse_train"))
         self._norms: list[nn.Module] = []

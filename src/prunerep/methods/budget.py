@@ -53,19 +53,23 @@ def uniform_widths_for_macs(cost_model, groups: Sequence[ChannelGroup], target_m
 
 
 def global_widths_for_macs(cost_model, groups: Sequence[ChannelGroup], scores: Mapping[str, torch.Tensor],
-                           target_macs: float) -> dict[str, int]:
+                           target_macs: float, min_keep: float = 0.0) -> dict[str, int]:
     """Remove the globally lowest-scored channels until MACs <= `target_macs`.
 
-    Each group keeps at least its best channel. Bisection over the number of removed channels
-    (MACs are monotone in it).
+    Each group keeps at least ``max(1, ceil(min_keep * C))`` of its best channels (a per-layer
+    floor: a global threshold can otherwise cut a layer to one channel). Bisection over the
+    number of removed channels (MACs are monotone in it).
     """
+    if not 0.0 <= min_keep <= 1.0:
+        raise ValueError(f"min_keep must be in [0, 1], got {min_keep}")
     entries = []  # (score, group id)
     for g in groups:
         s = scores[g.id].detach().float().cpu()
         if s.numel() != g.channels:
             raise ValueError(f"scores[{g.id!r}] has {s.numel()} entries for {g.channels} channels")
-        top = int(s.argmax())
-        entries += [(float(v), g.id) for i, v in enumerate(s.tolist()) if i != top]
+        floor = max(1, math.ceil(min_keep * g.channels - 1e-9))
+        protected = set(torch.topk(s, min(floor, g.channels)).indices.tolist())
+        entries += [(float(v), g.id) for i, v in enumerate(s.tolist()) if i not in protected]
     entries.sort(key=lambda e: e[0])
 
     def widths_after(k: int) -> dict[str, int]:
@@ -76,7 +80,8 @@ def global_widths_for_macs(cost_model, groups: Sequence[ChannelGroup], scores: M
 
     lo, hi = 0, len(entries)
     if float(cost_model.macs(widths_after(hi))) > target_macs:
-        raise ValueError(f"budget of {target_macs:.0f} MACs cannot be met: even one channel per group costs more")
+        raise ValueError(f"budget of {target_macs:.0f} MACs cannot be met: even the per-group floor "
+                         f"(min_keep={min_keep}, at least one channel) costs more")
     while lo < hi:
         mid = (lo + hi) // 2
         if float(cost_model.macs(widths_after(mid))) <= target_macs:

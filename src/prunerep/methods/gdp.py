@@ -51,8 +51,9 @@ and makes every open choice a named, documented hyper-parameter (`GDPHyper`):
 The stability control of the paper ("sampling-based methods ... training instability") is the
 same method with ``gate: sampling``: Bernoulli channel masks with learnable keep probabilities
 (straight-through to ``p``), the same budget term on the expected widths ``sum p``, the same
-``lambda`` schedule and target rule, no polarization term; a channel dies when ``p`` falls below
-``sampling_kill``. In eval mode a sampled gate is its deterministic 0/1 alive mask.
+``lambda`` schedule, polarization term (on ``p``) and target rule, so that the two differ in
+their gates only; a channel dies when ``p`` falls below ``sampling_kill``. In eval mode, and in
+training once the target is met, a sampled gate is its deterministic 0/1 alive mask.
 
 Large-scale settings of the paper (ImageNet ResNet-50 / MobileNetV2, Pascal VOC
 DeepLabV3-ResNet50) are `LargeScaleConfig` entries: :func:`build_large_scale` attaches GDP to the
@@ -291,10 +292,13 @@ class SampledGate(StochasticMask):
     def __init__(self, channels: int, init: float = 0.9) -> None:
         super().__init__(channels, init=init)
         self.register_buffer("alive", torch.ones(channels, dtype=torch.bool))
+        # Once the budget is met the control trains the network it will be evaluated as (the alive
+        # channels, deterministically), as GDP trains its frozen gated network.
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
     def values(self) -> torch.Tensor:
         p = self.probs() * self.alive
-        if not self.training:
+        if not self.training or bool(self.frozen):
             return self.alive.to(p.dtype)
         return straight_through(p, torch.bernoulli(p.detach()))
 
@@ -411,6 +415,7 @@ class GDPConfig:
     baseline_scope: Literal["all", "internal"] = "all"
     slimming_sparsity: float = 1e-4   # s of network slimming (its paper's CIFAR value)
     slimming_fraction: float = 0.5    # share of `epochs` slimming spends on sparse training
+    slimming_min_keep: float = 0.0    # per-group floor of slimming's global threshold (paper: none)
     stability: StabilityConfig = StabilityConfig()
     large_scale: list[LargeScaleConfig] = field(default_factory=list)
     runtime: RuntimeConfig = RuntimeConfig(progress=False)
@@ -598,9 +603,15 @@ class GDP(PruningMethod):
             return None
         a, b, c = self._form
         macs = relaxed_macs(a, b, c, self.soft_widths(), self._fix(state.step)) / self.dense_macs  # Eq. (F)
+        reg = macs
+        if self.hp.polarization > 0:
+            # The same regulariser as GDP's prox step (Eq. (F) + mu R_t, Eq. (P)), here on the keep
+            # probabilities: the control differs from GDP in its gates only.
+            probs = torch.cat([gate.score() for _, gate in self._gate_items()])
+            reg = reg + self.hp.polarization * polarization(probs, self.hp.polarization_t).to(reg)
         lam = self.lam(state.step)
         self._last = {"lam": lam}
-        return (lam * self.n_gates * macs).float()
+        return (lam * self.n_gates * reg).float()
 
     def after_step(self, model: nn.Module, state: TrainState) -> None:
         hp = self.hp
@@ -616,6 +627,9 @@ class GDP(PruningMethod):
                 self._prox_step(lam, state.lr * hp.gate_lr_scale, self._fix(state.step - 1))
             self._kill_below_threshold()
             if self.hard_macs() <= self.target_macs:
+                if hp.gate == "sampling":
+                    for _, gate in self._gate_items():
+                        gate.frozen.fill_(True)
                 self.reached = True
                 self.reached_step = state.step
                 self.lam_at_target = self._last.get("lam")
@@ -788,7 +802,7 @@ def comparison_specs(cfg: GDPConfig, model: str, seeds: Sequence[int] | None = N
                 kwargs: dict[str, Any] = {"scope": cfg.baseline_scope, "seed": seed}
                 finetune = ft
                 if name == "slimming":
-                    kwargs.update(sparsity=cfg.slimming_sparsity, sparse_train=to_dict(
+                    kwargs.update(sparsity=cfg.slimming_sparsity, min_keep=cfg.slimming_min_keep, sparse_train=to_dict(
                         dataclasses.replace(ft, epochs=sparse_epochs)))
                     finetune = dataclasses.replace(ft, epochs=cfg.epochs - sparse_epochs)
                 specs.append(RunSpec(method=name, kwargs=kwargs, finetune=finetune,
@@ -1062,7 +1076,8 @@ def stability_table(records: Sequence[Mapping[str, Any]], model: str, target: fl
 
     ``loss_roughness``: per-step noise of the training loss (:func:`curve_roughness`) over the
     whole phase; ``val_acc_drop_max``: the largest fall of validation accuracy from one epoch to
-    the next; plus the pruned network's test accuracy.
+    the next; ``max_step_macs_drop``: the largest fall of the hard network's MACs (fraction of
+    dense) in one step (a whole group dying at once shows here); plus the test accuracy.
     """
     import pandas as pd
 
@@ -1074,10 +1089,13 @@ def stability_table(records: Sequence[Mapping[str, Any]], model: str, target: fl
         losses = [t["loss"] for t in trace]
         val = [h["val_acc"] for h in r["histories"].get("gdp", []) if "val_acc" in h]
         drops = [a - b for a, b in itertools.pairwise(val)]
+        hard = [t["hard_macs_ratio"] for t in trace]
+        macs_drops = [a - b for a, b in itertools.pairwise(hard)]
         rows.append({"method": r["method"], "seed": r["row"]["seed"], "steps": len(losses),
                      "loss_roughness": curve_roughness(losses),
                      "loss_mean_last_10pct": _mean(losses[-max(1, len(losses) // 10):]),
                      "val_acc_drop_max": max(drops) if drops else float("nan"),
+                     "max_step_macs_drop": max(macs_drops) if macs_drops else float("nan"),
                      "reached_step": r["summary"].get("reached_step"), "test_acc": r["row"]["test_acc"]})
     return pd.DataFrame(rows)
 
