@@ -24,6 +24,7 @@ from prunerep.methods.greg import (
     magnitude_ratio,
     n_pruned,
     pick_lowest,
+    plan_runs,
     schedule_bound,
     smooth_ratio,
 )
@@ -100,6 +101,25 @@ def test_greg1_penalises_only_the_l1_chosen_filters_and_grows_every_k_u():
         for name in ("conv2.weight", "bn1.weight", "bn1.bias", "fc.weight"):
             assert torch.count_nonzero(grads[name]) == 0, name                 # other groups untouched
         assert method.lambdas()["conv1"][pruned].tolist() == pytest.approx([lam] * 4)
+
+
+def test_penalize_norm_adds_lambda_times_gamma_and_beta_of_the_pruned_channels_only():
+    model, method, _ = _prepared("greg1", {"conv1": 0.5}, update_reg_interval=1, reg_granularity_prune=0.1,
+                                 reg_upper_limit=10.0, mag_ratio_limit=1e9, penalize_norm=True)
+    with torch.no_grad():  # non-trivial BN parameters (defaults are gamma 1, beta 0)
+        model.bn1.weight.copy_(torch.linspace(0.5, 1.5, 8))
+        model.bn1.bias.copy_(torch.linspace(-0.4, 0.3, 8))
+    pruned = method.layers[0].pruned
+    for step in range(3):
+        grads = _penalty_grads(model, method, step)
+        lam = 0.1 * (step + 1)
+        for name in ("weight", "bias"):
+            value = getattr(model.bn1, name).detach()
+            torch.testing.assert_close(grads[f"bn1.{name}"][pruned], lam * value[pruned])
+            assert torch.count_nonzero(grads[f"bn1.{name}"][~pruned]) == 0
+        assert torch.count_nonzero(grads["bn2.weight"]) == 0
+    _, off, _ = _prepared("greg1", {"conv1": 0.5}, update_reg_interval=1, reg_granularity_prune=0.1)
+    assert torch.count_nonzero(_penalty_grads(model, off, 0)["bn1.weight"]) == 0   # official: conv only
 
 
 def test_greg1_ceiling_stop_then_stabilise_for_k_s_iterations():
@@ -272,6 +292,21 @@ def test_bad_config_values_raise_one_clear_error():
         groups = find_groups(model, torch.zeros(1, 3, 8, 8))
         get_method("greg").prepare(model, MethodContext(groups, list(groups), torch.zeros(1, 3, 8, 8),
                                                         Budget(macs_keep=0.5), None))
+
+
+def test_table1_variants_add_ablation_runs_with_their_penalty_overrides():
+    cfg = from_dict(GRegConfig, {"seeds": [0], "table1": {
+        "ratios": [0.5, 0.9], "variants": [{"name": "conv_only", "label": "conv only",
+                                            "reg": {"penalize_norm": False}, "ratios": [0.9], "seeds": [0, 1]}]},
+        "reg": {"penalize_norm": True}, "figure1": {"enabled": False}}, "greg")
+    runs, _ = plan_runs(cfg, {"resnet56": get_model("resnet56")}, "cifar10")
+    extra = [p for p in runs if p.method == "greg1:conv_only"]
+    assert [(p.ratio, p.spec.seed) for p in extra] == [(0.9, 0), (0.9, 1)]
+    assert all(p.spec.kwargs["variant"] == "greg1" and p.spec.kwargs["reg"]["penalize_norm"] is False for p in extra)
+    main = [p for p in runs if p.method == "greg1"]
+    assert len(main) == 2 and all(p.spec.kwargs["reg"]["penalize_norm"] is True for p in main)
+    with pytest.raises(ConfigError, match="lower-case"):
+        from_dict(GRegConfig, {"table1": {"variants": [{"name": "Bad Name", "label": "x", "ratios": [0.9]}]}}, "greg")
 
 
 # -- same filters as one-shot L1; end-to-end runs -------------------------------------------------

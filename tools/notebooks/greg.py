@@ -92,7 +92,7 @@ df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc
 
 # %%
 paper = paper_numbers("greg")
-t1 = table1(df, paper)
+t1 = table1(df, paper, cfg.table1.variants)
 write_table(t1, ctx.out_dir / "tables", "table1",
             "Table 1 (arXiv:2012.09243): same pruned filters, one-shot L1 vs GReg-1, ResNet-56 / CIFAR-10. "
             "Ours: mean ± std over seeds, test accuracy (%); paper: its printed means (3 runs, full recipe). "
@@ -187,26 +187,34 @@ write_metrics(summary, ctx.out_dir)
 # - Fine-tuning keeps the checkpoint with the best **validation** accuracy (5,000 images held out of the
 #   training set; a subset in the fast profiles); the paper trains on all 50,000 images and reports test.
 #
-# **Deviations forced by the budget (profiles `default`, `smoke`).** The algorithm and the pruning
-# optimiser (SGD lr 0.001, momentum 0.9, wd 5e-4) are unchanged; the schedule is compressed in time. The
-# paper's pruning stage takes 10^4-10^5 iterations (δλ = 1e-4 every 10 iterations, i.e. 1e-5 per iteration,
-# up to τ = 1 or a magnitude ratio of 1000, then 10,000 stabilising iterations). `default` uses K_u = 1,
-# δλ = 0.5 per iteration and τ = 25, so λ sweeps past the paper's whole range within two iterations and
-# the ceiling stops the growth at iteration 50; then K_s = 20. GReg-2 first rises uniformly by 0.04 per
+# **Deviations forced by the budget (profiles `default`, `smoke`).** The pruning optimiser (SGD lr
+# 0.001, momentum 0.9, wd 5e-4) is unchanged; the schedule is compressed in time, and the penalty also
+# reaches the pruned channels' BatchNorm (below). The paper's pruning stage takes 10^4-10^5 iterations
+# (δλ = 1e-4 every 10 iterations, i.e. 1e-5 per iteration, up to τ = 1 or a magnitude ratio of 1000,
+# then 10,000 stabilising iterations). `default` uses K_u = 1, δλ = 0.02 per iteration and τ = 5, so the
+# ceiling stops the growth after ~250 iterations; then K_s = 20. GReg-2 first rises uniformly by 0.04 per
 # iteration and picks at τ' = 2 after 50 iterations: this matches the paper's uniform decay exponent
 # lr/(1-momentum)·Σλ ≈ 0.5 of its 10,000-iteration picking stage (0.01 · 0.04 · 50²/2 = 0.5). Batch 64
 # (paper 128) and a fine-tuning of ≈105 iterations with the paper's lr shape (0.01, x0.1 at 50 % and 75 %);
 # see each caption. Figure 1 traces the same 50-iteration uniform rise.
 #
-# **What the compression costs (calibration, stated so the numbers below are read correctly).** Every
-# pruned conv is followed by BN, so a filter's scale is invisible to the loss until its output variance
-# falls below BN's eps: shrinking the pruned filters only removes them from the network once their
-# magnitude ratio is very large (the paper waits for 1000). On a briefly trained ResNet-20 proxy (58 %
-# test accuracy; r = 0.9; one seed), the `default` schedule stopped at the ceiling with a ratio of ~12, and
-# a 2.5x longer growth (δλ = 0.2) reached ~60: within ~10^2 iterations the pruned channels are still in
-# use, removing them costs about as much as one-shot removal ("before FT" columns), and GReg-1 ended only
-# 0.2-0.7 points above one-shot L1 (35.95 %) after the same fine-tuning. The paper's mechanism needs its long
-# pruning stage, which the `paper` profile runs; expect the `default` gaps to be smaller than the paper's.
+# **Why the CPU profiles also penalise BN (`reg.penalize_norm: true`; the `paper` profile and the
+# official code penalise conv weights only).** Every pruned conv is followed by BN, so a filter's scale
+# is invisible to the loss until its output variance falls below BN's eps: shrinking the pruned filters
+# only removes them from the network once their magnitude ratio is very large (the paper waits for 1000
+# on a converged network, whose task gradients are tiny). On our briefly trained dense models the task
+# gradient of a BN-normalised filter grows as the filter shrinks, and the compressed conv-only penalty
+# stalls at a magnitude ratio of ~13 (δλ 0.5, τ 25) to ~60-80 (τ 200): the pruned channels are still in
+# use, removal costs as much as one-shot removal, and in session-2 calibration (ResNet-20, r = 0.9) the
+# validation accuracy at the *end* of the pruning stage had already fallen to 13 %. With
+# `penalize_norm`, λ·γ and λ·β are added to the gradients of the pruned channels' BN scale and shift
+# (the same λ as their filters; torch-pruning's growing-regularization pruner intends the same), so the
+# channels fade out while the rest of the network trains. Calibration on the validation split (ResNet-56
+# `default` checkpoint, r = 0.9, seed 0; `benchmarks/greg_calibration.py`): validation accuracy right
+# after removal / after fine-tuning: one-shot L1 10.0 / 50.8 %;
+# GReg-1 + BN, δλ 0.5, τ 25 (71 iterations): 18.8 / 52.2 %; GReg-1 + BN, δλ 0.02, τ 5 (271
+# iterations, adopted): 42.2 / 54.4 %. The `conv_only` column of Table 1 runs the official penalty
+# with the same schedule so the effect of this deviation is measured, not assumed.
 # Test accuracy is measured on a class-stratified subset of the test split (size in the captions), the
 # same images for every row.
 #

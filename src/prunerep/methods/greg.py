@@ -41,8 +41,10 @@ a uniformly rising penalty). Deviations (all listed in ``notebooks/greg.ipynb``)
   exactly does not stop.
 - In filter mode the magnitude ratio uses mean |W| per filter, as the code; the penalty goes to
   the conv weights only (not BN), as the code.
-- The CPU profiles compress the schedule (larger δλ, K_u = 1, shorter K_s); the ``paper``
-  profile keeps the official values.
+- The CPU profiles compress the schedule (larger δλ, K_u = 1, shorter K_s) and set
+  ``penalize_norm`` (λ also on the pruned channels' BN scale and shift: compressed, the conv-only
+  penalty stalls where BN still re-normalises the shrinking filters); the ``paper`` profile keeps
+  the official values (conv weights only).
 
 Cross-check with torch-pruning 1.6.1's ``GrowingRegPruner`` (``tests/unit/test_greg_crosscheck.py``):
 with the same λ vector both add exactly λ · w to the pruned filters of the producer conv. They
@@ -99,6 +101,12 @@ class GRegHyper:
     mag_ratio_momentum: float = 0.9          # smoothing of the magnitude ratio (code)
     stabilize_reg_interval: int = 10000      # K_s: iterations with λ frozen before removal (README CIFAR)
     max_iterations: int | None = None        # cap of the pruning phase; None: the schedule's own bound
+    # Ours (off in the official recipe): in filter mode also add λ·γ and λ·β to the gradients of the
+    # BatchNorm scale and shift of the *pruned* channels. A BN after the conv re-normalises a
+    # shrinking filter, so the conv-only penalty changes nothing the network computes until the
+    # filter's output variance falls below BN's eps (the paper's magnitude ratio 1000 on a converged
+    # network); penalising γ and β fades the channel's output itself, within a short schedule.
+    penalize_norm: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -159,6 +167,24 @@ class GRegSetting:
 
 
 @dataclass(frozen=True)
+class Table1Variant:
+    """An extra GReg-1 column of Table 1 with other penalty settings (an ablation), e.g. the
+    official conv-only penalty where the profile's GReg-1 also penalises BN."""
+
+    name: str                                             # short id: variant column "greg1:<name>"
+    label: str                                            # column title
+    reg: dict[str, Any] = field(default_factory=dict)     # overrides of greg.reg
+    ratios: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9_]+", self.name):
+            raise ValueError(f"table1.variants: name {self.name!r} must be lower-case letters, digits or _")
+        if not self.ratios or not self.seeds:
+            raise ValueError(f"table1.variants.{self.name}: give ratios and seeds")
+
+
+@dataclass(frozen=True)
 class Table1Config:
     """Table 1: the same pruned filters, one-shot L1 vs GReg-1, at uniform ratios r."""
 
@@ -167,6 +193,7 @@ class Table1Config:
     methods: list[str] = field(default_factory=lambda: ["l1", "greg1"])
     seeds: list[int] | None = None                        # None: greg.seeds
     seeds_by_ratio: dict[str, list[int]] = field(default_factory=dict)  # e.g. {"0.9": [0, 1, 2]}: more seeds where the claim is
+    variants: list[Table1Variant] = field(default_factory=list)        # extra GReg-1 columns (ablations)
 
     def seeds_for(self, ratio: float, default: Sequence[int]) -> list[int]:
         """Seeds of the row with ratio `ratio` (keys of `seeds_by_ratio` compared as numbers)."""
@@ -406,6 +433,7 @@ class _Layer:
     n_pick: int = 0                   # GReg-2 uniform updates
     n_prune: int = 0                  # updates of the pruned groups
     kept_coef: float = 0.0            # λ of kept groups after picking
+    norms: tuple[str, ...] = ()       # BN layers of the group (penalised with penalize_norm)
     mag_ratio: float | None = None    # smoothed magnitude ratio
     picked_at: int | None = None
     finished_at: int | None = None
@@ -431,6 +459,7 @@ class _Layer:
     def to_state(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["modules"] = list(self.modules)
+        d["norms"] = list(self.norms)
         return d
 
 
@@ -511,7 +540,8 @@ class GReg(PruningMethod):
             for gid, g in prunable.items():
                 r = float(ratios.get(gid, 0.0))
                 if r > 0:
-                    self.layers.append(_Layer(name=gid, modules=tuple(g.producers), ratio=r, units=g.channels))
+                    self.layers.append(_Layer(name=gid, modules=tuple(g.producers), ratio=r, units=g.channels,
+                                              norms=tuple(g.norms)))
         else:
             weighted = dict(_weighted_layers(model))
             unknown = sorted(set(ratios) - set(weighted))
@@ -645,6 +675,13 @@ class GReg(PruningMethod):
                 coef = self._coefficient(layer, w.device)
                 coef = coef.view_as(w) if self.granularity == "weight" else coef.view(-1, *([1] * (w.dim() - 1)))
                 w.grad.addcmul_(coef, w.detach())  # Eq. (2): g += λ_j · w on top of weight decay
+            if self.hyper.penalize_norm and layer.pruned is not None:
+                for name in layer.norms:
+                    bn = modules[name]
+                    coef = self._coefficient(layer, bn.weight.device) * layer.pruned.to(bn.weight.device)
+                    for param in (bn.weight, bn.bias):
+                        if param is not None and param.grad is not None:
+                            param.grad.addcmul_(coef, param.detach())
         self.iterations = t + 1
 
     def after_step(self, model: nn.Module, state: TrainState) -> None:
@@ -670,7 +707,8 @@ class GReg(PruningMethod):
                 "completed": self._completed, "trace": self.trace}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.layers = [_Layer(**{**d, "modules": tuple(d["modules"])}) for d in state["layers"]]
+        self.layers = [_Layer(**{**d, "modules": tuple(d["modules"]), "norms": tuple(d.get("norms", ()))})
+                       for d in state["layers"]]
         self.stage, self.stabilize_start = state["stage"], state["stabilize_start"]
         self.iterations, self._completed = state["iterations"], state["completed"]
         self.trace = list(state["trace"])
@@ -839,6 +877,15 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
                         method, budget, granularity="filter", reg=cfg.reg, prune_optim=cfg.prune_optim,
                         finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
                         label=f"t1-{method}-r{r:g}")))
+        for v in cfg.table1.variants:
+            reg = _merged(cfg.reg, v.reg, GRegHyper, f"greg.table1.variants.{v.name}.reg")
+            for r in v.ratios:
+                budget = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
+                for seed in v.seeds:
+                    runs.append(PlannedRun("table1", f"r={r:g}", f"greg1:{v.name}", r, cfg.model, run_spec(
+                        "greg1", budget, granularity="filter", reg=reg, prune_optim=cfg.prune_optim,
+                        finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
+                        label=f"t1-greg1-{v.name}-r{r:g}")))
     for name, s in cfg.table2.items():
         if s.dataset != dataset or s.model not in dense_models:
             why = (f"needs data.dataset = {s.dataset}" if s.dataset != dataset
@@ -869,7 +916,8 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
             extra={"pick_only": True, "trace_every": f.trace_every, "trace_layer": f.layer})))
     # Longest first, so that the last job of the pool is a short one (GReg runs carry a pruning phase).
     order = {"figure1": 0, "greg2": 1, "greg1": 2, "l1": 3}
-    runs.sort(key=lambda p: (order["figure1"] if p.table == "figure1" else order[p.method], -(p.ratio or 0)))
+    runs.sort(key=lambda p: (order["figure1"] if p.table == "figure1" else order[p.method.split(":")[0]],
+                             -(p.ratio or 0)))
     return runs, skipped
 
 
@@ -1013,8 +1061,9 @@ def _paper(paper: Any, **match: str) -> float | str:
         return "not in the paper"
 
 
-def table1(df: Any, paper: Any) -> Any:
-    """Table 1: per ratio, our L1 and GReg-1 (mean ± std over seeds) beside the paper's."""
+def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None) -> Any:
+    """Table 1: per ratio, our L1 and GReg-1 (mean ± std over seeds) beside the paper's, plus
+    the `variants` (ablation columns) where they ran."""
     import pandas as pd
 
     d = df[df.table == "table1"]
@@ -1033,6 +1082,10 @@ def table1(df: Any, paper: Any) -> Any:
             row["GReg-1"] = fmt_mean_std(g1.test_acc)
         if len(l1) and len(g1):
             row["gain (ours)"] = g1.test_acc.mean() - l1.test_acc.mean()
+        for v in variants or []:
+            extra = sub[sub.variant == f"greg1:{v.name}"]
+            row[f"{v.label}, before FT"] = fmt_mean_std(extra.test_acc_before_finetune) if len(extra) else "not run"
+            row[v.label] = fmt_mean_std(extra.test_acc) if len(extra) else "not run"
         key = f"r={r:g}"
         row["paper speedup"] = _paper(paper, row=key, metric="speedup")
         row["paper L1"] = _paper(paper, row=f"L1 {key}", metric="test_acc_mean")
