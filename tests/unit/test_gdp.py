@@ -373,7 +373,7 @@ def test_sampled_gate_samples_in_training_and_is_its_alive_mask_in_eval():
     assert_close(gate.expected_keep(), p[100:].sum())
 
 
-def test_sampling_control_trains_with_the_same_budget_and_prunes_exactly_in_eval():
+def test_sampling_control_trains_with_the_same_budget_freezes_at_target_and_prunes_exactly():
     torch.manual_seed(0)
     model, method, ctx = prepared(TinyResNet(), X16, macs_keep=0.6, gate="sampling",
                                   train={"epochs": 3, "lr": 0.05, "batch_size": 8}, lam_init=1.0,
@@ -381,6 +381,8 @@ def test_sampling_control_trains_with_the_same_budget_and_prunes_exactly_in_eval
     fit(model, RandomBatches(), optim=method.phases()[0][1], hooks=[method],
         runtime=RuntimeConfig(channels_last=False, progress=False))
     assert all(t["lam"] > 0 for t in method.trace[:3])
+    # met during training: from then on the gates train their alive channels deterministically
+    assert method.reached and all(bool(gate.frozen) for _, gate in method._gate_items())
     pruned = method.finalize(model, ctx)
     assert method.exactness["max_rel_diff"] < 1e-5
     assert count_cost(pruned, example_input=X16).macs <= 0.6 * method.dense_macs
@@ -408,17 +410,6 @@ def test_sampling_control_loss_is_the_budget_plus_gdp_polarization_term_on_p():
     macs = relaxed_macs(a, b, c, method.soft_widths().detach(), "none") / method.dense_macs
     expected = 0.5 * method.n_gates * (macs + 2.0 * polarization(p.double()))
     assert_close(loss.double(), expected.float().double(), rtol=1e-5, atol=1e-6)
-
-
-def test_sampling_control_freezes_its_gates_when_the_target_is_met():
-    torch.manual_seed(0)
-    model, method, _ = prepared(TinyResNet(), X16, macs_keep=0.8, gate="sampling",
-                                train={"epochs": 3, "lr": 0.05, "batch_size": 8}, lam_init=1.0,
-                                lam_max=100.0, ramp_epochs=1.0)
-    fit(model, RandomBatches(), optim=method.phases()[0][1], hooks=[method],
-        runtime=RuntimeConfig(channels_last=False, progress=False))
-    assert method.reached
-    assert all(bool(gate.frozen) for _, gate in method._gate_items())
 
 
 # -- hooks' state, config, experiment specs ------------------------------------------------------
