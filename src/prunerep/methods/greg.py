@@ -992,7 +992,7 @@ def claim_check(df: Any, min_ratio: float = 0.9) -> Any:
                    else "same sign, within noise" if gain > 0 else "not reproduced")
         if math.isnan(spread) and gain > 0:
             verdict = "same sign (n=1, no spread)"
-        rows.append({"r": r, "GReg-1 - L1 (mean)": gain, "spread of the difference": spread,
+        rows.append({"r": f"{r:g}", "GReg-1 - L1 (mean)": gain, "spread of the difference": spread,
                      "n (L1, GReg-1)": f"{len(l1)}, {len(g1)}", "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -1072,7 +1072,7 @@ def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None)
         sub = d[d.ratio == r]
         l1 = sub[sub.variant == "l1"]
         g1 = sub[sub.variant == "greg1"]
-        row: dict[str, Any] = {"r": r, "speedup (ours, MACs)": sub.speedup.mean(),
+        row: dict[str, Any] = {"r": f"{r:g}", "speedup (ours, MACs)": sub.speedup.mean(),
                                "params kept % (ours)": 100 * sub.params_keep.mean()}
         if len(l1):
             row["L1 one-shot, before FT"] = fmt_mean_std(l1.test_acc_before_finetune)
