@@ -245,7 +245,11 @@ write_metrics(metrics, ctx.out_dir)
 #   separate the BN scales and the threshold cut VGG-16's `features.40` to one channel (test
 #   18.7% at 35% MACs, session-2 run); with the floor, a one-seed calibration on VGG-16 at 35%
 #   MACs gave validation 57.6% (s = 1e-4) and 60.0% (s = 1e-3, not adopted: within the noise of
-#   500 validation images, and 1e-4 is the paper's value).
+#   500 validation images, and 1e-4 is the paper's value). With equal total epochs, slimming spends
+#   `slimming_fraction` of them on sparse training *before* pruning, so it fine-tunes the pruned
+#   network for fewer steps than L1 (half, by default); one short sparse phase at s = 1e-4 barely
+#   moves the BN scales, so at the CPU budget slimming is the weaker baseline by construction and the
+#   comparison with L1 is the informative one.
 # - **Sampling control.** Bernoulli masks with learnable keep probabilities (initial 0.9),
 #   straight-through gradient, and GDP's whole regulariser applied by gradient (no prox for
 #   logits): the budget term *and* the polarization term, on the keep probabilities; the same λ
