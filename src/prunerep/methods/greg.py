@@ -869,23 +869,22 @@ def plan_runs(cfg: GRegConfig, dense_models: Mapping[str, nn.Module], dataset: s
     skipped: list[dict] = []
     if cfg.table1.ratios:
         dense = dense_models[cfg.model]
-        for r in cfg.table1.ratios:
-            budget = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
-            for method in cfg.table1.methods:
-                for seed in cfg.table1.seeds_for(r, cfg.seeds):
-                    runs.append(PlannedRun("table1", f"r={r:g}", method, r, cfg.model, run_spec(
-                        method, budget, granularity="filter", reg=cfg.reg, prune_optim=cfg.prune_optim,
+        # Columns of Table 1: (variant id, GReg variant, reg, ratio -> seeds); the ablation variants
+        # are GReg-1 with their own reg overrides. One budget per ratio, traced once.
+        columns = [(m, m, cfg.reg, {r: cfg.table1.seeds_for(r, cfg.seeds) for r in cfg.table1.ratios})
+                   for m in cfg.table1.methods]
+        columns += [(f"greg1:{v.name}", "greg1", _merged(cfg.reg, v.reg, GRegHyper, f"greg.table1.variants.{v.name}.reg"),
+                     {r: list(v.seeds) for r in v.ratios}) for v in cfg.table1.variants]
+        budgets: dict[float, Budget] = {}
+        for column, method, reg, seeds_by_ratio in columns:
+            for r, seeds in seeds_by_ratio.items():
+                if r not in budgets:
+                    budgets[r] = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
+                for seed in seeds:
+                    runs.append(PlannedRun("table1", f"r={r:g}", column, r, cfg.model, run_spec(
+                        method, budgets[r], granularity="filter", reg=reg, prune_optim=cfg.prune_optim,
                         finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
-                        label=f"t1-{method}-r{r:g}")))
-        for v in cfg.table1.variants:
-            reg = _merged(cfg.reg, v.reg, GRegHyper, f"greg.table1.variants.{v.name}.reg")
-            for r in v.ratios:
-                budget = greg_budget(dense, stage_pr=fill_ratio(cfg.table1.stage_pr, r))
-                for seed in v.seeds:
-                    runs.append(PlannedRun("table1", f"r={r:g}", f"greg1:{v.name}", r, cfg.model, run_spec(
-                        "greg1", budget, granularity="filter", reg=reg, prune_optim=cfg.prune_optim,
-                        finetune=cfg.finetune, seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
-                        label=f"t1-greg1-{v.name}-r{r:g}")))
+                        label=f"t1-{column.replace(':', '-')}-r{r:g}")))
     for name, s in cfg.table2.items():
         if s.dataset != dataset or s.model not in dense_models:
             why = (f"needs data.dataset = {s.dataset}" if s.dataset != dataset
