@@ -1,0 +1,118 @@
+"""The README's results section equals what the committed outputs say (issue #12, item 7)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prunerep.reporting import readme as R
+from prunerep.reporting.ledger import (
+    Evidence,
+    build_ledger,
+    load_claims,
+    write_claims,
+    write_ledger,
+)
+from prunerep.reporting.stats import VERDICT_RULE, Interval
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_readme_matches_committed_results(tmp_path: Path) -> None:
+    """Fails when README.md's section differs from render_results() over the tracked results/.
+
+    Fix: `git add` the results, `python -m prunerep.reporting.readme`, commit README.md."""
+    root = R.tracked_view(REPO / "results", tmp_path)
+    readme = REPO / "README.md"
+    assert readme.read_text() == R.rendered_readme(readme, root), (
+        "README.md results section is stale: run `python -m prunerep.reporting.readme`"
+    )
+
+
+def _claims(tmp: Path) -> Path:
+    entry = {"id": "greg.b", "paper": "greg", "source": "Table 1", "trust": "PAPER",
+             "wording": "paraphrased", "statement": "GReg-1 | beats L1", "metric": "acc",
+             "comparison": "GReg-1 - L1", "direction": "greater", "threshold": 0.0,
+             "paper_value": 2.15, "unit": "points"}
+    gdp = {**entry, "id": "gdp.z", "paper": "gdp", "source": "abstract", "trust": "ABS"}
+    path = tmp / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [gdp, entry]}, sort_keys=False))
+    return path
+
+
+def _results(tmp: Path) -> Path:
+    claims_path = _claims(tmp)
+    claims = load_claims(claims_path)
+    res = tmp / "results"
+    ev = Evidence.judge(claims["greg.b"], Interval(5.2, 3.1, 7.3, 3), test="ResNet-56 r=0.9",
+                        budget="3 epochs")
+    write_claims("greg", [ev], res / "greg", claims=claims)
+    (res / "greg" / "metrics.json").write_text(
+        json.dumps({"profile": "default", "budget": "fine-tune 3 epochs"}))
+    (tmp / "notebooks").mkdir()
+    write_ledger(build_ledger(res, claims_path, tmp / "notebooks"), res / "ledger")
+    return res
+
+
+def test_render_without_results_says_how_to_produce_them(tmp_path: Path) -> None:
+    text = R.render_results(tmp_path / "nothing")
+    assert "No results are committed yet" in text
+    assert "python3 run.py repro" in text and "python -m prunerep.reporting.readme" in text
+    assert VERDICT_RULE in text
+
+
+def test_render_with_a_ledger(tmp_path: Path) -> None:
+    text = R.render_results(_results(tmp_path))
+    lines = text.splitlines()
+    assert lines[0] == "## Results"
+    provenance = next(x for x in lines if x.startswith("Every number below"))
+    assert "`greg`: profile `default`, fine-tune 3 epochs" in provenance
+    assert "dvc repro <stage>" in provenance and VERDICT_RULE in provenance
+    assert "| paper | claim | our test | n | paper value | ours | verdict | notebook |" in lines
+    assert ("| greg | greg.b | ResNet-56 r=0.9 | 3 | 2.15 points | +5.20 [+3.1, +7.3] (n=3) "
+            "| supported | [greg.ipynb](results/greg/greg.ipynb) |") in lines
+    assert "| gdp | gdp.z | — | 0 | 2.15 points | — | not implemented | — |" in lines
+
+
+def test_update_readme_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    res = _results(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\nintro\n\n<!-- results:begin -->\nSTALE-TEXT\n<!-- results:end -->\n\nrest\n")
+    args = ["--readme", str(readme), "--results", str(res), "--untracked"]
+    assert R.main([*args, "--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert R.update_readme(readme, res) is True
+    text = readme.read_text()
+    assert text.startswith("# T\n\nintro\n\n<!-- results:begin -->\n## Results\n")
+    assert text.endswith("(n=3) | supported | [greg.ipynb](results/greg/greg.ipynb) |\n"
+                         "<!-- results:end -->\n\nrest\n")
+    assert "STALE-TEXT" not in text
+    assert R.update_readme(readme, res) is False
+    assert R.main([*args, "--check"]) == 0
+
+
+def test_missing_markers_raise(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="results:begin"):
+        R.update_readme(readme, tmp_path)
+    readme.write_text(f"{R.END}\n{R.BEGIN}\n")
+    with pytest.raises(ValueError, match="exactly one"):
+        R.update_readme(readme, tmp_path)
+
+
+def test_tracked_view_ignores_untracked_files(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "results" / "greg").mkdir(parents=True)
+    (repo / "results" / "greg" / "metrics.json").write_text('{"profile": "smoke"}')
+    (repo / "results" / "greg" / "local.json").write_text("{}")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "results/greg/metrics.json"], cwd=repo, check=True)
+    view = R.tracked_view(repo / "results", tmp_path / "view")
+    assert sorted(p.name for p in view.rglob("*") if p.is_file()) == ["metrics.json"]
+    assert (view / "greg" / "metrics.json").read_text() == '{"profile": "smoke"}'
