@@ -70,12 +70,20 @@ def test_render_with_a_ledger(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0] == "## Results"
     provenance = next(x for x in lines if x.startswith("Every number below"))
-    assert "`greg`: profile `default`, fine-tune 3 epochs" in provenance
-    assert "dvc repro <stage>" in provenance and VERDICT_RULE in provenance
+    assert "`greg`: profile `default`, budget: fine-tune 3 epochs" in provenance
+    assert "dvc repro <stage>" in provenance
+    assert f"**Verdict rule.** {VERDICT_RULE}" in lines
     assert "| paper | claim | our test | n | paper value | ours | verdict | notebook |" in lines
     assert ("| greg | greg.b | ResNet-56 r=0.9 | 3 | 2.15 points | +5.20 [+3.1, +7.3] (n=3) "
             "| supported | [greg.ipynb](results/greg/greg.ipynb) |") in lines
     assert "| gdp | gdp.z | — | 0 | 2.15 points | — | not implemented | — |" in lines
+
+
+def test_budget_falls_back_to_the_rows(tmp_path: Path) -> None:
+    res = _results(tmp_path)
+    (res / "greg" / "metrics.json").write_text(json.dumps({"profile": "smoke"}))
+    text = R.render_results(res)
+    assert "`greg`: profile `smoke`, budget: 3 epochs)" in text
 
 
 def test_update_readme_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

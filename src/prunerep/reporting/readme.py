@@ -83,20 +83,21 @@ def render_results(results_root: str | Path = "results") -> str:
     if missing:
         raise ValueError(f"{ledger_csv}: columns {missing} missing; rebuild it with "
                          "`python -m prunerep.reporting.ledger`")
-    runs = _paper_runs(root)
-    if runs:
-        parts = []
-        for slug, profile, budget in runs:
-            parts.append(f"`{slug}`: profile `{profile}`" + (f", {budget}" if budget else ""))
-        provenance = "; ".join(parts)
-    else:
-        provenance = "no paper's metrics.json is committed"
+    parts = []
+    for slug, profile, budget in _paper_runs(root):
+        if not budget:  # fall back to the budgets the paper's rows name
+            rows = ledger[ledger["paper"] == slug]["budget"]
+            budget = "; ".join(dict.fromkeys(b for b in rows if b and b != "—"))
+        parts.append(f"`{slug}`: profile `{profile}`" + (f", budget: {budget}" if budget else ""))
+    provenance = "; ".join(parts) if parts else "no paper's metrics.json is committed"
     lines = [
         head.rstrip("\n"),
         "",
         f"Every number below comes from `results/ledger/ledger.csv` ({provenance}), produced by "
-        f"{COMMAND}; the profile and budget of each row are in the executed notebook it links. "
-        f"{_rule()}",
+        f"{COMMAND} and `python -m prunerep.reporting.ledger`; each row links the executed "
+        "notebook that computed it, and the verdicts follow the rule below.",
+        "",
+        _rule(),
         "",
         "| " + " | ".join(TABLE_COLUMNS) + " |",
         "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
