@@ -146,6 +146,8 @@ def test_verdict_end_to_end_from_seeds() -> None:
 def test_verdict_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="direction"):
         verdict(Interval(1.0, 0.5, 1.5, 3), "bigger")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="95% intervals"):
+        verdict(mean_interval([4.0, 5.0, 6.0], level=0.9), "greater")
     with pytest.raises(ValueError, match="lo <= hi"):
         verdict(Interval(1.0, math.nan, math.nan, 3), "greater")
 

@@ -235,6 +235,9 @@ def verdict(interval: Interval | None, direction: Direction, threshold: float = 
         return NOT_RUN
     if interval.n < 2:
         return ONE_SEED
+    if not math.isclose(interval.level, 0.95):
+        raise ValueError(f"verdict: the rule judges 95% intervals, got level {interval.level}; "
+                         "build the interval with the default level")
     lo, hi, t = interval.lo, interval.hi, float(threshold)
     if math.isnan(lo) or math.isnan(hi) or lo > hi:
         raise ValueError(f"verdict: interval {interval!r} with n >= 2 needs finite lo <= hi")
