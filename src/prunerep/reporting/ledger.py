@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import yaml
@@ -33,6 +33,7 @@ from prunerep.reporting.stats import (
     NOT_RUN,
     VERDICT_RULE,
     VERDICTS,
+    Direction,
     Interval,
     verdict,
 )
@@ -81,7 +82,7 @@ class Claim:
     statement: str
     metric: str
     comparison: str
-    direction: str
+    direction: Direction
     threshold: float
     paper_value: float | str
     unit: str
@@ -160,7 +161,7 @@ def _parse_claim(entry: Any, index: int) -> Claim:
     return Claim(
         id=cid, paper=entry["paper"], source=entry["source"], trust=entry["trust"],
         wording=entry["wording"], statement=entry["statement"].strip(), metric=entry["metric"],
-        comparison=entry["comparison"], direction=entry["direction"], threshold=float(thr),
+        comparison=entry["comparison"], direction=cast(Direction, entry["direction"]), threshold=float(thr),
         paper_value=pv if isinstance(pv, str) else float(pv), unit=entry["unit"],
         paper_values_from=ref, note=note,
     )
