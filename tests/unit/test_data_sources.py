@@ -314,6 +314,7 @@ def tiny_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     spec = Download(archive.as_uri(), "tiny-python.tar.gz", md5(archive))
     monkeypatch.setitem(sources.DOWNLOADS, "cifar10", spec)
     monkeypatch.setitem(sources.EXPECTED_CLASSES, "cifar10", 3)
+    monkeypatch.setitem(sources.EXPECTED_SHAPES, "cifar10", tiny.train_x.shape[1:])
     return tiny, archive, spec
 
 

@@ -7,8 +7,10 @@
 # project's one FLOPs convention (**MACs of conv + linear layers**; params of conv/linear/BN),
 # measured latency on this machine, and the training curves.
 #
-# The checkpoint was selected on the **validation split** (5,000 images held out of the training
-# set); the test split is only reported.
+# The checkpoint was selected on the **validation split** (`data.val_size` images held out of the
+# training set); the test split is only reported. Everything about the data (name, copy, channels,
+# image size, classes, split sizes) is read from the data and printed below; costs are counted at
+# its own input shape.
 
 # %% parameters
 profile: str = "default"            # smoke | default | paper (params.yaml `profile`)
@@ -19,6 +21,7 @@ out_dir: str = "results/baseline"   # tables/, figures/, metrics.json go here
 # %%
 import pandas as pd
 
+from prunerep.data import describe_data, example_shape, format_shape, load_data
 from prunerep.io import read_json
 from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
 from prunerep.reporting.figures import training_curves
@@ -27,21 +30,31 @@ from prunerep.stages.baseline import dense_report
 
 ctx = setup_notebook("baseline", profile, section, data, out_dir)
 cfg = ctx.cfg
+splits = load_data(ctx.data, cfg.subset)
+data_line = describe_data(ctx.data, splits)   # e.g. "CIFAR-10 (JPEG image folder at ...), 3x32x32, ..."
+example = format_shape(example_shape(splits))  # the input every model is counted and timed at
 print(ctx.describe())
+print(f"data: {data_line}")
 cfg
 
 # %% [markdown]
 # ## Dense models: accuracy, cost, latency
 
 # %%
-rows = dense_report(cfg, ctx.data, ctx.profile)
+rows = dense_report(cfg, ctx.data, ctx.profile, splits=splits)
 for r in rows:
-    r.update(dense_reference(r["model"]))  # the paper's printed dense accuracy, labelled as such
+    # the paper's printed dense accuracy, labelled as such; "n/a (paper reports ...)" on another dataset
+    r.update(dense_reference(r["model"], dataset=ctx.data))
 table = pd.DataFrame(rows)
+shown = [r for r in rows if not str(r["paper_test_acc"]).startswith("n/a")]
+paper_note = ("The paper column is each paper's own dense baseline, on the original dataset, "
+              "with its own recipe." if shown else
+              "No paper number: the papers' dense baselines of these models are on another "
+              "dataset (the paper column says which).")
 caption = (f"Dense baselines, profile `{ctx.profile}` (budget: epochs and training images per row). "
-           "MACs = multiply-accumulates of conv+linear layers at 1x3x32x32. Latency: median forward "
-           "time on this machine. Data: CIFAR-10 as given by `data.source` (see its fingerprint in "
-           "metrics.json); the paper column is the paper's own baseline, on the original CIFAR-10.")
+           f"Data: {data_line} (fingerprint in metrics.json). MACs = multiply-accumulates of "
+           f"conv+linear layers at {example}. Latency: median forward time on this machine. "
+           + paper_note)
 write_table(table, ctx.out_dir / "tables", "dense_models", caption)
 table
 
@@ -54,7 +67,8 @@ fig = training_curves(histories, title=f"Dense pretraining, profile {ctx.profile
 save_figure(fig, ctx.out_dir / "figures", "training_curves")
 
 # %%
-write_metrics({"profile": ctx.profile,
+write_metrics({"profile": ctx.profile, "data": data_line, "input": example,
+               "data_fingerprint": splits.fingerprint,
                "models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}},
               ctx.out_dir)
 
@@ -65,10 +79,12 @@ write_metrics({"profile": ctx.profile,
 #   (one-cycle learning rate, label smoothing 0.1) instead of the papers' 160-200 GPU epochs, so
 #   its accuracy sits several points below the papers' baselines. The `paper` profile holds
 #   GReg's recipe (200 epochs, lr 0.1, x0.1 at epochs 100 and 150, weight decay 5e-4).
-# - **Data.** The offline copy of CIFAR-10 used here was re-encoded as JPEG (quality ~75), so
-#   accuracies may sit somewhat below those on the original `cifar-10-python.tar.gz`.
-# - **Selection.** The checkpoint is chosen on a 5,000-image validation split held out of the
-#   50,000 training images (the papers train on all 50,000 and often quote the best test epoch).
+# - **Data.** The data line above names the dataset and the copy `data.source` points at. The
+#   project's committed source, the offline CIFAR-10 copy, was re-encoded as JPEG (quality ~75), so
+#   accuracies on it may sit somewhat below those on the original `cifar-10-python.tar.gz`. A paper's
+#   dense accuracy is shown only when `data.dataset` is the paper's dataset.
+# - **Selection.** The checkpoint is chosen on a validation split held out of the training images
+#   (`data.val_size`; the papers train on the whole training set and often quote the best test epoch).
 # - **Cost convention.** MACs of conv and linear layers; the option-A shortcut's channel copy is
 #   not counted (it is a copy, not arithmetic), which reproduces the published 125.49M MACs of
 #   ResNet-56.

@@ -1,9 +1,12 @@
-"""Command line: ``python -m prunerep.data {fetch,prepare,info}``.
+"""Command line: ``python -m prunerep.data {fetch,prepare,info,synthetic}``.
 
     fetch    [--params params.yaml]                    raw files of data.source -> data/<dataset>/
     prepare  --out FILE [--params params.yaml] [--raw PATH]
                                                        decode once -> uint8 tensor cache (torch.save)
     info     FILE                                      summary of a cache file
+    synthetic --out DIR [--channels 1 --size 28 --classes 7 --train-per-class 50
+              --test-per-class 20 --seed 0]           write a learnable image folder of that
+                                                       shape (DIR/train/<class>/*.png, DIR/test/...)
 
 Relative paths inside params.yaml (data.source) are relative to the folder of params.yaml, the
 repository root. Errors in the data (missing, corrupt, wrong checksum) exit with status 2 and one
@@ -13,6 +16,7 @@ message saying what to fix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -84,6 +88,15 @@ def _cmd_info(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _cmd_synthetic(args: argparse.Namespace) -> dict[str, Any]:
+    from prunerep.data.synthetic import SyntheticSpec, write_synthetic
+
+    spec = SyntheticSpec(channels=args.channels, size=args.size, classes=args.classes,
+                         train_per_class=args.train_per_class,
+                         test_per_class=args.test_per_class, seed=args.seed)
+    return write_synthetic(args.out, spec)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -109,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     p_info = sub.add_parser("info", help="summarise a cache file")
     p_info.add_argument("cache", type=Path)
     p_info.set_defaults(run=_cmd_info)
+    p_syn = sub.add_parser(
+        "synthetic", help="write a small learnable image folder of any shape (data.source for tests)"
+    )
+    p_syn.add_argument("--out", required=True, type=Path, help="folder to create (must be new or empty)")
+    from prunerep.data.synthetic import SyntheticSpec
+
+    for spec_field in dataclasses.fields(SyntheticSpec):
+        p_syn.add_argument(f"--{spec_field.name.replace('_', '-')}", type=int,
+                           default=spec_field.default, help=f"default {spec_field.default}")
+    p_syn.set_defaults(run=_cmd_synthetic)
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prunerep.config import register_section
+
 
 class DataError(ValueError):
     """Raw data or cache is missing, of an unknown layout, corrupt, or fails its checksum.
@@ -30,6 +32,16 @@ def dataset_dir_name(dataset: str) -> str:
     return name.strip().lower()
 
 
+@dataclass(frozen=True)
+class SubsetConfig:
+    """Fast profiles shrink the data (never the method): class-stratified subsets of each split."""
+
+    train: int | None = None
+    val: int | None = None
+    test: int | None = None
+
+
+@register_section("data")
 @dataclass(frozen=True)
 class DataConfig:
     """Which dataset to use, where its raw files come from, and how validation is held out.

@@ -103,8 +103,11 @@ DOWNLOADS: dict[str, Download] = {
     ),
 }
 
-# Class counts of the named datasets, to catch e.g. a CIFAR-100 archive under `dataset: cifar10`.
+# Class counts and image shapes (C, H, W) of the named datasets, to catch e.g. a CIFAR-100
+# archive, or a 1x28x28 image folder, under `dataset: cifar10` (the name decides which papers'
+# numbers are shown beside a result). Any other name is an image folder of the user's own.
 EXPECTED_CLASSES = {"cifar10": 10, "cifar100": 100}
+EXPECTED_SHAPES = {"cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
@@ -780,6 +783,13 @@ def _decode_image_folder(box: _Container, layout: _Layout) -> tuple[tuple[Any, .
     return tuple(out), classes
 
 
+def _image_formats(names: Iterable[str]) -> str:
+    """``JPEG`` or ``PNG`` (``JPEG/PNG`` if mixed): the encodings of an image folder's files."""
+    found = {_PIL_FORMATS.get(_suffix(n), _suffix(n).lstrip(".").upper()) for n in names
+             if _is_image(n) and not _is_junk(n)}
+    return "/".join(sorted(found)) or "no"
+
+
 def _decode_container(path: Path) -> Decoded:
     with _open_container(path) as box:
         layout = _detect_layout(box.names, path)
@@ -799,6 +809,8 @@ def _decode_container(path: Path) -> Decoded:
                 f"good copy (or delete it and fetch again)."
             ) from err
         source = f"{box.describe()}, {layout.kind}"
+        if layout.kind == "image-folder":
+            source += f" of {_image_formats(box.names)} files"
     return Decoded(train_x, train_y, test_x, test_y, classes, source)
 
 
@@ -1029,6 +1041,14 @@ def prepare_cache(
         raise DataError(
             f"data.dataset is {config.dataset!r} ({expected} classes) but {decoded.source} has "
             f"{len(decoded.classes)} classes; fix data.dataset or data.source in params.yaml."
+        )
+    shape = tuple(decoded.train_images.shape[1:])
+    expected_shape = EXPECTED_SHAPES.get(config.name)
+    if expected_shape is not None and shape != expected_shape:
+        raise DataError(
+            f"data.dataset is {config.dataset!r} ({'x'.join(map(str, expected_shape))} images) but "
+            f"{decoded.source} has {'x'.join(map(str, shape))} images; set data.dataset to a name "
+            f"of your own (e.g. `imagefolder`) for another dataset, or fix data.source."
         )
     summary = save_cache(
         out,
