@@ -21,15 +21,15 @@ import json
 import time
 
 from prunerep.config import resolve_section
-from prunerep.methods.greg import fill_ratio, greg_budget, run_spec
-from prunerep.methods.run import run_many
-from prunerep.models.checkpoint import load_model
-from prunerep.stages.common import SubsetConfig
+from prunerep.data import SubsetConfig
+from prunerep.methods.greg import fill_ratio, greg_budget
+from prunerep.runner import LatencySettings, StudyContext, execute
+from prunerep.studies.greg import run_spec
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dense", default="artifacts/pretrain/resnet56/model.pt")
+    parser.add_argument("--model", default="resnet56", help="pretrain.models key of the dense checkpoint")
     parser.add_argument("--profile", default="default")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--ratio", type=float, default=0.9, help="r of stage_pr [0, r, r, r, 0]")
@@ -40,23 +40,24 @@ def main() -> None:
     parser.add_argument("--prune-optim", default="{}", help="JSON overrides of greg.prune_optim")
     parser.add_argument("--val", type=int, default=500)
     parser.add_argument("--test", type=int, default=2000)
-    parser.add_argument("--checkpoints", default="/tmp/greg_calibration")
     args = parser.parse_args()
 
     cfg = resolve_section("greg", profile=args.profile, params_path=args.params)
     data_cfg = resolve_section("data", profile=args.profile, params_path=args.params)
     reg = dataclasses.replace(cfg.reg, **json.loads(args.reg))
     prune_optim = dataclasses.replace(cfg.prune_optim, **json.loads(args.prune_optim))
-    dense, _ = load_model(args.dense)
-    budget = greg_budget(dense, stage_pr=fill_ratio([0, "r", "r", "r", 0], args.ratio))
+    study = StudyContext(slug="greg-calibration", profile=args.profile, data=data_cfg,
+                         subset=SubsetConfig(val=args.val, test=args.test), workers=args.workers,
+                         latency=LatencySettings(enabled=False))
+    dense = study.load_dense(args.model)
+    budget = greg_budget(dense, stage_pr=fill_ratio([0, "r", "r", "r", 0], args.ratio), input_shape=study.example_shape)
     specs = [run_spec(m, budget, granularity="filter", reg=reg, prune_optim=prune_optim, finetune=cfg.finetune,
-                   seed=int(s), batch_size=cfg.batch_size, runtime=cfg.runtime, label=f"cal-{m}-r{args.ratio:g}")
+                      seed=int(s), batch_size=cfg.batch_size, runtime=cfg.runtime, label=f"cal-{m}-r{args.ratio:g}",
+                      model=args.model, tags={"variant": m, "ratio": args.ratio})
              for m in args.methods.split(",") for s in args.seeds.split(",")]
     t0 = time.perf_counter()
-    outs = run_many(specs, dense_path=args.dense, data_cfg=data_cfg, subset=SubsetConfig(val=args.val, test=args.test),
-                    checkpoint_root=args.checkpoints, workers=args.workers, key_prefix="greg-calibration")
-    for out in outs:
-        row, summ = out["row"], out["summary"]
+    for record in execute(specs, study, save_models=False):
+        row, summ = {**record.row(), "speedup": record.speedup}, record.summary
         # Choose schedules on the validation columns; the test columns are only reported.
         info = {k: row[k] for k in ("label", "seed", "val_acc_before_finetune", "val_acc",
                                     "test_acc_before_finetune", "test_acc", "speedup",

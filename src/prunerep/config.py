@@ -46,8 +46,9 @@ class ConfigError(ValueError):
     """A params.yaml problem; the message names the key and says how to fix it."""
 
 
-# Sections are registered by the modules that own them (data, stages, methods), so the schema
-# lives next to the code that reads it. `prunerep.sections` imports them all.
+# Sections are registered by the modules that own them (data, stages, studies), so the schema
+# lives next to the code that reads it. They are discovered by importing every module of the
+# packages below: this module names no client.
 _SECTIONS: dict[str, type] = {}
 
 
@@ -65,10 +66,19 @@ def register_section(name: str):
     return deco
 
 
-def registered_sections() -> dict[str, type]:
-    """All section schemas (importing the modules that define them)."""
-    import prunerep.sections  # noqa: F401  (registers every section)
+SECTION_PACKAGES = ("prunerep.data", "prunerep.stages", "prunerep.studies")
 
+
+def registered_sections() -> dict[str, type]:
+    """All section schemas (discovered by importing every module of `SECTION_PACKAGES`)."""
+    import importlib
+    import pkgutil
+
+    for name in SECTION_PACKAGES:
+        package = importlib.import_module(name)
+        for info in pkgutil.iter_modules(package.__path__, f"{name}."):
+            if not info.name.endswith("__main__"):
+                importlib.import_module(info.name)
     return dict(_SECTIONS)
 
 
@@ -113,6 +123,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: {value!r} is not one of {list(choices)}.")
         return value
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already typed (e.g. a study passing its section's OptimConfig)
+            return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {type(value).__name__}.")
         return from_dict(tp, value, path)

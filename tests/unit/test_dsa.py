@@ -16,24 +16,20 @@ from prunerep.methods import Budget, MethodContext, get_method
 from prunerep.methods.budget import top_k_masks
 from prunerep.methods.dsa import (
     AlphaCost,
-    DSAConfig,
-    Experiment,
-    claim1_table,
-    claim3_table,
     final_widths,
     keep_probabilities,
     pad_importance,
-    plan_experiments,
     project_to_budget,
     solve_log_beta1,
 )
-from prunerep.methods.iterative import IterativeSpec, run_iterative, step_budgets
-from prunerep.methods.run import RunSpec, run_pruning
 from prunerep.models import get_model
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.soft_cost import SoftCostModel
 from prunerep.pruning.surgery import prune_channels
+from prunerep.runner.iterative import IterativeSpec, run_iterative, step_budgets
+from prunerep.runner.run import RunSpec, run_pruning
+from prunerep.studies.dsa import DSAConfig, Experiment, claim1_table, claim3_table, plan_experiments
 
 X = torch.zeros(1, 3, 32, 32)
 
@@ -285,7 +281,7 @@ def test_dsa_run_meets_the_budget_and_removes_its_machinery(init, allocation):
     dense = get_model("resnet20", shortcut="A", num_classes=3)
     search = {"epochs": 1, "batch_size": 16, "lr": 0.01, "max_steps": 6}
     spec = RunSpec(method="dsa", budget=Budget(macs_keep=0.5), batch_size=16, arch_fraction=0.2,
-                   kwargs={"search": search, "arch_optim": {"lr": 0.05}, "init": init, "allocation": allocation,
+                   hyper={"search": search, "arch_optim": {"optimizer": "sgd", "lr": 0.05}, "init": init, "allocation": allocation,
                            "ramp": 0.5, "log_every": 1},
                    runtime=RuntimeConfig(device="cpu", channels_last=False, progress=False))
     res = run_pruning(spec, dense, _splits())
@@ -345,8 +341,11 @@ def test_claim_tables_pair_seeds_and_check_the_budget():
                          "kind": "dsa", "test_acc": acc, "macs_keep": 0.498, "budget_error": 0.498 / 0.5 - 1})
     df = pd.DataFrame(rows)
     c1 = claim1_table(df)
-    assert c1["gain_mean"].iloc[0] == pytest.approx((1.0 + 1.5 + 1.3) / 3)
-    assert c1["seeds_dsa_better"].iloc[0] == 3 and c1["verdict"].iloc[0] == "supported"
+    interval = c1["_interval"].iloc[0]
+    assert interval.mean == pytest.approx((1.0 + 1.5 + 1.3) / 3) and interval.n == 3
+    assert c1["seeds DSA better"].iloc[0] == 3
+    from prunerep.reporting.stats import SUPPORTED, verdict
+    assert verdict(interval, "greater") == SUPPORTED
     c3 = claim3_table(df)
     assert bool(c3["within_1pct"].all())
 

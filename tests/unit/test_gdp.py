@@ -17,11 +17,9 @@ from prunerep.engine import RuntimeConfig, TrainState, fit
 from prunerep.methods.base import Budget, MethodContext
 from prunerep.methods.gdp import (
     GDP,
-    GDPConfig,
     GDPHyper,
     PolarizedGate,
     SampledGate,
-    comparison_specs,
     curve_roughness,
     eps_at,
     lambda_at,
@@ -30,13 +28,13 @@ from prunerep.methods.gdp import (
     polarization_stats,
     relaxed_macs,
     smoothed_l0,
-    stability_specs,
 )
 from prunerep.models import get_model
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.soft_cost import SoftCostModel
 from prunerep.pruning.surgery import ConstantConv
+from prunerep.studies.gdp import GDPConfig, comparison_specs, stability_specs
 
 torch.set_num_threads(1)
 
@@ -452,14 +450,14 @@ def test_comparison_specs_give_every_method_the_same_training_epochs():
     for spec in specs:
         epochs = spec.finetune.epochs if spec.finetune else 0.0
         if spec.method == "gdp":
-            epochs += spec.kwargs["train"]["epochs"]
+            epochs += spec.hyper.train.epochs
             assert spec.finetune is None
         if spec.method == "slimming":
-            epochs += spec.kwargs["sparse_train"]["epochs"]
+            epochs += spec.hyper.sparse_train.epochs
         assert epochs == 4.0
-        assert spec.method == "gdp" or spec.kwargs["scope"] == "all"
+        assert spec.method == "gdp" or spec.hyper.scope == "all"
     st = stability_specs(cfg)
-    assert st and all(s.kwargs["gate"] == "sampling" for s in st)
+    assert st and all(s.hyper.gate == "sampling" for s in st)
 
 
 def test_curve_roughness_measures_step_noise_not_trend():

@@ -10,14 +10,14 @@ from torch.testing import assert_close
 
 from prunerep.config import from_dict, read_params, resolve_section
 from prunerep.engine import RuntimeConfig, fit
-from prunerep.methods.gdp import (
+from prunerep.models import get_model
+from prunerep.pruning.cost import count_cost
+from prunerep.studies.gdp import (
     LargeScaleConfig,
     SegmentationLogits,
     build_large_scale,
     run_large_scale,
 )
-from prunerep.models import get_model
-from prunerep.pruning.cost import count_cost
 
 torch.set_num_threads(1)
 

@@ -16,7 +16,6 @@ from prunerep.engine import OptimConfig, RuntimeConfig, TrainState
 from prunerep.methods import Budget, MethodContext, get_method
 from prunerep.methods.budget import top_k_masks, widths_from_ratio
 from prunerep.methods.greg import (
-    GRegConfig,
     GRegHyper,
     fill_ratio,
     greg_budget,
@@ -24,15 +23,15 @@ from prunerep.methods.greg import (
     magnitude_ratio,
     n_pruned,
     pick_lowest,
-    plan_runs,
     schedule_bound,
     smooth_ratio,
 )
 from prunerep.methods.importance import filter_l1
-from prunerep.methods.run import RunSpec, run_pruning
 from prunerep.models import get_model
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.soft_cost import SoftCostModel
+from prunerep.runner.run import RunSpec, run_pruning
+from prunerep.studies.greg import GRegConfig, plan_runs
 
 RUNTIME = RuntimeConfig(device="cpu", channels_last=False, progress=False)
 
@@ -256,7 +255,7 @@ def test_stage_ratios_give_the_papers_speedups_on_resnet56():
     internal = [g for g in groups if not g.residual]
 
     def speedup(stage_pr):
-        ratios = greg_budget(model, stage_pr=stage_pr).ratios
+        ratios = greg_budget(model, stage_pr=stage_pr, input_shape=(1, 3, 32, 32)).ratios
         assert set(ratios) == {g.id for g in internal}      # only the first conv of each block
         widths = {g.id: g.channels for g in groups}
         widths.update(widths_from_ratio(internal, ratios))
@@ -299,12 +298,12 @@ def test_table1_variants_add_ablation_runs_with_their_penalty_overrides():
         "ratios": [0.5, 0.9], "variants": [{"name": "conv_only", "label": "conv only",
                                             "reg": {"penalize_norm": False}, "ratios": [0.9], "seeds": [0, 1]}]},
         "reg": {"penalize_norm": True}, "figure1": {"enabled": False}}, "greg")
-    runs, _ = plan_runs(cfg, {"resnet56": get_model("resnet56")}, "cifar10")
-    extra = [p for p in runs if p.method == "greg1:conv_only"]
-    assert [(p.ratio, p.spec.seed) for p in extra] == [(0.9, 0), (0.9, 1)]
-    assert all(p.spec.kwargs["variant"] == "greg1" and p.spec.kwargs["reg"]["penalize_norm"] is False for p in extra)
-    main = [p for p in runs if p.method == "greg1"]
-    assert len(main) == 2 and all(p.spec.kwargs["reg"]["penalize_norm"] is True for p in main)
+    runs, _ = plan_runs(cfg, {"resnet56": get_model("resnet56")}, "cifar10", (1, 3, 32, 32))
+    extra = [p for p in runs if p.tags["variant"] == "greg1:conv_only"]
+    assert [(p.tags["ratio"], p.seed) for p in extra] == [(0.9, 0), (0.9, 1)]
+    assert all(p.hyper.variant == "greg1" and p.hyper.reg.penalize_norm is False for p in extra)
+    main = [p for p in runs if p.tags["variant"] == "greg1"]
+    assert len(main) == 2 and all(p.hyper.reg.penalize_norm is True for p in main)
     with pytest.raises(ConfigError, match="lower-case"):
         from_dict(GRegConfig, {"table1": {"variants": [{"name": "Bad Name", "label": "x", "ratios": [0.9]}]}}, "greg")
 
@@ -315,7 +314,7 @@ def test_table1_variants_add_ablation_runs_with_their_penalty_overrides():
 def test_greg1_removes_exactly_the_filters_one_shot_l1_removes():
     torch.manual_seed(3)
     dense = get_model("resnet20", shortcut="A")
-    budget = greg_budget(dense, stage_pr=[0, 0.5, 0.7, 0.9, 0])
+    budget = greg_budget(dense, stage_pr=[0, 0.5, 0.7, 0.9, 0], input_shape=(1, 3, 32, 32))
     model, method, ctx = None, get_method("greg", variant="greg1"), None
     model = copy.deepcopy(dense)
     example = torch.zeros(1, 3, 32, 32)
@@ -342,7 +341,7 @@ def test_unstructured_mode_leaves_exact_zeros_that_survive_finetuning():
     ratios = {"conv1": 0.5, "conv2": 0.75, "fc": 0.3}
     reg = dict(update_reg_interval=1, reg_granularity_prune=0.05, reg_upper_limit=0.2, stabilize_reg_interval=2)
     spec = RunSpec(method="greg", budget=Budget(ratios=ratios),
-                   kwargs=dict(variant="greg1", granularity="weight", reg=reg, prune_optim=dict(lr=0.01)),
+                   hyper=dict(variant="greg1", granularity="weight", reg=reg, prune_optim=dict(epochs=1, lr=0.01, momentum=0.9, nesterov=False, weight_decay=5e-4, schedule="constant")),
                    finetune=OptimConfig(epochs=2, lr=0.5, schedule="constant", weight_decay=5e-4),
                    batch_size=16, runtime=RUNTIME)
     res = run_pruning(spec, TinyNet(), _splits())
@@ -362,7 +361,7 @@ def test_filter_mode_end_to_end_prunes_to_the_requested_widths(variant):
     reg = dict(update_reg_interval=1, reg_granularity_prune=0.1, reg_granularity_pick=0.01,
                reg_upper_limit_pick=0.02, reg_upper_limit=0.3, stabilize_reg_interval=2)
     spec = RunSpec(method="greg", budget=Budget(ratios={"conv1": 0.5, "conv2": 0.25}),
-                   kwargs=dict(variant=variant, reg=reg), finetune=OptimConfig(epochs=1, lr=0.05),
+                   hyper=dict(variant=variant, reg=reg), finetune=OptimConfig(epochs=1, lr=0.05),
                    batch_size=16, runtime=RUNTIME)
     res = run_pruning(spec, TinyNet(), _splits())
     assert res.widths == {"conv1": 4, "conv2": 6}

@@ -38,10 +38,9 @@ out_dir: str = "results/dsa"   # tables/, figures/, metrics.json go here
 
 # %%
 import pandas as pd
+from IPython.display import display
 
 from prunerep.config import to_dict
-from prunerep.io import read_json
-from prunerep.methods import dsa
 from prunerep.reporting import (
     paper_numbers,
     save_figure,
@@ -49,14 +48,17 @@ from prunerep.reporting import (
     write_metrics,
     write_table,
 )
-from prunerep.reporting.paper import paper_value
-from prunerep.stages.common import load_data, provenance
+from prunerep.reporting.ledger import write_claims
+from prunerep.runner import execute, write_records
+from prunerep.studies import dsa
+from prunerep.studies.base import dense_reference, describe_splits, open_study
 
 ctx = setup_notebook("dsa", profile, section, data, out_dir)
 cfg = ctx.cfg
+study = open_study(ctx, cfg)
 tables, figures = ctx.out_dir / "tables", ctx.out_dir / "figures"
-splits = load_data(ctx.data, cfg.subset)
-budget = dsa.describe_budget(cfg, len(splits.train), ctx.profile)
+splits = study.splits
+budget = dsa.describe_budget(cfg, len(splits.train), ctx.profile) + " " + describe_splits(study) + "."
 print(ctx.describe())
 print(budget)
 plan = pd.DataFrame([to_dict(e) for e in dsa.plan_experiments(cfg)])
@@ -71,10 +73,12 @@ plan
 # same load.
 
 # %%
-results = dsa.run_experiments(cfg, ctx.data)
+results = execute(dsa.plan(cfg), study)
+write_records(results, ctx.out_dir / "runs.jsonl")
 runs = dsa.results_frame(results)
 write_table(runs, tables, "runs", f"Every run. {budget}")
-runs
+claims = write_claims("dsa", dsa.evidence(cfg, results, budget), ctx.out_dir)
+display(claims)
 
 # %% [markdown]
 # ## Accuracy at the FLOPs budgets
@@ -86,7 +90,7 @@ runs
 # %%
 acc = dsa.accuracy_table(runs)
 write_table(acc, tables, "accuracy", f"Test accuracy (%) at each MACs budget, mean and std over seeds (n). {budget}")
-dense_acc = {m: read_json(f"results/pretrain/{m}/metrics.json")["test_acc"] for m in sorted(set(runs["model"]))}
+dense_acc = {m: dense_reference(study, m)["test_acc"] for m in sorted(set(runs["model"]))}
 save_figure(dsa.accuracy_figure(acc, dense_acc), figures, "accuracy_vs_budget")
 acc
 
@@ -98,10 +102,10 @@ acc
 # schedule). The gain is paired by seed.
 
 # %%
-claim1 = dsa.claim1_table(runs)
+claim1 = dsa.claim1_table(runs).drop(columns=["_interval"], errors="ignore")
 write_table(claim1, tables, "claim1_learned_vs_uniform",
-            f"Claim 1: DSA (learned allocation) minus uniform allocation, test accuracy points, paired by seed. "
-            f"Verdict: mean gain beyond two standard errors. {budget}")
+            f"Claim 1: DSA (learned allocation) minus uniform allocation, test accuracy points, paired by seed "
+            f"(95% t-interval; the verdict is in the claims table). {budget}")
 claim1
 
 # %% [markdown]
@@ -114,7 +118,7 @@ claim1
 
 # %%
 alloc = dsa.allocation_frame(results)
-alloc = pd.concat([alloc, dsa.uniform_reference(alloc)], ignore_index=True)
+alloc = pd.concat([alloc, dsa.uniform_reference(alloc, study)], ignore_index=True)
 write_table(alloc, tables, "allocations",
             f"Final widths per channel group and run; 'uniform (computed)': the uniform allocation's widths at "
             f"budgets without a uniform run (no training needed to compute them). {budget}")
@@ -150,8 +154,7 @@ claim3
 
 # %%
 paper = paper_numbers("dsa")
-min_ratio = paper_value(paper, row="pruning time vs iterative budgeted pruning", metric="time_speedup_min")
-claim2 = dsa.claim2_table(results, cfg, min_ratio=min_ratio if isinstance(min_ratio, float) else 1.5)
+claim2 = dsa.claim2_table(results, cfg)
 write_table(claim2, tables, "claim2_time", f"Claim 2: time of the pruning process on this machine. {budget}")
 if len(claim2):
     save_figure(dsa.time_figure(claim2), figures, "time_cost")
@@ -183,8 +186,11 @@ write_table(imagenet, tables, "imagenet_configs", "ImageNet runs configured (not
 imagenet
 
 # %%
-write_metrics({"profile": ctx.profile, "budget": budget, **dsa.metrics_summary(runs, claim1, claim2, claim3),
-               "data": splits.describe(), "provenance": provenance(ctx.profile)}, ctx.out_dir)
+write_metrics({"profile": ctx.profile, "runs": len(results),
+               **{f"{r.model}/{r.init}/{r.allocation}/b{r.budget:g}/test_acc_mean": float(r.test_acc_mean)
+                  for r in acc.itertuples()},
+               "claim3/max_abs_budget_error": float(claim3["max_abs_error"].max()) if len(claim3) else None},
+              ctx.out_dir)
 
 # %% [markdown]
 # ## Assumptions and deviations

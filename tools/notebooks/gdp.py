@@ -33,23 +33,21 @@ out_dir: str = "results/gdp"    # tables/, figures/, metrics.json go here
 
 # %%
 import pandas as pd
+from IPython.display import display
 
-from prunerep.config import to_dict
-from prunerep.methods import gdp
-from prunerep.reporting import (
-    paper_numbers,
-    save_figure,
-    setup_notebook,
-    write_metrics,
-    write_table,
-)
-from prunerep.stages.common import provenance
+from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
+from prunerep.reporting.ledger import write_claims
+from prunerep.reporting.paper import paper_numbers
+from prunerep.runner import execute, write_records
+from prunerep.studies import gdp
+from prunerep.studies.base import dense_reference, open_study
 
 ctx = setup_notebook("gdp", profile, section, data, out_dir)
 cfg = ctx.cfg
+study = open_study(ctx, cfg)
 tables, figures = ctx.out_dir / "tables", ctx.out_dir / "figures"
-print(ctx.describe())
-cfg
+budget_note = gdp.budget_text(cfg, study)
+print(budget_note)
 
 # %% [markdown]
 # ## Runs
@@ -58,33 +56,40 @@ cfg
 # L1-norm (one-shot, then fine-tuning) and network slimming (sparse training, global |γ|
 # threshold, fine-tuning), each for the same total number of epochs after the dense checkpoint,
 # over the seeds; plus the sampling-gate control. Runs are independent processes and resume
-# after a kill (checkpoints under `artifacts/checkpoints/gdp/`).
+# after a kill; every run is one record in `runs.jsonl` (its pruned network is saved, and its
+# latency measured after all runs, one network at a time).
 
 # %%
-records = gdp.run_experiments(cfg, ctx.data)
-dense = {m: gdp.dense_test_accuracy(m, ctx.data, cfg.subset) for m in cfg.models}
+records = execute(gdp.plan(cfg), study)
+write_records(records, ctx.out_dir / "runs.jsonl")
+dense = {m: dense_reference(study, m) for m in cfg.models}
 runs = gdp.runs_table(records)
-budget_note = (f"Profile `{ctx.profile}`: {cfg.epochs:g} epochs after the dense checkpoint for every method "
-               f"(GDP: gated training, no fine-tuning; L1: fine-tuning; slimming: "
-               f"{cfg.slimming_fraction:.0%} sparse training + fine-tuning), training subset "
-               f"{cfg.subset.train or 'all'} images, validation {cfg.subset.val or 'all'}, test "
-               f"{cfg.subset.test or 'all'}; seeds {list(cfg.seeds)}. MACs = multiply-accumulates of "
-               "conv + linear layers at 1x3x32x32.")
 write_table(runs, tables, "runs", "One row per run. " + budget_note)
-runs
 
 # %% [markdown]
-# ## Claim 3: accuracy against L1-norm and slimming at equal MACs
+# ## Verdicts
+#
+# One row per claim of the paper (`references/claims.yaml`), judged by the project's one rule
+# from the records above.
 
 # %%
-summary = gdp.summary_table(runs)
-write_table(summary, tables, "summary", "Mean ± std over seeds (n per row). " + budget_note)
-claim3 = gdp.claim3_table(summary, cfg.baselines)
-write_table(claim3, tables, "claim3_vs_baselines",
-            "GDP minus baseline test accuracy at the same model and MACs budget. " + budget_note)
-fig = gdp.acc_vs_macs_figure(summary[summary["method"] != "gdp-sampling"], dense)
-save_figure(fig, figures, "acc_vs_macs")
-claim3
+claims = write_claims("gdp", gdp.evidence(cfg, records, budget_note), ctx.out_dir)
+display(claims)
+
+# %% [markdown]
+# ## Claim 1: polarization of the gates
+#
+# Fraction of gates that are exact zeros and of gates strictly between 0 and m (neither removed
+# nor far from zero), at the end of training. For the sampling control the values are the keep
+# probabilities p of the channels.
+
+# %%
+claim1 = gdp.claim1_table(records)
+write_table(claim1, tables, "claim1_polarization", "Gate values at the end of training. " + budget_note)
+st = cfg.stability
+hist_runs = [r for r in records if r.tags["variant"] == "gdp" and r.model == st.model and r.target == st.macs_keep]
+save_figure(gdp.gate_histograms_figure(hist_runs[0]), figures, "gate_histograms")
+claim1
 
 # %% [markdown]
 # ## Claim 2: removing zero gates and absorbing the others changes nothing
@@ -100,20 +105,17 @@ write_table(claim2, tables, "claim2_no_damage",
 claim2
 
 # %% [markdown]
-# ## Claim 1: polarization of the gates
-#
-# Fraction of gates that are exact zeros and of gates strictly between 0 and m (neither removed
-# nor far from zero), at the end of training. For the sampling control the values are the keep
-# probabilities p of the channels.
+# ## Claim 3: accuracy against L1-norm and slimming at equal MACs
 
 # %%
-claim1 = gdp.claim1_table(records)
-write_table(claim1, tables, "claim1_polarization", "Gate values at the end of training. " + budget_note)
-st = cfg.stability
-hist_runs = [r for r in records if r["method"] == "gdp" and r["model"] == st.model and r["target"] == st.macs_keep]
-fig = gdp.gate_histograms_figure(hist_runs[0])
-save_figure(fig, figures, "gate_histograms")
-claim1
+summary = gdp.summary_table(records)
+write_table(summary.drop(columns=["test_acc_mean", "test_acc_std"]), tables, "summary",
+            "Mean ± std over seeds (n per row). " + budget_note)
+claim3 = gdp.claim3_table(records, cfg.baselines).drop(columns=["_interval"], errors="ignore")
+write_table(claim3, tables, "claim3_vs_baselines",
+            "GDP minus baseline test accuracy at the same model and MACs budget, paired by seed. " + budget_note)
+save_figure(gdp.acc_vs_macs_figure(summary[summary["method"] != "gdp-sampling"], dense), figures, "acc_vs_macs")
+claim3
 
 # %% [markdown]
 # ## Kept width per layer
@@ -124,14 +126,13 @@ claim1
 
 # %%
 for m in cfg.models:
-    first = [r for r in records if r["model"] == m and r["target"] == cfg.budgets[m][0]
-             and r["row"]["seed"] == cfg.seeds[0] and r["method"] in ("gdp", *cfg.baselines)]
-    group_ids = first[0]["summary"]["group_ids"]
-    dense_widths = dict(zip(group_ids, first[0]["summary"]["group_sizes"], strict=True))
-    fig = gdp.widths_figure(first, dense_widths, first[0]["summary"]["residual_groups"])
-    save_figure(fig, figures, f"widths_{m}")
+    first = [r for r in records if r.model == m and r.target == cfg.budgets[m][0]
+             and r.seed == cfg.seeds[0] and r.tags["variant"] in ("gdp", *cfg.baselines)]
+    group_ids = first[0].summary["group_ids"]
+    dense_widths = dict(zip(group_ids, first[0].summary["group_sizes"], strict=True))
+    save_figure(gdp.widths_figure(first, dense_widths, first[0].summary["residual_groups"]), figures, f"widths_{m}")
     write_table(pd.DataFrame({"group": group_ids, "dense": [dense_widths[g] for g in group_ids],
-                              **{r["method"]: [r["widths"].get(g, 0) for g in group_ids] for r in first}}),
+                              **{r.tags["variant"]: [r.widths.get(g, 0) for g in group_ids] for r in first}}),
                 tables, f"widths_{m}", f"Kept channels per group, {m} at {cfg.budgets[m][0]:.0%} MACs, "
                 f"seed {cfg.seeds[0]}. " + budget_note)
 
@@ -148,9 +149,8 @@ for m in cfg.models:
 stability = gdp.stability_table(records, st.model, st.macs_keep)
 write_table(stability, tables, "stability",
             f"{st.model} at {st.macs_keep:.0%} MACs, GDP vs sampling gates. " + budget_note)
-fig = gdp.stability_figure([r for r in records if r["model"] == st.model and r["target"] == st.macs_keep
-                            and r["method"].startswith("gdp")])
-save_figure(fig, figures, "stability")
+save_figure(gdp.stability_figure([r for r in records if r.model == st.model and r.target == st.macs_keep
+                                  and r.tags["variant"].startswith("gdp")]), figures, "stability")
 stability
 
 # %% [markdown]
@@ -177,24 +177,15 @@ large
 # statements are tested above. A user with the PDF can fill `references/paper_results.yaml`.
 
 # %%
-paper = paper_numbers("gdp")[["table", "row", "metric", "display", "unit", "source"]]
-paper
+paper_numbers("gdp")[["table", "row", "metric", "display", "unit", "source"]]
 
 # %%
-metrics = {
-    "profile": ctx.profile,
-    "budget": {"epochs": cfg.epochs, "train_images": cfg.subset.train, "seeds": list(cfg.seeds)},
-    "dense": dense,
-    "summary": summary.to_dict("records"),
-    "claim3": claim3.to_dict("records"),
-    "claim2_max_abs_logit_change": float(claim2["max_abs_logit_change"].max()),
-    "claim2_max_val_acc_change": float(claim2["val_acc_change"].abs().max()),
-    "claim1": claim1.to_dict("records"),
-    "stability": stability.to_dict("records"),
-    "config": to_dict(cfg),
-    "provenance": provenance(ctx.profile),
-}
-write_metrics(metrics, ctx.out_dir)
+write_metrics({"profile": ctx.profile, "runs": len(records),
+               **{f"{r['model']}/{r['method']}@{r['target']:g}/test_acc_mean": r["test_acc_mean"]
+                  for r in summary.to_dict("records")},
+               **{f"dense/{m}/test_acc": d["test_acc"] for m, d in dense.items()},
+               "claim2/max_abs_logit_change": float(claim2["max_abs_logit_change"].max()) if len(claim2) else None},
+              ctx.out_dir)
 
 # %% [markdown]
 # ## Assumptions and deviations

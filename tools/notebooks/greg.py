@@ -32,28 +32,27 @@ out_dir: str = "results/greg"    # tables/, figures/, metrics.json go here
 import pandas as pd
 from IPython.display import display
 
-from prunerep.config import to_dict
-from prunerep.methods.greg import (
+from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
+from prunerep.reporting.ledger import write_claims
+from prunerep.reporting.paper import paper_numbers
+from prunerep.runner import execute, write_records
+from prunerep.studies.base import describe_splits, open_study
+from prunerep.studies.greg import (
     budget_text,
-    claim_check,
     dense_accuracy,
-    execute,
+    evidence,
     figure1,
-    load_dense_models,
     plan_runs,
     results_frame,
     table1,
     table1_plot,
     table2,
 )
-from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
-from prunerep.reporting.paper import paper_numbers
-from prunerep.stages.common import load_data, provenance
 
 ctx = setup_notebook("greg", profile, section, data, out_dir)
 cfg = ctx.cfg
+study = open_study(ctx, cfg)
 print(ctx.describe())
-to_dict(cfg)
 
 # %% [markdown]
 # ## The runs
@@ -65,20 +64,22 @@ to_dict(cfg)
 # settings that need another dataset or dense model are listed as skipped (configs for a GPU machine).
 
 # %%
-splits = load_data(ctx.data, cfg.subset)
-budget = budget_text(cfg, splits, ctx.profile)
+splits = study.splits
+budget = budget_text(cfg, splits, ctx.profile) + " " + describe_splits(study) + "."
 print(budget)
-dense_models = load_dense_models(cfg, ctx.data.dataset)
-runs, skipped = plan_runs(cfg, dense_models, ctx.data.dataset)
-plan = pd.DataFrame([{"table": p.table, "setting": p.setting, "method": p.method, "seed": p.spec.seed,
-                      "label": p.spec.label} for p in runs])
+wanted = [cfg.model] + [s.model for s in cfg.table2.values() if s.dataset == ctx.data.dataset]
+dense_models = {key: study.load_dense(key) for key in dict.fromkeys(wanted)
+                if key == cfg.model or study.dense_path(key).exists()}
+runs, skipped = plan_runs(cfg, dense_models, ctx.data.dataset, study.example_shape)
+plan = pd.DataFrame([{**p.tags, "seed": p.seed, "label": p.label} for p in runs])
 print(f"{len(runs)} runs on {cfg.workers} worker(s)")
-display(plan.groupby(["table", "setting", "method"]).seed.apply(list).reset_index())
+display(plan.groupby(["table", "setting", "variant"]).seed.apply(list).reset_index())
 pd.DataFrame(skipped)
 
 # %%
-outputs = execute(runs, cfg, ctx.data, ctx.profile)
-df = results_frame(runs, outputs)
+records = execute(runs, study)
+write_records(records, ctx.out_dir / "runs.jsonl")
+df = results_frame(records)
 write_table(df, ctx.out_dir / "tables", "runs", "Every run (one row per seed). " + budget)
 df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc", "speedup", "prune_iterations",
     "stop_reason", "pruning_time_s", "finetune_time_s"]] if "prune_iterations" in df else df
@@ -117,9 +118,7 @@ save_figure(fig, ctx.out_dir / "figures", "table1_accuracy_vs_ratio")
 # extra iterations.
 
 # %%
-claims = claim_check(df, min_ratio=0.9)
-write_table(claims, ctx.out_dir / "tables", "claim_table1_high_ratios",
-            "GReg-1 minus one-shot L1 (same filters), r >= 0.9. Spread = sqrt(var_L1/n + var_GReg/n). " + budget)
+claims = write_claims("greg", evidence(cfg, df, budget), ctx.out_dir)
 claims
 
 # %% [markdown]
@@ -131,6 +130,7 @@ claims
 # %%
 dense_acc = dense_accuracy(dense_models, splits, cfg.runtime)
 t2 = table2(df, paper, dense_acc, cfg.table2)
+t2 = t2 if len(t2) else pd.DataFrame({"source": [], "setting": [], "method": []})
 write_table(t2, ctx.out_dir / "tables", "table2",
             "Table 2 (arXiv:2012.09243), ResNet-56 / CIFAR-10 rows. Ours: mean ± std over seeds; paper: as "
             "printed (its base models differ per cited method). " + budget)
@@ -151,9 +151,9 @@ t2
 # The `paper` profile runs the official stage.
 
 # %%
-f1 = [(p, o) for p, o in zip(runs, outputs, strict=True) if p.table == "figure1"]
-trace = f1[0][1]["summary"]["trace"] if f1 else []
-f1_reg = f1[0][0].spec.kwargs["reg"] if f1 else {}
+f1 = [r for r in records if r.tags["table"] == "figure1"]
+trace = f1[0].summary["trace"] if f1 else []
+f1_reg = f1[0].hyper["reg"] if f1 else {}
 fig = figure1(trace, cfg.figure1.layer, cfg.figure1.snapshots,
               title=f"Figure 1 (ResNet-56), profile {ctx.profile}: uniform λ rising by "
                     f"{f1_reg.get('reg_granularity_pick', float('nan')):g} every "
@@ -165,16 +165,14 @@ fig1_summary = {"points": len(trace), "iterations": trace[-1]["iteration"] if tr
 fig1_summary
 
 # %%
+t1_runs = df[df.table == "table1"] if len(df) else df
 summary = {
     "profile": ctx.profile,
-    "budget": budget,
-    "dense_test_acc": dense_acc,
-    "table1": {f"r={r:g}": {v: float(df[(df.table == "table1") & (df.ratio == r) & (df.variant == v)].test_acc.mean())
-                            for v in ("l1", "greg1")} for r in cfg.table1.ratios},
-    "table1_claim_high_ratios": claims.to_dict(orient="records"),
-    "table2": {f"{row.setting} {row.method}": row.pruned for row in t2[t2.source == "ours"].itertuples()},
-    "figure1": fig1_summary,
-    "provenance": provenance(ctx.profile),
+    "runs": len(records),
+    **{f"dense/{k}/test_acc": v for k, v in dense_acc.items()},
+    **({f"table1/r={r:g}/{v}/test_acc_mean": float(t1_runs[(t1_runs.ratio == r) & (t1_runs.variant == v)].test_acc.mean())
+        for r in sorted(set(t1_runs.ratio)) for v in ("l1", "greg1")} if len(t1_runs) else {}),
+    "figure1/layers_rising": fig1_summary["layers_rising"],
 }
 write_metrics(summary, ctx.out_dir)
 {k: v for k, v in summary.items() if k != "provenance"}

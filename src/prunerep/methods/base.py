@@ -66,13 +66,25 @@ class MethodContext:
 class PruningMethod(TrainHooks):
     """Base class of the six papers' methods and the baselines.
 
-    Subclasses set `slug`, `paper` and override what their paper needs. `bilevel = True` asks
+    Subclasses are registered with ``@register_method(slug, hyper=HyperClass)``, set `paper` and
+    override what their paper needs. `bilevel = True` asks
     the runner for held-out batches for the architecture parameters.
     """
 
     slug: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     bilevel: ClassVar[bool] = False
+    hyper_class: ClassVar[type] = object
+    # Whether the pruned network computes exactly what the trained, gated one did (gate methods
+    # whose finalize folds gates); the contract test checks it for the methods that claim it.
+    exact_surgery: ClassVar[bool] = False
+
+    @classmethod
+    def from_hyper(cls, hyper: Any) -> PruningMethod:
+        """Build from the typed hyper-parameters (default: its fields as keyword arguments)."""
+        import dataclasses
+
+        return cls(**{f.name: getattr(hyper, f.name) for f in dataclasses.fields(hyper)})
 
     def prunable(self, group: ChannelGroup) -> bool:
         """Which groups this method may prune (default: all that surgery can prune)."""
@@ -105,16 +117,33 @@ class PruningMethod(TrainHooks):
 
 
 _METHODS: dict[str, type[PruningMethod]] = {}
+_HYPER: dict[str, type] = {}
 
 
-def register_method(cls: type[PruningMethod]) -> type[PruningMethod]:
-    """Class decorator: make `cls` available as `get_method(cls.slug)`; duplicates raise."""
-    if not cls.slug:
-        raise ValueError(f"{cls.__name__}: set the class attribute `slug`")
-    if cls.slug in _METHODS and _METHODS[cls.slug] is not cls:
-        raise ValueError(f"method {cls.slug!r} is registered twice")
-    _METHODS[cls.slug] = cls
-    return cls
+def register_method(slug: str, *, hyper: type):
+    """Class decorator: make the class available as `get_method(slug, hyper)`.
+
+    `hyper` is the method's frozen hyper-parameter dataclass: its fields are the constructor's
+    keyword arguments, validated once (unknown keys, wrong types) when a spec is built, and
+    carried typed through the runner. A slug registered twice raises.
+    """
+    import dataclasses
+
+    if not slug:
+        raise ValueError("register_method: give the method's slug")
+    if not dataclasses.is_dataclass(hyper):
+        raise TypeError(f"register_method({slug!r}): hyper must be a dataclass, got {hyper!r}")
+
+    def deco(cls: type[PruningMethod]) -> type[PruningMethod]:
+        if slug in _METHODS and _METHODS[slug] is not cls:
+            raise ValueError(f"method {slug!r} is registered twice")
+        cls.slug = slug
+        cls.hyper_class = hyper
+        _METHODS[slug] = cls
+        _HYPER[slug] = hyper
+        return cls
+
+    return deco
 
 
 def list_methods() -> list[str]:
@@ -123,12 +152,34 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def get_method(slug: str, **kwargs: Any) -> PruningMethod:
-    """A method instance by slug, with its keyword arguments."""
+def _method_class(slug: str) -> type[PruningMethod]:
     list_methods()
     if slug not in _METHODS:
         raise ValueError(f"unknown method {slug!r}; registered: {sorted(_METHODS)}")
-    return _METHODS[slug](**kwargs)
+    return _METHODS[slug]
+
+
+def build_hyper(slug: str, value: Any = None) -> Any:
+    """The typed hyper-parameters of method `slug` from a mapping (validated), an instance, or None."""
+    import dataclasses
+
+    from prunerep.config import from_dict
+
+    hyper = _method_class(slug).hyper_class
+    if value is None:
+        return hyper()
+    if isinstance(value, hyper):
+        return value
+    if dataclasses.is_dataclass(value):
+        raise TypeError(f"method {slug!r}: hyper-parameters must be a {hyper.__name__}, got {type(value).__name__}")
+    return from_dict(hyper, value, slug)
+
+
+def get_method(slug: str, hyper: Any = None, **kwargs: Any) -> PruningMethod:
+    """A method instance by slug, from its hyper dataclass or keyword arguments (its fields)."""
+    if hyper is not None and kwargs:
+        raise TypeError("get_method: give the hyper-parameters as one dataclass or as keywords, not both")
+    return _method_class(slug).from_hyper(build_hyper(slug, hyper if hyper is not None else kwargs or None))
 
 
 MaskFn = Callable[[ChannelGroup], torch.Tensor]

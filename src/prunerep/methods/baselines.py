@@ -17,6 +17,7 @@ floor, ``min_keep``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -53,6 +54,25 @@ def _widths(ctx: MethodContext, scores: dict[str, torch.Tensor], rule: str, min_
     return global_widths_for_macs(ctx.cost_model, ctx.prunable, scores, target, min_keep=min_keep)
 
 
+@dataclass(frozen=True)
+class OneShotHyper:
+    """``l1`` / ``random``: which groups, and the seed of the random control."""
+
+    scope: Scope = "all"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SlimmingHyper:
+    """``slimming``: the sparse-training phase and the global threshold's floor."""
+
+    scope: Scope = "all"
+    seed: int = 0
+    sparsity: float = 1e-4                   # s of the paper (CIFAR VGG/ResNet)
+    sparse_train: OptimConfig = field(default_factory=OptimConfig)
+    min_keep: float = 0.0                    # per-group floor of the global threshold (paper: none)
+
+
 class _OneShot(PruningMethod):
     rule = "uniform"
     min_keep = 0.0  # per-group floor of the global rule (fraction of the group's channels)
@@ -78,27 +98,24 @@ class _OneShot(PruningMethod):
         return {"widths": self.kept_widths}
 
 
-@register_method
+@register_method("l1", hyper=OneShotHyper)
 class L1Norm(_OneShot):
-    slug = "l1"
     paper = "Li et al., ICLR 2017, arXiv:1608.08710"
 
     def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
         return filter_l1(model, ctx.prunable)
 
 
-@register_method
+@register_method("random", hyper=OneShotHyper)
 class RandomPruning(_OneShot):
-    slug = "random"
     paper = "random channels at the same widths (control)"
 
     def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
         return random_scores(ctx.prunable, torch.Generator().manual_seed(self.seed))
 
 
-@register_method
+@register_method("slimming", hyper=SlimmingHyper)
 class Slimming(_OneShot):
-    slug = "slimming"
     paper = "Liu et al., ICCV 2017, arXiv:1708.06519"
     rule = "global"
 

@@ -55,27 +55,23 @@ same method with ``gate: sampling``: Bernoulli channel masks with learnable keep
 their gates only; a channel dies when ``p`` falls below ``sampling_kill``. In eval mode, and in
 training once the target is met, a sampled gate is its deterministic 0/1 alive mask.
 
-Large-scale settings of the paper (ImageNet ResNet-50 / MobileNetV2, Pascal VOC
-DeepLabV3-ResNet50) are `LargeScaleConfig` entries: :func:`build_large_scale` attaches GDP to the
-torchvision model and :func:`run_large_scale` trains it with the shared loop on any loader.
+Which runs, tables and figures test the paper's claims is the study's business
+(:mod:`prunerep.studies.gdp`), not this module's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from prunerep.config import from_dict, register_section, to_dict
-from prunerep.engine import OptimConfig, RuntimeConfig, TrainState
-from prunerep.methods.base import Budget, MethodContext, PruningMethod, register_method
+from prunerep.config import from_dict
+from prunerep.engine import OptimConfig, TrainState
+from prunerep.methods.base import MethodContext, PruningMethod, register_method
 from prunerep.methods.baselines import in_scope
 from prunerep.pruning.gates import (
     SmoothedL0,
@@ -86,24 +82,18 @@ from prunerep.pruning.gates import (
 )
 from prunerep.pruning.groups import ChannelGroup
 from prunerep.pruning.surgery import apply_gates, plan_surgery
-from prunerep.stages.common import SubsetConfig
 
 __all__ = [
     "GDP",
-    "GDPConfig",
     "GDPHyper",
-    "LargeScaleConfig",
     "PolarizedGate",
     "SampledGate",
-    "build_large_scale",
-    "comparison_specs",
     "curve_roughness",
     "lambda_at",
     "mm_prox",
     "polarization",
     "polarization_stats",
     "relaxed_macs",
-    "run_large_scale",
     "smoothed_l0",
 ]
 
@@ -373,75 +363,10 @@ class GDPHyper:
                 raise ValueError(msg)
 
 
-@dataclass(frozen=True)
-class StabilityConfig:
-    """The stability comparison: GDP vs the sampling control on one model and budget."""
-
-    model: str = "resnet56"
-    macs_keep: float = 0.5
-    seeds: list[int] = field(default_factory=lambda: [0])
-
-
-@dataclass(frozen=True)
-class LargeScaleConfig:
-    """A large-scale setting of the paper (runnable where its dataset exists)."""
-
-    name: str                                     # e.g. imagenet_resnet50
-    model: str                                    # registry name, e.g. tv_resnet50
-    task: Literal["classification", "segmentation"] = "classification"
-    dataset: str = "imagenet"                     # imagenet | voc2012 (what the user's loaders read)
-    input_size: int = 224                         # training crop (traces groups and MACs)
-    num_classes: int = 1000
-    macs_keep: float = 0.5
-    method: GDPHyper = field(default_factory=GDPHyper)   # method.train: epochs, lr, batch size
-
-
-@register_section("gdp")
-@dataclass(frozen=True)
-class GDPConfig:
-    """The `gdp` section of params.yaml (notebooks/gdp.ipynb)."""
-
-    models: list[str] = field(default_factory=lambda: ["resnet56"])  # keys of pretrain.models to prune
-    # pretrain.models key -> fractions of the dense MACs to keep (one row of results per budget)
-    budgets: dict[str, list[float]] = field(default_factory=lambda: {"resnet56": [0.5]})
-    seeds: list[int] = field(default_factory=lambda: [0])  # claims are reported as mean ± std over these
-    workers: int = 1                                       # independent runs side by side
-    subset: SubsetConfig = SubsetConfig()                  # class-stratified data subsets (None: all)
-    batch_size: int = 128
-    epochs: float = 3.0          # training after the dense checkpoint, equal for every method
-    optim: OptimConfig = field(default_factory=_default_train)  # lr/schedule of every phase (epochs set per method)
-    gdp: GDPHyper = field(default_factory=GDPHyper)  # GDP's knobs; gdp.train.epochs is set to `epochs`
-    baselines: list[str] = field(default_factory=lambda: ["l1", "slimming"])
-    baseline_scope: Literal["all", "internal"] = "all"
-    slimming_sparsity: float = 1e-4   # s of network slimming (its paper's CIFAR value)
-    slimming_fraction: float = 0.5    # share of `epochs` slimming spends on sparse training
-    slimming_min_keep: float = 0.0    # per-group floor of slimming's global threshold (paper: none)
-    stability: StabilityConfig = StabilityConfig()
-    large_scale: list[LargeScaleConfig] = field(default_factory=list)
-    runtime: RuntimeConfig = RuntimeConfig(progress=False)
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("models: give at least one key of pretrain.models, e.g. [resnet56]")
-        for key in self.models:
-            values = self.budgets.get(key)
-            if not values:
-                raise ValueError(f"budgets.{key}: missing; give the MACs fractions to keep for model {key!r}")
-            if not all(0 < b < 1 for b in values):
-                raise ValueError(f"budgets.{key}: give MACs fractions in (0, 1), got {values}")
-        if self.stability.model not in self.models:
-            raise ValueError(f"stability.model: {self.stability.model!r} is not one of models {self.models}")
-        if not 0 < self.slimming_fraction < 1:
-            raise ValueError("slimming_fraction must be in (0, 1)")
-        unknown = set(self.baselines) - {"l1", "slimming", "random"}
-        if unknown:
-            raise ValueError(f"baselines: unknown {sorted(unknown)}; choose from l1, slimming, random")
-
-
 # -- the method ----------------------------------------------------------------------------------
 
 
-@register_method
+@register_method("gdp", hyper=GDPHyper)
 class GDP(PruningMethod):
     """GDP on the shared method interface (see the module docstring for the equations).
 
@@ -449,11 +374,13 @@ class GDP(PruningMethod):
     :class:`~prunerep.engine.OptimConfig`). The budget must be ``Budget(macs_keep=...)``.
     """
 
-    slug = "gdp"
     paper = "Guo et al., ICCV 2021, arXiv:2109.02220"
+    exact_surgery = True
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.hp: GDPHyper = from_dict(GDPHyper, kwargs, "gdp")
+    def __init__(self, hyper: GDPHyper | None = None, **kwargs: Any) -> None:
+        if hyper is not None and kwargs:
+            raise TypeError("GDP: give a GDPHyper or its fields as keywords, not both")
+        self.hp: GDPHyper = hyper if hyper is not None else from_dict(GDPHyper, kwargs, "gdp")
         self.gates: Any = None
         self.ids: list[str] = []
         self.reached = False
@@ -465,6 +392,10 @@ class GDP(PruningMethod):
         self.exactness: dict[str, float] = {}
         self._snap_steps: set[int] = set()
         self._last: dict[str, float] = {}
+
+    @classmethod
+    def from_hyper(cls, hyper: GDPHyper) -> GDP:
+        return cls(hyper)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -762,435 +693,3 @@ def _logits(out: Any) -> torch.Tensor:
     if isinstance(out, Mapping):
         return out["out"]
     return out
-
-
-# -- experiment specs ----------------------------------------------------------------------------
-
-
-def gdp_kwargs(cfg: GDPConfig, **overrides: Any) -> dict[str, Any]:
-    """GDP's method kwargs from the section: its training phase = `optim` for `epochs`."""
-    hp = dataclasses.replace(cfg.gdp, train=dataclasses.replace(cfg.optim, epochs=cfg.epochs,
-                                                                batch_size=cfg.batch_size), **overrides)
-    return to_dict(hp)
-
-
-def comparison_specs(cfg: GDPConfig, model: str, seeds: Sequence[int] | None = None) -> list[Any]:
-    """GDP and the baselines at each MACs budget and seed, with equal training epochs.
-
-    * ``gdp``: `epochs` of gated training, no fine-tuning (the paper's claim);
-    * ``l1``: one-shot L1-norm pruning, then `epochs` of fine-tuning;
-    * ``slimming``: ``slimming_fraction * epochs`` of sparse training, the rest fine-tuning;
-    * ``random``: as ``l1`` with random channels.
-
-    All baselines prune the same groups as GDP when ``baseline_scope: all`` (residual streams
-    too), and every run starts from the same dense checkpoint.
-    """
-    from prunerep.methods.run import RunSpec
-
-    specs = []
-    ft = dataclasses.replace(cfg.optim, epochs=cfg.epochs, batch_size=cfg.batch_size)
-    sparse_epochs = cfg.slimming_fraction * cfg.epochs
-    if model not in cfg.models:
-        raise KeyError(f"gdp.models does not list {model!r}; models: {cfg.models}")
-    for budget in cfg.budgets[model]:
-        b = Budget(macs_keep=budget)
-        for seed in seeds if seeds is not None else cfg.seeds:
-            common = {"budget": b, "seed": seed, "batch_size": cfg.batch_size, "runtime": cfg.runtime}
-            specs.append(RunSpec(method="gdp", kwargs=gdp_kwargs(cfg), finetune=None,
-                                 label=f"gdp@{budget:g}", **common))
-            for name in cfg.baselines:
-                kwargs: dict[str, Any] = {"scope": cfg.baseline_scope, "seed": seed}
-                finetune = ft
-                if name == "slimming":
-                    kwargs.update(sparsity=cfg.slimming_sparsity, min_keep=cfg.slimming_min_keep, sparse_train=to_dict(
-                        dataclasses.replace(ft, epochs=sparse_epochs)))
-                    finetune = dataclasses.replace(ft, epochs=cfg.epochs - sparse_epochs)
-                specs.append(RunSpec(method=name, kwargs=kwargs, finetune=finetune,
-                                     label=f"{name}@{budget:g}", **common))
-    return specs
-
-
-def stability_specs(cfg: GDPConfig) -> list[Any]:
-    """The sampling control at the stability budget (GDP's runs come from `comparison_specs`)."""
-    from prunerep.methods.run import RunSpec
-
-    st = cfg.stability
-    return [RunSpec(method="gdp", kwargs=gdp_kwargs(cfg, gate="sampling"), finetune=None,
-                    budget=Budget(macs_keep=st.macs_keep), seed=seed, batch_size=cfg.batch_size,
-                    runtime=cfg.runtime, label=f"gdp-sampling@{st.macs_keep:g}")
-            for seed in st.seeds]
-
-
-# -- large-scale settings (ImageNet, Pascal VOC) -------------------------------------------------
-
-
-class SegmentationLogits(nn.Module):
-    """``model(x)["out"]``: a torchvision segmentation model as a plain logits model.
-
-    The shared loop's cross-entropy then works per pixel (targets ``[N, H, W]``; the VOC
-    "boundary" label 255 must be mapped to -100, cross-entropy's ignore index).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
-
-
-def build_large_scale(entry: LargeScaleConfig, *, input_size: int | None = None,
-                      model: nn.Module | None = None, device: str | torch.device = "cpu"
-                      ) -> tuple[nn.Module, GDP, MethodContext]:
-    """The torchvision model of `entry` with GDP's gates attached.
-
-    Args:
-        entry: The setting.
-        input_size: Spatial size of the example input used to trace the groups and costs
-            (default: ``entry.input_size``; tests use a tiny one).
-        model: A model to use instead of building ``entry.model`` (e.g. with pretrained weights).
-        device: Where the model lives.
-
-    Returns:
-        ``(model, method, ctx)``: the gated model, the GDP hook and its context, ready for
-        :func:`prunerep.engine.fit` with ``hooks=[method]`` and then ``method.finalize``.
-    """
-    from prunerep.models import get_model
-    from prunerep.pruning.groups import find_groups
-    from prunerep.pruning.soft_cost import SoftCostModel
-
-    if model is None:
-        kwargs = {"num_classes": entry.num_classes}
-        model = get_model(entry.model, **kwargs)
-    if entry.task == "segmentation" and not isinstance(model, SegmentationLogits):
-        model = SegmentationLogits(model)
-    model = model.to(device)
-    size = input_size or entry.input_size
-    example = torch.zeros(1, 3, size, size, device=device)
-    method = GDP(**to_dict(entry.method))
-    groups = find_groups(model, example)
-    prunable = list(groups.select(method.prunable))
-    ctx = MethodContext(groups=groups, prunable=prunable, example_input=example,
-                        budget=Budget(macs_keep=entry.macs_keep),
-                        cost_model=SoftCostModel.from_model(model, example, groups))
-    model = method.prepare(model, ctx)
-    return model, method, ctx
-
-
-def run_large_scale(entry: LargeScaleConfig, train_loader: Any, val_loader: Any, *,
-                    model: nn.Module | None = None, checkpoint_dir: str | Path | None = None,
-                    runtime: RuntimeConfig | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Train GDP on a large-scale setting with the shared loop and return the pruned model.
-
-    The loaders must yield ``(images, targets)`` on the model's device and have ``set_epoch``
-    (see :class:`prunerep.engine.trainer.BatchLoader`), e.g. a torchvision ImageNet/VOC dataset
-    wrapped by the user; this project does not ship those datasets.
-
-    Returns:
-        ``(pruned model, method summary)``.
-    """
-    from prunerep.engine import fit, pick_device
-
-    runtime = runtime or RuntimeConfig()
-    device = pick_device(runtime.device)
-    model, method, ctx = build_large_scale(entry, model=model, device=device)
-    for name, optim in method.phases():
-        fit(model, train_loader, optim=optim, runtime=runtime, hooks=[method], val_loader=val_loader,
-            checkpoint_dir=Path(checkpoint_dir) / name if checkpoint_dir else None,
-            run_key=f"gdp-large/{entry.name}/{name}", desc=f"gdp {entry.name}")
-    model = method.finalize(model, ctx)
-    return model, method.summary()
-
-
-def ratio_label(macs_keep: float) -> str:
-    """``0.5 -> "50% MACs (2.00x)"``."""
-    return f"{macs_keep:.0%} MACs ({1 / macs_keep:.2f}x)"
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for one value)."""
-    x = [float(v) for v in values]
-    if not x:
-        return float("nan"), float("nan")
-    m = sum(x) / len(x)
-    s = math.sqrt(sum((v - m) ** 2 for v in x) / (len(x) - 1)) if len(x) > 1 else 0.0
-    return m, s
-
-
-# -- experiments and reporting (used by notebooks/gdp.ipynb) -------------------------------------
-
-
-def run_experiments(cfg: GDPConfig, data_cfg: Any, *, pretrain_root: str | Path = "artifacts/pretrain",
-                    checkpoint_root: str | Path = "artifacts/checkpoints/gdp") -> list[dict[str, Any]]:
-    """Every run of the section: GDP and the baselines per model/budget/seed, plus the sampling
-    control, each from the model's dense checkpoint; resumable (per-run checkpoints).
-
-    Returns one record per run: ``model``, ``method`` (gdp | gdp-sampling | l1 | ...),
-    ``target`` (MACs fraction asked for) and what :func:`~prunerep.methods.run.run_many` returns.
-    """
-    from prunerep.methods.run import run_many
-
-    records = []
-    for model in cfg.models:
-        specs = comparison_specs(cfg, model)
-        if model == cfg.stability.model:
-            specs += stability_specs(cfg)
-        out = run_many(specs, dense_path=Path(pretrain_root) / model / "model.pt", data_cfg=data_cfg,
-                       subset=cfg.subset, checkpoint_root=Path(checkpoint_root) / model,
-                       workers=cfg.workers, key_prefix=f"gdp/{model}")
-        for spec, result in zip(specs, out, strict=True):
-            records.append({"model": model, "method": spec.label.split("@")[0],
-                            "target": spec.budget.macs_keep, **result})
-    return records
-
-
-def dense_test_accuracy(model_key: str, data_cfg: Any, subset: SubsetConfig,
-                        pretrain_root: str | Path = "artifacts/pretrain") -> dict[str, float]:
-    """Test accuracy and MACs of a dense checkpoint on the same test split as the runs."""
-    from prunerep.data import Loader
-    from prunerep.engine import evaluate, pick_device
-    from prunerep.models.checkpoint import load_model
-    from prunerep.pruning.cost import count_cost
-    from prunerep.stages.common import load_data
-
-    device = pick_device("auto")
-    splits = load_data(data_cfg, subset)
-    model, _ = load_model(Path(pretrain_root) / model_key / "model.pt", map_location=device)
-    loader = Loader(splits.test, 512, mean=splits.mean, std=splits.std, shuffle=False, augment=False,
-                    device=device)
-    acc = evaluate(model, loader)["acc"]
-    macs = count_cost(model, (1, splits.in_channels, *splits.image_size)).macs
-    return {"test_acc": acc, "macs": float(macs)}
-
-
-def runs_table(records: Sequence[Mapping[str, Any]]):
-    """One row per run (pandas DataFrame): cost, accuracy, time, schedule outcome."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        row, summary = r["row"], r.get("summary") or {}
-        rows.append({
-            "model": r["model"], "method": r["method"], "target": r["target"], "seed": row["seed"],
-            "macs_keep": row["macs_keep"], "speedup": row["speedup"], "params_keep": row["params_keep"],
-            "test_acc": row["test_acc"], "val_acc": row["val_acc"],
-            "test_acc_before_finetune": row["test_acc_before_finetune"],
-            "pruning_time_s": row["pruning_time_s"], "finetune_time_s": row["finetune_time_s"],
-            "reached": summary.get("reached"), "forced_removals": summary.get("forced_removals"),
-        })
-    return pd.DataFrame(rows)
-
-
-def summary_table(runs):
-    """Mean ± std over seeds per model, method and budget (n = number of seeds)."""
-    g = runs.groupby(["model", "target", "method"], sort=True)
-    out = g.agg(n=("seed", "count"), macs_keep=("macs_keep", "mean"), speedup=("speedup", "mean"),
-                test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
-                params_keep=("params_keep", "mean")).reset_index()
-    out["test_acc_std"] = out["test_acc_std"].fillna(0.0)
-    return out
-
-
-def claim3_table(summary, baselines: Sequence[str]):
-    """GDP against each baseline at the same model and budget: difference and verdict.
-
-    Verdict: ``GDP >= baseline`` when GDP's mean is at least the baseline's; ``within noise``
-    when it is lower by no more than the combined std over seeds (``sqrt(s1^2 + s2^2)``, and
-    only with n >= 2 on both sides); ``GDP lower`` otherwise.
-    """
-    import pandas as pd
-
-    rows = []
-    for (model, target), grp in summary.groupby(["model", "target"], sort=True):
-        by = {m: r for m, r in zip(grp["method"], grp.to_dict("records"), strict=True)}
-        if "gdp" not in by:
-            continue
-        gdp = by["gdp"]
-        for name in baselines:
-            if name not in by:
-                continue
-            base = by[name]
-            diff = gdp["test_acc_mean"] - base["test_acc_mean"]
-            noise = math.hypot(gdp["test_acc_std"], base["test_acc_std"])
-            if diff >= 0:
-                verdict = "GDP >= baseline"
-            elif min(gdp["n"], base["n"]) >= 2 and -diff <= noise:
-                verdict = "within noise"
-            else:
-                verdict = "GDP lower"
-            rows.append({"model": model, "target": target, "baseline": name, "n": int(min(gdp["n"], base["n"])),
-                         "gdp_macs_keep": gdp["macs_keep"], "baseline_macs_keep": base["macs_keep"],
-                         "gdp_acc": f"{gdp['test_acc_mean']:.2f} ± {gdp['test_acc_std']:.2f}",
-                         "baseline_acc": f"{base['test_acc_mean']:.2f} ± {base['test_acc_std']:.2f}",
-                         "diff": diff, "combined_std": noise, "verdict": verdict})
-    return pd.DataFrame(rows)
-
-
-def claim2_table(records: Sequence[Mapping[str, Any]]):
-    """Surgery without damage, per GDP run: the gated network (end of training) vs the pruned one.
-
-    Validation accuracy of the gated network (last epoch of the ``gdp`` phase, eval mode) against
-    that of the physically pruned network on the same split, and the largest logit change on
-    the probe batch (absolute and relative to the largest logit).
-    """
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        if not r["method"].startswith("gdp"):
-            continue
-        hist = r["histories"].get("gdp") or [{}]
-        ex = r["summary"].get("exactness", {})
-        gated = hist[-1].get("val_acc", float("nan"))
-        pruned = r["row"]["val_acc_before_finetune"]
-        rows.append({"model": r["model"], "method": r["method"], "target": r["target"], "seed": r["row"]["seed"],
-                     "val_acc_gated": gated, "val_acc_pruned": pruned, "val_acc_change": pruned - gated,
-                     "max_abs_logit_change": ex.get("max_abs_diff"), "max_rel_logit_change": ex.get("max_rel_diff"),
-                     "argmax_agreement": ex.get("argmax_agree"),
-                     "forced_removals": r["summary"].get("forced_removals")})
-    return pd.DataFrame(rows)
-
-
-def claim1_table(records: Sequence[Mapping[str, Any]]):
-    """Polarization at the end of training, per gated run: exact zeros and values in between."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        if not r["method"].startswith("gdp"):
-            continue
-        s = r["summary"]
-        steps = (s["trace"][-1]["step"] if s.get("trace") else None)
-        rows.append({"model": r["model"], "method": r["method"], "target": r["target"], "seed": r["row"]["seed"],
-                     **{k: v for k, v in s.get("final_stats", {}).items()},
-                     "reached_step": s.get("reached_step"), "steps": steps})
-    return pd.DataFrame(rows)
-
-
-def stability_table(records: Sequence[Mapping[str, Any]], model: str, target: float):
-    """GDP vs the sampling control at one model/budget: smoothness of the training curves.
-
-    ``loss_roughness``: per-step noise of the training loss (:func:`curve_roughness`) over the
-    whole phase; ``val_acc_drop_max``: the largest fall of validation accuracy from one epoch to
-    the next; ``max_step_macs_drop``: the largest fall of the hard network's MACs (fraction of
-    dense) in one step (a whole group dying at once shows here); plus the test accuracy.
-    """
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        if r["model"] != model or r["target"] != target or not r["method"].startswith("gdp"):
-            continue
-        trace = r["summary"].get("trace", [])
-        losses = [t["loss"] for t in trace]
-        val = [h["val_acc"] for h in r["histories"].get("gdp", []) if "val_acc" in h]
-        drops = [a - b for a, b in itertools.pairwise(val)]
-        hard = [t["hard_macs_ratio"] for t in trace]
-        macs_drops = [a - b for a, b in itertools.pairwise(hard)]
-        rows.append({"method": r["method"], "seed": r["row"]["seed"], "steps": len(losses),
-                     "loss_roughness": curve_roughness(losses),
-                     "loss_mean_last_10pct": _mean(losses[-max(1, len(losses) // 10):]),
-                     "val_acc_drop_max": max(drops) if drops else float("nan"),
-                     "max_step_macs_drop": max(macs_drops) if macs_drops else float("nan"),
-                     "reached_step": r["summary"].get("reached_step"), "test_acc": r["row"]["test_acc"]})
-    return pd.DataFrame(rows)
-
-
-# -- figures -------------------------------------------------------------------------------------
-
-
-def acc_vs_macs_figure(summary, dense: Mapping[str, Mapping[str, float]]):
-    """Test accuracy (mean ± std over seeds) against the MACs kept, one panel per model."""
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(summary["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
-    styles = {"gdp": ("C0", "o"), "l1": ("C1", "s"), "slimming": ("C2", "^"), "random": ("C7", "x"),
-              "gdp-sampling": ("C3", "D")}
-    for ax, model in zip(axes[0], models, strict=True):
-        sub = summary[summary["model"] == model]
-        for method, grp in sub.groupby("method", sort=False):
-            color, marker = styles.get(method, (None, "o"))
-            grp = grp.sort_values("macs_keep")
-            ax.errorbar(100 * grp["macs_keep"], grp["test_acc_mean"], yerr=grp["test_acc_std"], color=color,
-                        marker=marker, capsize=3, label=f"{method} (n={int(grp['n'].max())})")
-        if model in dense:
-            ax.axhline(dense[model]["test_acc"], color="k", ls="--", lw=1, label="dense")
-        ax.set(title=model, xlabel="MACs kept (% of dense)", ylabel="test accuracy (%)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def gate_histograms_figure(record: Mapping[str, Any], bins: int = 40):
-    """Histograms of all gate values at the snapshots through training (polarization)."""
-    import matplotlib.pyplot as plt
-
-    snaps = record["summary"]["snapshots"]
-    fig, axes = plt.subplots(1, len(snaps), figsize=(2.6 * len(snaps), 2.6), sharey=True, squeeze=False)
-    for ax, snap in zip(axes[0], snaps, strict=True):
-        v = torch.tensor(snap["values"])
-        stats = polarization_stats(v)
-        ax.hist(v.numpy(), bins=bins, range=(0.0, 1.0), color="C0")
-        ax.set_yscale("log")
-        ax.set(title=f"step {snap['step']}", xlabel="gate value")
-        ax.text(0.5, 0.95, f"zero {stats['zero']:.0%}\n(0, 0.1): {stats['between_0_0.1']:.1%}",
-                transform=ax.transAxes, ha="center", va="top", fontsize=8)
-    axes[0][0].set_ylabel("gates (log)")
-    fig.suptitle(f"{record['model']} {record['method']} @ {record['target']:.0%} MACs, seed {record['row']['seed']}",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def widths_figure(records: Sequence[Mapping[str, Any]], dense_widths: Mapping[str, int],
-                  residual: Iterable[str] = ()):
-    """Kept channels per group (model order) for several runs of one model/budget/seed.
-
-    Groups are named after their first producer; residual streams are marked "(stream)".
-    """
-    import matplotlib.pyplot as plt
-
-    ids = list(dense_widths)
-    residual = set(residual)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(ids)), 3.6))
-    n = len(records) + 1
-    width = 0.8 / n
-    xs = torch.arange(len(ids), dtype=torch.float64)
-    ax.bar((xs - 0.4 + width / 2).numpy(), [dense_widths[g] for g in ids], width, color="0.8", label="dense")
-    for i, r in enumerate(records, start=1):
-        ax.bar((xs - 0.4 + width / 2 + i * width).numpy(), [r["widths"].get(g, 0) for g in ids], width,
-               label=f"{r['method']} ({r['row']['macs_keep']:.0%} MACs)")
-    ax.set_xticks(xs.numpy(), [f"{g} (stream)" if g in residual else g for g in ids], rotation=90, fontsize=6)
-    ax.set(ylabel="channels", title="kept width per channel group")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def stability_figure(records: Sequence[Mapping[str, Any]]):
-    """Per-step training loss and hard-MACs ratio, and per-epoch validation accuracy."""
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_macs, ax_val) = plt.subplots(1, 3, figsize=(14, 3.6))
-    for i, r in enumerate(records):
-        color = f"C{0 if r['method'] == 'gdp' else 3}"
-        ls = "-" if i < 2 else ":"
-        trace = r["summary"]["trace"]
-        label = f"{r['method']} s{r['row']['seed']}"
-        ax_loss.plot([t["step"] for t in trace], [t["loss"] for t in trace], color=color, lw=0.7, ls=ls, label=label)
-        ax_macs.plot([t["step"] for t in trace], [t["hard_macs_ratio"] for t in trace], color=color, ls=ls, label=label)
-        hist = r["histories"].get("gdp", [])
-        ax_val.plot([h["epoch"] for h in hist], [h.get("val_acc") for h in hist], color=color, marker="o", ls=ls,
-                    label=label)
-    ax_loss.set(xlabel="step", ylabel="training loss (per batch)")
-    ax_macs.set(xlabel="step", ylabel="MACs of the hard network / dense")
-    ax_val.set(xlabel="epoch", ylabel="val accuracy (%), gated net")
-    for ax in (ax_loss, ax_macs, ax_val):
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig

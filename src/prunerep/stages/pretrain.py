@@ -32,10 +32,11 @@ from prunerep.config import (
     register_section,
     to_dict,
 )
+from prunerep.data import SubsetConfig, load_data
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import init_distributed, is_main_process, rank, set_threads, world_size
 from prunerep.io import write_json
-from prunerep.stages.common import SubsetConfig, load_data, provenance, run_key
+from prunerep.provenance import provenance, run_key
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
     result = run_pruning(RunSpec(method="l1", budget=Budget(macs_keep=0.5), ...), dense, splits)
 
+The example input that traces groups and counts MACs has the data's shape (channels, size),
+never an assumed one.
+
 The dense model is copied, never modified. Weights train on the training split; bi-level methods
 get held-out batches carved out of the training split (`arch_fraction`); checkpoints are
 selected on the validation split; the test split is evaluated once at the end. Every phase
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from torch import nn
 
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import set_threads
-from prunerep.methods.base import Budget, MethodContext, get_method
+from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.soft_cost import SoftCostModel
@@ -33,14 +37,21 @@ class RunSpec:
 
     method: str
     budget: Budget
-    kwargs: dict[str, Any] = field(default_factory=dict)   # method constructor arguments
+    hyper: Any = None                  # the method's hyper dataclass (a mapping is validated into one)
     finetune: OptimConfig | None = None                    # None: report without fine-tuning
     seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 512
     arch_fraction: float = 0.1        # share of the training split held out for bi-level methods
     runtime: RuntimeConfig = RuntimeConfig()
-    label: str = ""                   # row label in tables
+    label: str = ""                   # row label in tables: says what ran
+    model: str = ""                   # pretrain.models key of the dense checkpoint (set by studies)
+    tags: Mapping[str, Any] = field(default_factory=dict)  # the study's coordinates of the run
+
+    def __post_init__(self) -> None:
+        # Typed once, here: the runner and the record see the validated dataclass, never a dict.
+        object.__setattr__(self, "hyper", build_hyper(self.method, self.hyper))
+        object.__setattr__(self, "tags", dict(self.tags))
 
 
 @dataclass
@@ -62,6 +73,7 @@ class RunResult:
     histories: dict[str, list[dict[str, Any]]]
     method_summary: dict[str, Any]
     model: nn.Module | None = None
+    selection: str = "best_val"
 
     @property
     def macs_keep(self) -> float:
@@ -92,7 +104,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     device = pick_device(spec.runtime.device)
     seed_everything(spec.seed)
     model = copy.deepcopy(dense).to(device).train()
-    method = get_method(spec.method, **spec.kwargs)
+    method = get_method(spec.method, spec.hyper)
 
     shape = (1, splits.in_channels, *splits.image_size)
     example = torch.zeros(shape, device=device)
@@ -150,12 +162,13 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     test_acc = evaluate(model, test_loader)["acc"]
     cost = count_cost(model, shape)
     widths = {g.id: int(n) for g, n in _widths_after(model, example, groups).items()}
+    selection = "best_val" if spec.finetune is not None else "last (no fine-tuning)"
     return RunResult(
         label=spec.label or spec.method, method=spec.method, seed=spec.seed, budget=spec.budget.describe(),
         dense_macs=dense_cost.macs, dense_params=dense_cost.params, macs=cost.macs, params=cost.params,
         val_acc_before_finetune=before_val, test_acc_before_finetune=before_test,
         val_acc=val_acc, test_acc=test_acc, widths=widths, phase_time_s=times, histories=histories,
-        method_summary=method.summary(), model=model.cpu() if keep_model else None)
+        method_summary=method.summary(), model=model.cpu() if keep_model else None, selection=selection)
 
 
 def _widths_after(model: nn.Module, example: torch.Tensor, dense_groups: Any) -> dict[Any, int]:
@@ -174,47 +187,3 @@ def _widths_after(model: nn.Module, example: torch.Tensor, dense_groups: Any) ->
                 break
         out[g] = width
     return out
-
-
-def _run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Worker body of `run_many`: load data and the dense checkpoint, run one spec."""
-    from prunerep.models.checkpoint import load_model, save_model
-    from prunerep.stages.common import load_data
-
-    if job["threads"]:
-        torch.set_num_threads(job["threads"])
-    spec: RunSpec = job["spec"]
-    splits = load_data(job["data_cfg"], job["subset"])
-    dense, _ = load_model(job["dense_path"])
-    result = run_pruning(spec, dense, splits, checkpoint_dir=job["checkpoint_dir"], run_key=job["run_key"],
-                         keep_model=job["model_path"] is not None)
-    if job["model_path"] is not None:
-        save_model(result.model, job["model_path"], meta={"row": result.row(), "widths": result.widths})
-        result.model = None
-    return {"row": result.row(), "widths": result.widths, "histories": result.histories,
-            "summary": result.method_summary, "phase_time_s": result.phase_time_s}
-
-
-def run_many(specs: list[RunSpec], *, dense_path: str | Path, data_cfg: Any, subset: Any,
-             checkpoint_root: str | Path, workers: int = 1, model_dir: str | Path | None = None,
-             key_prefix: str = "") -> list[dict[str, Any]]:
-    """Run independent pruning runs (seeds, budgets, methods), `workers` processes side by side.
-
-    On a 2-core CPU two 1-thread processes give ~25% more total throughput than one 2-thread
-    process. Each run checkpoints under ``checkpoint_root/<label>-s<seed>`` and resumes after a
-    kill. Returns, per spec in order: ``row`` (flat metrics), ``widths``, ``histories``,
-    ``summary`` (method-specific) and ``phase_time_s``.
-    """
-    from prunerep.engine.parallel import map_jobs
-    from prunerep.stages.common import run_key
-
-    jobs = []
-    for spec in specs:
-        name = f"{spec.label or spec.method}-s{spec.seed}".replace("/", "_").replace(" ", "_")
-        jobs.append({
-            "spec": spec, "data_cfg": data_cfg, "subset": subset, "dense_path": str(dense_path),
-            "checkpoint_dir": str(Path(checkpoint_root) / name),
-            "run_key": run_key(key_prefix, spec, data_cfg, subset, str(dense_path)),
-            "model_path": str(Path(model_dir) / f"{name}.pt") if model_dir else None,
-        })
-    return map_jobs(_run_job, jobs, workers=workers)

@@ -28,9 +28,9 @@ from torch import nn
 
 from prunerep.engine import OptimConfig
 from prunerep.methods.base import Budget
-from prunerep.methods.run import RunResult, RunSpec, _widths_after, run_pruning
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
+from prunerep.runner.run import RunResult, RunSpec, _widths_after, run_pruning
 
 __all__ = ["IterativeSpec", "run_iterative", "step_budgets"]
 
@@ -108,4 +108,5 @@ def run_iterative(it: IterativeSpec, dense: nn.Module, splits: Any, *, checkpoin
         macs=result.macs, params=result.params, val_acc_before_finetune=result.val_acc_before_finetune,
         test_acc_before_finetune=result.test_acc_before_finetune, val_acc=result.val_acc,
         test_acc=result.test_acc, widths=widths, phase_time_s=times, histories=histories,
-        method_summary={"steps": steps_info, "widths": widths}, model=current if keep_model else None)
+        method_summary={"steps": steps_info, "widths": widths}, model=current if keep_model else None,
+        selection=result.selection)

@@ -1,0 +1,31 @@
+"""Where the pipeline's files live (relative to the repository root): the one place for each.
+
+dvc.yaml names the same paths; `tests/unit/test_contract.py` checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ARTIFACTS = Path("artifacts")      # heavy outputs (DVC cache): decoded data, checkpoints, pruned nets
+RESULTS = Path("results")          # light outputs (committed to git): metrics, records, tables, figures
+DATASET_CACHE = ARTIFACTS / "data" / "dataset.pt"
+CHECKPOINTS = ARTIFACTS / "checkpoints"   # per-run resume checkpoints (not a DVC output)
+
+
+def dense_checkpoint(model_key: str) -> Path:
+    """The dense checkpoint of pretrain.models key `model_key` (output of `pretrain@<key>`)."""
+    return ARTIFACTS / "pretrain" / model_key / "model.pt"
+
+
+def pretrain_metrics(model_key: str) -> Path:
+    return RESULTS / "pretrain" / model_key / "metrics.json"
+
+
+def pruned_models(slug: str) -> Path:
+    """Folder of the pruned networks a study saves (architecture + state dict)."""
+    return ARTIFACTS / slug / "models"
+
+
+def study_results(slug: str) -> Path:
+    return RESULTS / slug

@@ -1,0 +1,67 @@
+"""What produced a result: content digests of inputs, the code version, run identities.
+
+A run's identity (what resume and caching key on) is a digest of everything it depends on: the
+resolved configs, the *bytes* of its input files (never their paths: a retrained dense
+checkpoint at the same path is a different input), the data fingerprint and the package source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunerep.config import to_dict
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """Hash of the package's source: a checkpoint written by other code is never resumed."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def run_key(*parts: Any) -> str:
+    """Stable identity of a run from its configs, input digests and code (matches resume checkpoints)."""
+    blob = json.dumps([code_fingerprint(), *(to_dict(p) for p in parts)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def git_revision() -> str | None:
+    """HEAD commit, with "-dirty" when tracked files differ from it (None outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def provenance(profile: str, **extra: Any) -> dict[str, Any]:
+    """Record of what produced a result: profile, code revision, library versions, device."""
+    import prunerep
+
+    return {"profile": profile, "git": git_revision(), "code": code_fingerprint(), "prunerep": prunerep.__version__,
+            "torch": str(torch.__version__), "python": platform.python_version(),
+            "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+            "platform": platform.platform(), **extra}

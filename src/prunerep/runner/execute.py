@@ -1,0 +1,201 @@
+"""Run a study's specs: parallel workers, content-keyed identity, saved networks, serial latency.
+
+Every run prunes the dense checkpoint of its `model` key (the path comes from
+:mod:`prunerep.paths`, checked against the architecture params.yaml names for that key). Its
+identity, on which resume checkpoints are keyed, is a digest of the resolved spec, the data
+config and fingerprint, the *bytes* of the dense checkpoint and the package source: retraining
+the dense model or changing any code reruns it instead of resuming stale weights.
+
+Latency of the pruned networks is measured after all runs have finished, one network at a time,
+in this process: timing beside other runs on shared cores would measure the contention.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prunerep import paths
+from prunerep.config import to_dict
+from prunerep.data import DataConfig, SubsetConfig
+from prunerep.runner.iterative import IterativeSpec, run_iterative
+from prunerep.runner.record import RunRecord
+from prunerep.runner.run import RunResult, RunSpec, run_pruning
+
+__all__ = ["LatencySettings", "StudyContext", "execute"]
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How the pruned networks' latency is measured (median of `repeats` after `warmup`)."""
+
+    enabled: bool = True
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 64])
+    repeats: int = 30
+    warmup: int = 5
+    threads: int | None = None       # None: torch's default for this process (all cores)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """What a study's runs share: data, profile, workers, where inputs and outputs live."""
+
+    slug: str
+    profile: str
+    data: DataConfig
+    subset: SubsetConfig = SubsetConfig()
+    workers: int = 1
+    latency: LatencySettings = LatencySettings()
+    expected_arch: Mapping[str, str] = field(default_factory=dict)   # pretrain key -> model name
+
+    def dense_path(self, model_key: str) -> Path:
+        return paths.dense_checkpoint(model_key)
+
+    @cached_property
+    def splits(self) -> Any:
+        from prunerep.data import load_data
+
+        return load_data(self.data, self.subset, str(paths.DATASET_CACHE))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image of the data (what every model is traced and counted at)."""
+        return (self.splits.in_channels, *self.splits.image_size)
+
+    @property
+    def example_shape(self) -> tuple[int, int, int, int]:
+        return (1, *self.input_shape)
+
+    def load_dense(self, model_key: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+        """The dense checkpoint of `model_key`, refusing a checkpoint of another architecture."""
+        return load_dense(self.dense_path(model_key), model_key, self.expected_arch.get(model_key), map_location)
+
+
+def load_dense(path: Path, model_key: str, expected: str | None, map_location: Any = "cpu") -> torch.nn.Module:
+    from prunerep.models.checkpoint import load_model
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: dense checkpoint of {model_key!r} is missing; run "
+                                f"`dvc repro pretrain@{model_key}` first (or remove {model_key!r} from the section)")
+    model, _ = load_model(path, map_location=map_location)
+    arch = getattr(model, "arch_spec", {}).get("name")
+    if expected is not None and arch != expected:
+        raise ValueError(f"{path}: holds a {arch!r} network but pretrain.models.{model_key}.name is {expected!r}; "
+                         f"rerun `dvc repro pretrain@{model_key}`")
+    return model
+
+
+def _base(spec: RunSpec | IterativeSpec) -> RunSpec:
+    return spec.spec if isinstance(spec, IterativeSpec) else spec
+
+
+def run_name(spec: RunSpec | IterativeSpec) -> str:
+    """File-system name of a run: its label and seed."""
+    base = _base(spec)
+    return re.sub(r"[^A-Za-z0-9_.@=+-]", "_", f"{base.model}-{base.label or base.method}-s{base.seed}")
+
+
+def _run_job(job: dict[str, Any]) -> RunRecord:
+    """Worker body: load data and the dense checkpoint, run one spec, save the pruned network."""
+    from prunerep.data import load_data
+    from prunerep.models.checkpoint import save_model
+    from prunerep.provenance import code_fingerprint
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    spec = job["spec"]
+    base = _base(spec)
+    splits = load_data(job["data"], job["subset"], str(paths.DATASET_CACHE))
+    dense = load_dense(Path(job["dense_path"]), base.model, job["expected_arch"])
+    runner = run_iterative if isinstance(spec, IterativeSpec) else run_pruning
+    cpu0 = time.process_time()
+    result: RunResult = runner(spec, dense, splits, checkpoint_dir=job["checkpoint_dir"], run_key=job["identity"],
+                               keep_model=True)
+    cpu = time.process_time() - cpu0
+    model_path = None
+    if job["model_path"] and result.model is not None and hasattr(result.model, "arch_spec"):
+        save_model(result.model, job["model_path"], meta={"label": result.label, "seed": result.seed,
+                                                          "identity": job["identity"]})
+        model_path = job["model_path"]
+    hyper = to_dict(base.hyper)
+    if isinstance(spec, IterativeSpec):
+        hyper = {"method": base.method, "hyper": hyper, "steps": spec.steps,
+                 "step_finetune": to_dict(spec.step_finetune)}
+    return RunRecord(
+        slug=job["slug"], label=result.label, method=result.method, model=base.model, seed=base.seed,
+        tags=dict(base.tags), hyper=hyper,
+        budget={"describe": base.budget.describe(), "macs_keep": base.budget.macs_keep},
+        dense_macs=result.dense_macs, dense_params=result.dense_params, macs=result.macs, params=result.params,
+        widths=result.widths, val_acc=result.val_acc, test_acc=result.test_acc,
+        val_acc_before_finetune=result.val_acc_before_finetune,
+        test_acc_before_finetune=result.test_acc_before_finetune, selection=result.selection,
+        phase_time_s=result.phase_time_s, process_time_s=cpu, summary=result.method_summary,
+        histories=result.histories, model_path=model_path,
+        provenance={"profile": job["profile"], "data_fingerprint": splits.fingerprint, "code": code_fingerprint(),
+                    "dense_checkpoint": job["dense_path"], "dense_digest": job["dense_digest"],
+                    "identity": job["identity"], "finetune": to_dict(base.finetune),
+                    "batch_size": base.batch_size, "threads": torch.get_num_threads()})
+
+
+def measure_record_latency(record: RunRecord, input_shape: tuple[int, ...], settings: LatencySettings) -> RunRecord:
+    """The record with the measured latency of its saved pruned network."""
+    from prunerep.engine import pick_device
+    from prunerep.models.checkpoint import load_model
+    from prunerep.pruning.latency import measure_latency
+
+    if not settings.enabled or record.model_path is None:
+        return record
+    device = pick_device(settings.device)
+    model, _ = load_model(record.model_path, map_location=device)
+    results = measure_latency(model, tuple(input_shape), batch_sizes=settings.batch_sizes, repeats=settings.repeats,
+                              warmup=settings.warmup, threads=settings.threads)
+    latency: dict[str, Any] = {f"batch_{r.batch_size}_ms": r.median_ms for r in results}
+    latency.update({"threads": results[0].threads, "device": results[0].device, "repeats": settings.repeats,
+                    "fingerprint": results[0].fingerprint})
+    return replace(record, latency=latency)
+
+
+def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save_models: bool = True) -> list[RunRecord]:
+    """Run every spec (``ctx.workers`` processes side by side), in order; one record each.
+
+    Runs checkpoint under ``artifacts/checkpoints/<slug>/<profile>/<run name>`` and resume after a
+    kill; pruned networks are saved under ``artifacts/<slug>/models/``; then latency is measured
+    serially (``ctx.latency``).
+    """
+    from prunerep.engine.parallel import map_jobs
+    from prunerep.provenance import file_digest, run_key
+
+    jobs, names, digests = [], set(), {}
+    for spec in specs:
+        base = _base(spec)
+        if not base.model:
+            raise ValueError(f"run {base.label!r}: RunSpec.model (the pretrain.models key) is not set")
+        name = run_name(spec)
+        if name in names:
+            raise ValueError(f"{ctx.slug}: two runs are named {name!r}; give them distinct labels")
+        names.add(name)
+        dense = ctx.dense_path(base.model)
+        if base.model not in digests:
+            if not dense.exists():
+                raise FileNotFoundError(f"{dense}: dense checkpoint of {base.model!r} is missing; run "
+                                        f"`dvc repro pretrain@{base.model}` first")
+            digests[base.model] = file_digest(dense)
+        identity = run_key(ctx.slug, spec, ctx.data, ctx.subset, digests[base.model])
+        jobs.append({
+            "slug": ctx.slug, "profile": ctx.profile, "spec": spec, "data": ctx.data, "subset": ctx.subset,
+            "dense_path": str(dense), "dense_digest": digests[base.model], "identity": identity,
+            "expected_arch": ctx.expected_arch.get(base.model),
+            "checkpoint_dir": str(paths.CHECKPOINTS / ctx.slug / ctx.profile / name),
+            "model_path": str(paths.pruned_models(ctx.slug) / f"{name}.pt") if save_models else None,
+        })
+    records = map_jobs(_run_job, jobs, workers=ctx.workers)
+    shape = ctx.input_shape
+    return [measure_record_latency(r, shape, ctx.latency) for r in records]

@@ -1,0 +1,93 @@
+"""What every study shares: its context from a notebook, dense references, budget captions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prunerep.config import ConfigError, resolve_section
+from prunerep.data import SubsetConfig
+from prunerep.runner import LatencySettings, RunRecord, StudyContext
+
+__all__ = ["dense_reference", "open_study", "records_by_seed"]
+
+
+def open_study(nb: Any, cfg: Any) -> StudyContext:
+    """The runner's context of notebook `nb` (a `NotebookContext`) for section `cfg`.
+
+    The expected architecture of each dense checkpoint comes from params.yaml's `pretrain`
+    section, so a checkpoint of another network at a model key's path is refused.
+    """
+    try:
+        pretrain = resolve_section("pretrain", profile=nb.profile)
+        expected = {key: entry.name for key, entry in pretrain.models.items()}
+    except (ConfigError, FileNotFoundError):
+        expected = {}
+    return StudyContext(slug=nb.slug, profile=nb.profile, data=nb.data, subset=getattr(cfg, "subset", SubsetConfig()),
+                        workers=getattr(cfg, "workers", 1), latency=getattr(cfg, "latency", LatencySettings()),
+                        expected_arch=expected)
+
+
+def dense_reference(ctx: StudyContext, model_key: str, batch_size: int = 512) -> dict[str, Any]:
+    """Test accuracy, MACs, params and measured latency of a dense checkpoint on the study's split."""
+    from prunerep.data import Loader
+    from prunerep.engine import evaluate, pick_device
+    from prunerep.pruning.cost import count_cost
+    from prunerep.pruning.latency import measure_latency
+
+    device = pick_device("auto")
+    splits = ctx.splits
+    model = ctx.load_dense(model_key, map_location=device)
+    loader = Loader(splits.test, batch_size, mean=splits.mean, std=splits.std, shuffle=False, augment=False,
+                    device=device)
+    acc = float(evaluate(model, loader)["acc"])
+    cost = count_cost(model.cpu(), ctx.example_shape)
+    out: dict[str, Any] = {"model": model_key, "test_acc": acc, "macs": int(cost.macs), "params": int(cost.params)}
+    if ctx.latency.enabled:
+        for r in measure_latency(model.to(device), ctx.input_shape, batch_sizes=ctx.latency.batch_sizes,
+                                 repeats=ctx.latency.repeats, warmup=ctx.latency.warmup,
+                                 threads=ctx.latency.threads):
+            out[f"batch_{r.batch_size}_ms"] = r.median_ms
+    return out
+
+
+def records_by_seed(records: Sequence[RunRecord], value: str = "test_acc") -> dict[int, float]:
+    """seed -> value (an attribute of the record), for paired comparisons across arms."""
+    out: dict[int, float] = {}
+    for r in records:
+        if r.seed in out:
+            raise ValueError(f"records_by_seed: seed {r.seed} appears twice among {[x.label for x in records]}")
+        out[r.seed] = float(getattr(r, value))
+    return out
+
+
+def group(records: Sequence[RunRecord], *keys: str) -> dict[tuple, list[RunRecord]]:
+    """Records grouped by attributes or tags (in first-seen order)."""
+    out: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        k = tuple(getattr(r, key) if hasattr(r, key) else r.tags.get(key) for key in keys)
+        out.setdefault(k, []).append(r)
+    return out
+
+
+def describe_splits(ctx: StudyContext) -> str:
+    """Caption part on the data: read from the data, never assumed."""
+    s = ctx.splits
+    c, h, w = ctx.input_shape
+    return (f"data `{ctx.data.dataset}` ({c}x{h}x{w}, {s.num_classes} classes; train {len(s.train)} / "
+            f"val {len(s.val)} / test {len(s.test)} images); MACs counted at 1x{c}x{h}x{w}")
+
+
+def mean_std_text(values: Sequence[float], digits: int = 2) -> str:
+    from prunerep.reporting.stats import fmt_mean_std
+
+    return fmt_mean_std(list(values), digits)
+
+
+def latency_columns(records: Sequence[RunRecord]) -> list[str]:
+    keys: dict[str, None] = {}
+    for r in records:
+        for k in (r.latency or {}):
+            if k.startswith("batch_"):
+                keys[k] = None
+    return list(keys)
