@@ -227,3 +227,19 @@ def test_wrong_gate_size_is_refused():
         attach_gates(model, [groups["layer1.0.conv1"]], lambda g: SoftGate(8))
     with pytest.raises(ValueError, match="placement"):
         attach_gates(model, [groups["layer1.0.conv1"]], lambda g: SoftGate(16), placement="middle")
+
+
+def test_gate_shape_error_names_the_group_and_the_module():
+    """Groups of one model attached to a model of other widths fail with a message that says
+    which gate and which module, not just two shapes."""
+    groups = find_groups(get_model("resnet20"), X)
+    other = get_model("resnet20")
+    other.conv1 = nn.Conv2d(3, 24, 3, padding=1, bias=False)  # the stem now writes 24 channels
+    other.bn1 = nn.BatchNorm2d(24)
+    attach_gates(other, [groups["conv1"]], lambda g: SoftGate(g.channels), placement="output")
+    with pytest.raises(
+        ValueError,
+        match=r"gate of 16 channels \(channel group 'conv1', output of 'bn1'\) cannot multiply "
+        r"dim 1 of an input of shape \(2, 24, 32, 32\)",
+    ):
+        other(X)

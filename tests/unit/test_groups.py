@@ -251,3 +251,65 @@ def test_unknown_group_lookup_lists_the_valid_ids():
     groups = find_groups(get_model("resnet20"), X32)
     with pytest.raises(KeyError, match="unknown channel group 'conv9'.*Prunable groups: conv1, "):
         groups["conv9"]
+
+
+class DenseToy(nn.Module):
+    """Two DenseNet layers: ``l2.norm`` normalises concat(stem 8, growth 4) = 12 channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.stem_bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.l1_norm, self.l1_conv = nn.BatchNorm2d(8), nn.Conv2d(8, 4, 3, padding=1)
+        self.l2_norm, self.l2_conv = nn.BatchNorm2d(12), nn.Conv2d(12, 4, 3, padding=1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem_bn(self.stem(x)))
+        y1 = self.l1_conv(torch.relu(self.l1_norm(x)))
+        x = torch.cat([x, y1], 1)
+        y2 = self.l2_conv(torch.relu(self.l2_norm(x)))
+        return self.fc(torch.cat([x, y2], 1).mean((2, 3)))
+
+
+def test_norm_over_a_concatenation_is_shared_not_the_groups_norm():
+    """An offset-0 prefix of a wider concatenation is not the group (was: a 12-channel BN as a
+    norm and output tap of the 8-channel stem group, and a shape error at the first forward)."""
+    model = DenseToy().eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics: re-normalised zeros show
+            m.running_mean.uniform_(-0.5, 0.5)
+            with torch.no_grad():
+                m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 8, 8)
+    groups = find_groups(model, x[:1])
+    stem, growth = groups["stem"], groups["l1_conv"]
+    assert stem.norms == ("stem_bn", "l1_norm") and stem.output_taps == ("stem_bn", "l1_norm")
+    assert stem.shared == (("l2_norm", 0),) and stem.output_slices == (("l2_norm", 0),)
+    assert growth.norms == () and growth.output_taps == ("l1_conv",)
+    assert growth.shared == (("l2_norm", 8),) and growth.output_slices == (("l2_norm", 8),)
+    assert growth.reader_index == (("l2_conv", 8, 1), ("fc", 8, 1))
+    assert "l2_norm" in growth.members
+    for placement in ("output", "input"):
+        m = copy.deepcopy(model)
+        g = find_groups(m, x[:1])
+        gates = attach_gates(
+            m,
+            g,
+            lambda grp: SoftGate(grp.channels, init=torch.linspace(-0.4, 1.3, grp.channels)),
+            placement=placement,
+        )
+        with torch.no_grad():
+            reference = m(x)
+        apply_gates(m, gates, g)
+        # linspace(-0.4, 1.3, 8) > 0: 6 of 8 kept; (4 channels): 3 of 4 kept
+        assert (m.stem.out_channels, m.l1_conv.out_channels, m.l2_norm.num_features) == (6, 3, 9)
+        with torch.no_grad():
+            assert_close(m(x), reference)
+
+
+def test_a_concatenated_group_cannot_be_removed_entirely():
+    model = DenseToy().eval()
+    groups = find_groups(model, torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="channel group 'l1_conv'"):
+        prune_channels(model, groups, {"l1_conv": torch.zeros(4, dtype=torch.bool)})
+    assert model.l1_conv.out_channels == 4  # nothing changed

@@ -38,7 +38,12 @@ from prunerep.pruning.groups import (
     internal,
     residual,
 )
-from prunerep.pruning.soft_cost import SoftCostModel
+from prunerep.pruning.soft_cost import (
+    SoftCostMismatch,
+    SoftCostModel,
+    group_widths,
+    verify_soft_cost,
+)
 from prunerep.pruning.surgery import (
     ConstantConv,
     apply_gates,
@@ -58,6 +63,7 @@ __all__ = [
     "LayerCost",
     "STEBinaryGate",
     "SmoothedL0",
+    "SoftCostMismatch",
     "SoftCostModel",
     "SoftGate",
     "StochasticMask",
@@ -72,9 +78,11 @@ __all__ = [
     "effective_keep",
     "export_onnx",
     "find_groups",
+    "group_widths",
     "internal",
     "plan_surgery",
     "prune_channels",
     "residual",
     "trace_layers",
+    "verify_soft_cost",
 ]

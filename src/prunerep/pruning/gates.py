@@ -35,7 +35,8 @@ model (``model.gates`` by default), so ``model.parameters()`` includes the gate 
   carries the group, and its readers are gated.
 * ``placement="output"`` (DSA, DAIS, W-Gates, network slimming): the gate multiplies the output
   of every norm layer of the group (after BN, before the activation), and the output of every
-  producer that is not followed by a norm.
+  producer that is not followed by a norm. A norm over a concatenation (DenseNet) is gated on
+  the group's slice of its output only.
 
 Option-A ``ChannelSelect`` shortcuts copy channels and are never gate positions; they follow the
 group's *keep pattern*: a copy of channel ``c`` is multiplied by ``1[g_c != 0]`` (0/1, no
@@ -75,12 +76,16 @@ __all__ = [
 ]
 
 
-def _broadcast(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``values`` [C] shaped to multiply dim 1 of ``x`` ([N, C] or [N, C, ...])."""
+def _broadcast(values: torch.Tensor, x: torch.Tensor, where: str = "") -> torch.Tensor:
+    """``values`` [C] shaped to multiply dim 1 of ``x`` ([N, C] or [N, C, ...]).
+
+    ``where`` names the gate's group and position for the error message.
+    """
     if x.dim() < 2 or x.shape[1] != values.numel():
         raise ValueError(
-            f"gate of {values.numel()} channels cannot multiply dim 1 of an input of shape "
-            f"{tuple(x.shape)}"
+            f"gate of {values.numel()} channels{where} cannot multiply dim 1 of an input of shape "
+            f"{tuple(x.shape)}; the groups no longer match the model (find_groups again after "
+            "changing it) or this is an engine bug: please report it with the model"
         )
     return values.to(x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
 
@@ -434,9 +439,12 @@ class _InputHook:
     GateSet.
     """
 
-    def __init__(self, gate_set: GateSet, slots: list[tuple[str, int, int, bool]]) -> None:
+    def __init__(
+        self, gate_set: GateSet, slots: list[tuple[str, int, int, bool]], name: str = ""
+    ) -> None:
         self.gate_set = gate_set
         self.slots = slots  # (group id, offset, repeat, binary copy)
+        self.name = name  # the reader, for error messages
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if self.gate_set._suspended or not args or not isinstance(args[0], torch.Tensor):
@@ -452,23 +460,54 @@ class _InputHook:
         scale = x.new_ones(x.shape[1])
         for gid, offset, repeat, binary in self.slots:
             v = self.gate_set._value(gid, binary).to(x.dtype).repeat_interleave(repeat)
+            if offset + v.numel() > x.shape[1]:
+                raise ValueError(
+                    f"gate of channel group {gid!r} ({v.numel() // repeat} channels at offset "
+                    f"{offset}) does not fit the input of {self.name!r} of shape "
+                    f"{tuple(x.shape)}; find_groups again after changing the model"
+                )
             idx = torch.arange(offset, offset + v.numel(), device=x.device)
             scale = scale.index_copy(0, idx, v)
-        return (x * _broadcast(scale, x), *args[1:])
+        return (x * _broadcast(scale, x, f" at the input of {self.name!r}"), *args[1:])
 
 
 class _OutputHook:
-    """Forward hook of one tap: multiplies the module's output by the gate values."""
+    """Forward hook of one tap: multiplies the module's output by the gate values.
 
-    def __init__(self, gate_set: GateSet, group_id: str, binary: bool) -> None:
+    With ``offset`` set, the tap is a norm / depthwise conv over a concatenation
+    (:attr:`~.groups.ChannelGroup.output_slices`): only channels ``offset ... offset + C - 1``
+    are this group's and get multiplied.
+    """
+
+    def __init__(
+        self,
+        gate_set: GateSet,
+        group_id: str,
+        binary: bool,
+        name: str = "",
+        offset: int | None = None,
+    ) -> None:
         self.gate_set = gate_set
         self.group_id = group_id
         self.binary = binary
+        self.name = name
+        self.offset = offset
 
     def __call__(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
         if self.gate_set._suspended or not isinstance(out, torch.Tensor):
             return None
-        return out * _broadcast(self.gate_set._value(self.group_id, self.binary), out)
+        v = self.gate_set._value(self.group_id, self.binary)
+        where = f" (channel group {self.group_id!r}, output of {self.name!r})"
+        if self.offset is not None:
+            if out.dim() < 2 or self.offset + v.numel() > out.shape[1]:
+                raise ValueError(
+                    f"gate of {v.numel()} channels at offset {self.offset}{where} does not fit "
+                    f"an output of shape {tuple(out.shape)}; find_groups again after changing "
+                    "the model"
+                )
+            idx = torch.arange(self.offset, self.offset + v.numel(), device=out.device)
+            v = out.new_ones(out.shape[1]).index_copy(0, idx, v.to(out.dtype))
+        return out * _broadcast(v, out, where)
 
 
 class _ForwardScope:
@@ -665,14 +704,24 @@ def attach_gates(
                 slots.setdefault(reader, []).append((g.id, offset, repeat, reader in copies))
         for reader, reader_slots in slots.items():
             model.get_submodule(reader).register_forward_pre_hook(
-                _InputHook(gate_set, reader_slots)
+                _InputHook(gate_set, reader_slots, reader)
             )
     else:
         for g in groups:
             for tap in g.output_taps:
-                model.get_submodule(tap).register_forward_hook(_OutputHook(gate_set, g.id, False))
+                model.get_submodule(tap).register_forward_hook(
+                    _OutputHook(gate_set, g.id, False, tap)
+                )
+            # Norms over a concatenation re-normalise the group's zeroed channels to non-zero
+            # values: gate their slice too, so the gated network equals the pruned one.
+            for tap, offset in g.output_slices:
+                model.get_submodule(tap).register_forward_hook(
+                    _OutputHook(gate_set, g.id, False, tap, offset)
+                )
             for copy in g.selects_out:
-                model.get_submodule(copy).register_forward_hook(_OutputHook(gate_set, g.id, True))
+                model.get_submodule(copy).register_forward_hook(
+                    _OutputHook(gate_set, g.id, True, copy)
+                )
     model.register_forward_pre_hook(_ForwardScope(gate_set, True))
     model.register_forward_hook(_ForwardScope(gate_set, False), always_call=True)
     object.__setattr__(gate_set, "_owner", model)

@@ -19,7 +19,12 @@ pruning methods of this project need and DepGraph does not provide:
   after a flatten), so gates and cost models can address them;
 * whether the group is a residual stream, whether it reaches the model output (then it is never
   prunable), and which structures are not supported (grouped convs, partial coupling), each with
-  a reason in :attr:`ChannelGroups.excluded`.
+  a reason in :attr:`ChannelGroups.excluded`;
+* which norms / depthwise convs carry the group's channels *together with other channels*,
+  i.e. run on a concatenation (DenseNet's ``norm1`` over all earlier features): they are
+  :attr:`ChannelGroup.shared` members addressed by an offset, never plain ``norms``, so that
+  every member of ``norms`` / ``depthwise`` has exactly the group's width (a prefix at offset 0
+  is not the group: that mistake put a 96-channel BN on a 64-channel gate).
 
 Methods choose which groups to prune with a predicate, e.g. GReg prunes only the internal group
 of each residual block (``groups.select(internal)``) while DSA/DAIS/GDP also prune the residual
@@ -98,6 +103,13 @@ class ChannelGroup:
         output_taps: Modules after which an *output* gate multiplies these channels: every norm,
             plus every producer / depthwise conv / constant whose output does not go straight
             into a norm of this group.
+        shared: ``(module, offset)`` of every BN / InstanceNorm / depthwise conv that runs on a
+            concatenation of this group with other channels: channel ``c`` of the group is its
+            channel ``offset + c``. Surgery removes the group's slice from them; their cost is
+            split between the groups they carry.
+        output_slices: ``(module, offset)`` positions of output gates on a slice: every shared
+            norm, plus every shared depthwise conv whose output does not go straight into a
+            norm (or shared norm) of this group.
     """
 
     id: str
@@ -113,6 +125,8 @@ class ChannelGroup:
     others: tuple[str, ...] = ()
     reader_index: tuple[tuple[str, int, int], ...] = ()
     output_taps: tuple[str, ...] = ()
+    shared: tuple[tuple[str, int], ...] = ()
+    output_slices: tuple[tuple[str, int], ...] = ()
 
     def input_slot(self, reader: str) -> tuple[int, int]:
         """``(offset, repeat)`` of this group's channels in the input of ``reader``."""
@@ -133,6 +147,7 @@ class ChannelGroup:
             + self.selects_out
             + self.constants
             + self.others
+            + tuple(name for name, _ in self.shared)
         )
         return tuple(dict.fromkeys(names))
 
@@ -165,6 +180,8 @@ class _LayerIO:
     reads: list[tuple[str, int]] = field(default_factory=list)  # (group id, repeat)
     writes: str | None = None
     depthwise_of: str | None = None
+    # A depthwise conv over a concatenation: the groups whose slices it carries.
+    depthwise_slices: list[str] = field(default_factory=list)
 
 
 class ChannelGroups:
@@ -277,6 +294,23 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 def _is_grouped(m: nn.Module) -> bool:
     return isinstance(m, _CONV) and m.groups > 1 and not _is_depthwise(m)
+
+
+def _channel_count(m: nn.Module) -> int | None:
+    """Channels of ``m`` along the pruned dim, for the roles that can carry a concatenation."""
+    if isinstance(m, _CONV):
+        return m.out_channels
+    if isinstance(m, nn.Linear):
+        return m.out_features
+    if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.modules.instancenorm._InstanceNorm):
+        return m.num_features
+    if isinstance(m, nn.GroupNorm):
+        return m.num_channels
+    return getattr(m, "out_channels", None)  # ConstantConv, ChannelSelect, ...
+
+
+# Norms that act on every channel independently, so a slice of them is a norm of that slice.
+_PER_CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
 def _is_residual_add(node: tp.Node) -> bool:
@@ -405,6 +439,7 @@ class _GroupBuilder:
         self.residual = False
         self.problems: list[str] = []
         self.out_members: list[nn.Module] = []
+        self.shared: list[tuple[str, int]] = []
 
     def _read(self, name: str, root_idxs: list[int], idxs: list[int]) -> None:
         slot = _reader_slot(root_idxs, idxs, self.channels)
@@ -419,6 +454,25 @@ class _GroupBuilder:
         if not identity:
             self.problems.append(f"{name!r} carries it through an index mapping")
 
+    def _carry(
+        self, role: str, name: str, mod: nn.Module, root_idxs: list[int], idxs: list[int]
+    ) -> None:
+        """A norm / depthwise conv: the group's own (exact width) or a slice of a concatenation."""
+        size = _channel_count(mod)
+        slot = _reader_slot(root_idxs, idxs, self.channels)
+        if slot == (0, 1) and size == self.channels:
+            self._write(role, name, mod, True)
+        elif (
+            slot is not None
+            and slot[1] == 1
+            and size is not None
+            and slot[0] + self.channels <= size
+            and (role == "depthwise" or isinstance(mod, _PER_CHANNEL_NORMS))
+        ):
+            self.shared.append((name, slot[0]))
+        else:
+            self.problems.append(f"{name!r} carries it through an index mapping")
+
     def add(self, item: Any, graph: tp.DependencyGraph, names: dict[Any, str]) -> None:
         """Classify one ``(dependency, indices)`` item of the torch-pruning group."""
         from prunerep.pruning.surgery import ConstantConv
@@ -428,9 +482,12 @@ class _GroupBuilder:
         node = item.dep.target
         mod, name = node.module, names.get(node.module)
         is_out = graph.is_out_channel_pruning_fn(item.dep.handler)
+        # The module must also have exactly the group's width: an offset-0 prefix of a wider
+        # concatenation maps channel c to c as well, but is not this group.
+        size = _channel_count(mod) if mod is not None else None
         identity = sorted(zip(root_idxs, idxs, strict=True)) == [
             (c, c) for c in range(self.channels)
-        ]
+        ] and size in (None, self.channels)
         select_t = _channel_select_type()
 
         if node.type == tp_ops.OPTYPE.OUTPUT:
@@ -454,7 +511,7 @@ class _GroupBuilder:
                 if is_out:
                     self._write("constants", name, mod, identity)
             elif _is_depthwise(mod):
-                self._write("depthwise", name, mod, identity)
+                self._carry("depthwise", name, mod, root_idxs, idxs)
             elif _is_grouped(mod):
                 self.problems.append(
                     f"grouped conv {name!r} (groups={mod.groups}) is coupled to it; only regular "
@@ -467,7 +524,7 @@ class _GroupBuilder:
                     self.roles["readers"].append(name)
                     self._read(name, root_idxs, idxs)
             elif node.type in _NORM_TYPES:
-                self._write("norms", name, mod, identity)
+                self._carry("norms", name, mod, root_idxs, idxs)
             else:
                 self.roles["others"].append(name)
 
@@ -485,10 +542,18 @@ class _GroupBuilder:
         node_of = graph.module2node
         norm_nodes = {node_of[model.get_submodule(n)] for n in roles["norms"]}
         taps = list(roles["norms"])
+        shared = sorted(dict(self.shared).items(), key=lambda r: order.get(r[0], len(order)))
+        is_norm = {n: node_of[model.get_submodule(n)].type in _NORM_TYPES for n, _ in shared}
+        norm_nodes |= {node_of[model.get_submodule(n)] for n, _ in shared if is_norm[n]}
         for n in roles["producers"] + roles["depthwise"] + roles["constants"]:
             outs = node_of[model.get_submodule(n)].outputs
             if not outs or not all(o in norm_nodes for o in outs):
                 taps.append(n)
+        slices = []
+        for n, offset in shared:
+            outs = node_of[model.get_submodule(n)].outputs
+            if is_norm[n] or not outs or not all(o in norm_nodes for o in outs):
+                slices.append((n, offset))
         if not roles["readers"] and not roles["selects_in"] and not self.problems:
             self.problems.append("no layer reads its channels (a model output)")
         return ChannelGroup(
@@ -497,6 +562,8 @@ class _GroupBuilder:
             residual=self.residual,
             reader_index=tuple(self.reader_index),
             output_taps=ordered(taps),
+            shared=tuple(shared),
+            output_slices=tuple(slices),
             **roles,
         )
 
@@ -565,6 +632,9 @@ def find_groups(
             layer_io.setdefault(name, _LayerIO()).writes = group.id
         for name in group.depthwise:
             layer_io.setdefault(name, _LayerIO()).depthwise_of = group.id
+        for name, _ in group.shared:
+            if _is_depthwise(model.get_submodule(name)):
+                layer_io.setdefault(name, _LayerIO()).depthwise_slices.append(group.id)
         for name, _, repeat in group.reader_index:
             if name in group.readers:
                 layer_io.setdefault(name, _LayerIO()).reads.append((group.id, repeat))

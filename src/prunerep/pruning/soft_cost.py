@@ -29,7 +29,14 @@ Parameters follow the same form, except a layer's bias, which counts ``OUT`` onl
 almost everywhere.
 
 Widths of groups that die with others during surgery (see :func:`~.surgery.effective_keep`)
-must be passed as 0 to match the pruned network exactly.
+must be passed as 0 to match the pruned network exactly; :func:`group_widths` reads them off the
+pruned network, so they are.
+
+Norms and depthwise convs over a concatenation (:attr:`~.groups.ChannelGroup.shared`, e.g.
+DenseNet) are split per channel between the groups they carry; channels of non-prunable inputs
+stay in the constant. :func:`verify_soft_cost` checks the equality on a pruned network and
+raises :class:`SoftCostMismatch` if a model is not covered, so a wrong budget never goes
+unnoticed.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from torch import nn
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import ChannelGroups
 
-__all__ = ["SoftCostModel"]
+__all__ = ["SoftCostMismatch", "SoftCostModel", "group_widths", "verify_soft_cost"]
 
 _NORM = (
     nn.modules.batchnorm._BatchNorm,
@@ -132,11 +139,24 @@ class SoftCostModel:
             seen.add(layer.name)
             weight = module.weight
             bias_n = _numel(module.bias)
+            carried = []
             if io is not None and io.depthwise_of is not None:
-                g = index[io.depthwise_of]
-                b_m[g] += layer.macs / layer.out_channels
+                carried = [io.depthwise_of]
+            elif io is not None and io.depthwise_slices:
+                carried = io.depthwise_slices  # a depthwise conv over a concatenation
+            if carried:
+                # Linear in the carried width: every channel costs the same; channels of
+                # non-prunable inputs of the concatenation are a constant.
+                per_mac = layer.macs / layer.out_channels
+                per_param = (weight.numel() + bias_n) / layer.out_channels
+                fixed = layer.out_channels - sum(groups[gid].channels for gid in carried)
+                c_m += per_mac * fixed
+                for gid in carried:
+                    b_m[index[gid]] += per_mac
                 if first_call:
-                    b_p[g] += (weight.numel() + bias_n) / layer.out_channels
+                    c_p += per_param * fixed
+                    for gid in carried:
+                        b_p[index[gid]] += per_param
                 continue
             reads = [(index[gid], float(r)) for gid, r in (io.reads if io else [])]
             fixed_in = float(layer.in_channels - sum(r * groups[ids[g]].channels for g, r in reads))
@@ -167,14 +187,19 @@ class SoftCostModel:
                     _Bias(bias_n / layer.out_channels, fixed_in, tuple(reads), out, fixed_out)
                 )
 
-        # Norm affine parameters: those on prunable groups scale with the width, the rest are fixed.
-        grouped_norm_params = 0
+        # Norm affine parameters: those on prunable groups scale with the width, the rest are
+        # fixed. A norm over a concatenation (``shared``) carries a slice of each of several
+        # groups, plus possibly channels of non-prunable inputs, which stay in the constant.
+        grouped_norm_params = 0.0
         for g in groups:
-            for name in g.norms:
+            shared_norms = [n for n, _ in g.shared if isinstance(model.get_submodule(n), _NORM)]
+            for name in [*g.norms, *shared_norms]:
                 m = model.get_submodule(name)
                 k = _numel(getattr(m, "weight", None), getattr(m, "bias", None))
-                grouped_norm_params += k
-                b_p[index[g.id]] += k / g.channels
+                # shared norms are BN / InstanceNorm (see groups.py): per-channel affine params
+                per_channel = k / (g.channels if name in g.norms else m.num_features)
+                grouped_norm_params += per_channel * g.channels
+                b_p[index[g.id]] += per_channel
         c_p += cost.bn_params - grouped_norm_params
 
         return cls(ids, [groups[g].channels for g in ids], (a_m, b_m, c_m), (a_p, b_p, c_p), biases)
@@ -246,3 +271,100 @@ def _to_device(model: nn.Module, x: Any) -> Any:
     if isinstance(x, tuple | list):
         return type(x)(_to_device(model, v) for v in x)
     return x
+
+
+# -- checking a pruned network ---------------------------------------------------------------------
+
+
+class SoftCostMismatch(ValueError):
+    """The soft cost at the pruned network's widths differs from its exact count."""
+
+
+def group_widths(pruned_model: nn.Module, dense_groups: ChannelGroups) -> dict[str, int]:
+    """Width of every dense group in ``pruned_model``, by group id.
+
+    The width of a group is the output size of its first producer that still exists (surgery
+    keeps module names); a removed group (its producers are zero-channel
+    :class:`~.surgery.ConstantConv` s, or gone) has width 0. Groups that died with others during
+    surgery therefore come out as 0, as :meth:`SoftCostModel.macs` needs.
+
+    Args:
+        pruned_model: The network after surgery.
+        dense_groups: The groups found on it *before* surgery (stale is fine: only names and
+            roles are read).
+
+    Returns:
+        ``{group id: width}`` for every group of ``dense_groups``.
+    """
+    modules = dict(pruned_model.named_modules())
+    widths: dict[str, int] = {}
+    for g in dense_groups:
+        width = 0
+        for name in g.producers:
+            m = modules.get(name)
+            size = getattr(m, "out_channels", getattr(m, "out_features", None))
+            if size is not None:
+                width = int(size)
+                break
+        widths[g.id] = width
+    return widths
+
+
+def verify_soft_cost(
+    cost_model: SoftCostModel,
+    dense_groups: ChannelGroups,
+    pruned_model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    rtol: float = 1e-9,
+) -> None:
+    """Check that ``cost_model`` at the pruned widths equals the exact count of ``pruned_model``.
+
+    Args:
+        cost_model: Built on the dense model with ``dense_groups``.
+        dense_groups: Groups of the dense model (before surgery).
+        pruned_model: The network after surgery.
+        example_input: An input of the size the cost model was built for (only its shape is
+            used; costs are per sample).
+        rtol: Relative tolerance (float64 sums of integer-valued terms are exact far below it).
+
+    Raises:
+        SoftCostMismatch: MACs or params differ by more than ``rtol``; the message gives both
+            values of both.
+        ValueError: ``cost_model`` has groups that ``dense_groups`` does not (different models).
+    """
+    widths = group_widths(pruned_model, dense_groups)
+    missing = [gid for gid in cost_model.group_ids if gid not in widths]
+    if missing:
+        raise ValueError(
+            f"the cost model has channel groups {missing[:5]} that `dense_groups` does not: they "
+            "describe different models"
+        )
+    w = {gid: widths[gid] for gid in cost_model.group_ids}
+    with torch.no_grad():
+        soft_macs = float(cost_model.macs(w))
+        soft_params = float(cost_model.params(w))
+    exact = count_cost(pruned_model, tuple(example_input.shape))
+    bad = [
+        (what, soft, true)
+        for what, soft, true in (
+            ("MACs", soft_macs, exact.macs),
+            ("params", soft_params, exact.params),
+        )
+        if abs(soft - true) > rtol * max(abs(true), 1.0)
+    ]
+    if bad:
+        arch = getattr(pruned_model, "arch_spec", {}) or {}
+        name = arch.get("name", type(pruned_model).__name__)
+        values = "; ".join(
+            f"{what}: soft {soft:,.1f} vs exact {true:,}"
+            for what, soft, true in (
+                ("MACs", soft_macs, exact.macs),
+                ("params", soft_params, exact.params),
+            )
+        )
+        raise SoftCostMismatch(
+            f"the differentiable cost of {name} differs from the exact count of the pruned "
+            f"network ({values}; rtol={rtol:g}). Budgets computed with it are wrong: report this "
+            "model: the engine's cost model does not cover it."
+        )

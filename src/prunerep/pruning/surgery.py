@@ -379,6 +379,10 @@ def _why_not_removable(
         return "it is copied by a ChannelSelect shortcut"
     if g.constants or g.others:
         return f"it contains modules that cannot be removed ({', '.join(g.constants + g.others)})"
+    if g.shared:
+        # A norm / depthwise conv over a concatenation keeps the other inputs' channels, so it
+        # cannot be replaced by a constant or an identity.
+        return f"{g.shared[0][0]!r} carries it concatenated with other channels (concatenation)"
     for name in g.producers + g.depthwise:
         m = model.get_submodule(name)
         if not isinstance(m, _CONV) or m.transposed:
@@ -564,7 +568,8 @@ def _check_affine(
         kept = v[keep[gid]]
         if bool((kept == 1).all()):
             continue
-        for name in groups[gid].output_taps:
+        g = groups[gid]
+        for name in [*g.output_taps, *(n for n, _ in g.output_slices)]:
             m = model.get_submodule(name)
             if isinstance(m, _NORM) and getattr(m, "weight", None) is None:
                 raise ValueError(
@@ -656,7 +661,8 @@ def _fold(
                 shape[dim] = -1
                 w.mul_(scale.view(shape))
         else:
-            for name in g.output_taps:
+            taps = [(name, None) for name in g.output_taps] + list(g.output_slices)
+            for name, offset in taps:
                 m = model.get_submodule(name)
                 if isinstance(m, ConstantConv):
                     m.bias.mul_(v.to(m.bias))
@@ -664,9 +670,16 @@ def _fold(
                 w = getattr(m, "weight", None)
                 b = getattr(m, "bias", None)
                 dim = 1 if getattr(m, "transposed", False) else 0
+                if w is None and b is None:
+                    continue  # a non-affine norm: zeros only, and those channels are removed
+                scale = v
+                if offset is not None:  # a slice of a norm / depthwise conv over a concatenation
+                    n = w.shape[dim] if w is not None else b.shape[0]
+                    scale = torch.ones(n, dtype=v.dtype, device=v.device)
+                    scale[offset : offset + v.numel()] = v
                 if w is not None:
                     shape = [1] * w.dim()
                     shape[dim] = -1
-                    w.mul_(v.to(w).view(shape))
+                    w.mul_(scale.to(w).view(shape))
                 if b is not None:
-                    b.mul_(v.to(b))
+                    b.mul_(scale.to(b))
