@@ -25,6 +25,7 @@ from prunerep.reporting.paper import (
     load_paper_results,
     paper_datasets,
     paper_numbers,
+    paper_rows_note,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,3 +137,9 @@ def test_an_entry_without_dataset_is_named(tmp_path: Path) -> None:
     bad.write_text("results:\n  - {paper: x, table: T1, row: r, metric: m, value: 1, unit: '%', source: s}\n")
     with pytest.raises(ValueError, match=r"results\[0\] \(x / T1 / r\) lacks \['dataset'\]"):
         paper_numbers("x", path=bad)
+
+
+def test_caption_note_says_whether_paper_rows_are_shown() -> None:
+    assert paper_rows_note("greg", "cifar10", PAPERS) == "Paper rows: the paper's CIFAR-10 numbers."
+    assert paper_rows_note("greg", DataConfig(dataset="synthetic"), PAPERS) == (
+        "Paper rows: none (the paper reports CIFAR-10, CIFAR-100, ImageNet; this run is on synthetic).")

@@ -90,6 +90,24 @@ def paper_datasets(paper: str, path: str | Path = PAPER_RESULTS) -> list[str]:
     return list(dict.fromkeys(str(r["dataset"]) for r in load_paper_results(path) if r["paper"] == paper))
 
 
+def paper_rows_note(paper: str, dataset: str | DataConfig, path: str | Path = PAPER_RESULTS) -> str:
+    """A caption sentence saying whether `paper`'s printed numbers are shown beside this run.
+
+    E.g. "Paper rows: the paper's CIFAR-10 numbers." or "Paper rows: none (the paper reports
+    CIFAR-10, CIFAR-100, ImageNet; this run is on synthetic)."
+    """
+    data_cfg = _data_config(dataset)
+    reported = paper_datasets(paper, path)
+    if not reported:
+        raise KeyError(f"{path}: no entries for paper={paper!r}")
+    shown = [d for d in reported if paper_dataset_matches(data_cfg, d)]
+    if shown:
+        return f"Paper rows: the paper's {dataset_display_name(shown[0])} numbers."
+    names = ", ".join(dataset_display_name(d) for d in reported)
+    return (f"Paper rows: none (the paper reports {names}; this run is on "
+            f"{dataset_display_name(data_cfg.dataset)}).")
+
+
 def paper_value(df: pd.DataFrame, **match: str) -> float | str:
     """One printed value selected by column equality, or "not transcribed"."""
     sel = df
