@@ -128,7 +128,7 @@ def test_dense_reference_only_on_the_papers_dataset() -> None:
     assert dense_reference("resnet56", PAPERS, dataset="cifar10")["paper_test_acc"] == 93.36
     assert dense_reference("resnet20", PAPERS, dataset="cifar10")["paper_test_acc"] == NOT_TRANSCRIBED
     other = dense_reference("resnet56", PAPERS, dataset="shapes")
-    assert other["paper_test_acc"] == "n/a (paper reports CIFAR-10)"
+    assert other == {"paper_test_acc": "n/a (paper reports CIFAR-10)", "paper_source": ""}
     assert dense_reference("nosuchmodel", PAPERS, dataset="cifar10")["paper_test_acc"] == "n/a"
 
 

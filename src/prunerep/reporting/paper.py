@@ -130,13 +130,14 @@ def dense_reference(model_key: str, path: str | Path = PAPER_RESULTS, *,
             is on another dataset, the value is ``"n/a (paper reports CIFAR-10)"``.
 
     Returns:
-        ``{"paper_test_acc": value | "not transcribed" | "n/a ...", "paper_source": str}``.
+        ``{"paper_test_acc": value | "not transcribed" | "n/a ...", "paper_source": str}``; the
+        source is empty when the value is "n/a" (no paper row beside a result on another dataset).
     """
     for r in load_paper_results(path):
         if r.get("model") == model_key and r["metric"] == "dense_test_acc":
             if dataset is not None and not paper_dataset_matches(_data_config(dataset), str(r["dataset"])):
                 reported = dataset_display_name(str(r["dataset"]))
-                return {"paper_test_acc": f"n/a (paper reports {reported})", "paper_source": r["source"]}
+                return {"paper_test_acc": f"n/a (paper reports {reported})", "paper_source": ""}
             value = NOT_TRANSCRIBED if r["value"] is None else r["value"]
             return {"paper_test_acc": value, "paper_source": r["source"]}
     return {"paper_test_acc": "n/a", "paper_source": ""}
