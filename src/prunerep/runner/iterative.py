@@ -30,7 +30,8 @@ from prunerep.engine import OptimConfig
 from prunerep.methods.base import Budget
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
-from prunerep.runner.run import RunResult, RunSpec, _widths_after, run_pruning
+from prunerep.pruning.soft_cost import group_widths
+from prunerep.runner.run import RunResult, RunSpec, run_pruning
 
 __all__ = ["IterativeSpec", "run_iterative", "step_budgets"]
 
@@ -101,7 +102,7 @@ def run_iterative(it: IterativeSpec, dense: nn.Module, splits: Any, *, checkpoin
     assert result is not None and current is not None
     example = torch.zeros(shape)
     dense_groups = find_groups(copy.deepcopy(dense).cpu(), example)
-    widths = {g.id: int(n) for g, n in _widths_after(current, example, dense_groups).items()}
+    widths = group_widths(current, dense_groups)
     return RunResult(
         label=spec.label or f"iterative_{spec.method}", method=f"iterative_{spec.method}", seed=spec.seed,
         budget=spec.budget.describe(), dense_macs=dense_cost.macs, dense_params=dense_cost.params,

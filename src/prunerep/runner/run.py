@@ -28,7 +28,7 @@ from prunerep.engine.device import set_threads
 from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
-from prunerep.pruning.soft_cost import SoftCostModel
+from prunerep.pruning.soft_cost import SoftCostModel, group_widths, verify_soft_cost
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,10 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     val_acc = evaluate(model, val_loader)["acc"]
     test_acc = evaluate(model, test_loader)["acc"]
     cost = count_cost(model, shape)
-    widths = {g.id: int(n) for g, n in _widths_after(model, example, groups).items()}
+    # The methods' budgets were computed on the soft (bilinear) cost: it must equal the exact
+    # count of the network they produced, or every budget built on it was silently off.
+    verify_soft_cost(cost_model, groups, model, example)
+    widths = group_widths(model, groups)
     selection = "best_val" if spec.finetune is not None else "last (no fine-tuning)"
     return RunResult(
         label=spec.label or spec.method, method=spec.method, seed=spec.seed, budget=spec.budget.describe(),
@@ -169,21 +172,3 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
         val_acc_before_finetune=before_val, test_acc_before_finetune=before_test,
         val_acc=val_acc, test_acc=test_acc, widths=widths, phase_time_s=times, histories=histories,
         method_summary=method.summary(), model=model.cpu() if keep_model else None, selection=selection)
-
-
-def _widths_after(model: nn.Module, example: torch.Tensor, dense_groups: Any) -> dict[Any, int]:
-    """Width of each dense group in the pruned model (0 for a removed branch)."""
-    modules = dict(model.named_modules())
-    out = {}
-    for g in dense_groups:
-        width = 0
-        for name in g.producers:
-            m = modules.get(name)
-            if m is not None and hasattr(m, "out_channels"):
-                width = m.out_channels
-                break
-            if m is not None and hasattr(m, "out_features"):
-                width = m.out_features
-                break
-        out[g] = width
-    return out

@@ -322,7 +322,7 @@ def paper_comparison(acc: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     for _, r in acc[acc["allocation"] == "learned"].iterrows():
         value, source = NOT_TRANSCRIBED, "arXiv:2004.02164 (CIFAR-10 table): no entry"
         for name in paper_row_names(r["model"], r["init"], r["budget"]):
-            match = paper[(paper.row() == name) & (paper["metric"] == "test_acc")]
+            match = paper[(paper["row"] == name) & (paper["metric"] == "test_acc")]
             if len(match) == 1:
                 value, source = match["display"].iloc[0], match["source"].iloc[0]
                 break
