@@ -153,7 +153,7 @@ claim3
 # `artifacts/checkpoints/dsa/` for this table.
 
 # %%
-paper = paper_numbers("dsa")
+paper = paper_numbers("dsa", dataset=ctx.data)
 claim2 = dsa.claim2_table(results, cfg)
 write_table(claim2, tables, "claim2_time", f"Claim 2: time of the pruning process on this machine. {budget}")
 if len(claim2):

@@ -177,7 +177,7 @@ large
 # statements are tested above. A user with the PDF can fill `references/paper_results.yaml`.
 
 # %%
-paper_numbers("gdp")[["table", "row", "metric", "display", "unit", "source"]]
+paper_numbers("gdp", dataset=ctx.data)[["table", "row", "metric", "display", "unit", "source"]]
 
 # %%
 write_metrics({"profile": ctx.profile, "runs": len(records),

@@ -92,10 +92,10 @@ df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc
 # accuracy right after removal.
 
 # %%
-paper = paper_numbers("greg")
+paper = paper_numbers("greg", dataset=ctx.data)
 t1 = table1(df, paper, cfg.table1.variants)
 write_table(t1, ctx.out_dir / "tables", "table1",
-            "Table 1 (arXiv:2012.09243): same pruned filters, one-shot L1 vs GReg-1, ResNet-56 / CIFAR-10. "
+            f"Table 1 (arXiv:2012.09243): same pruned filters, one-shot L1 vs GReg-1, {cfg.model} / {ctx.data.dataset}. "
             "Ours: mean ± std over seeds, test accuracy (%); paper: its printed means (3 runs, full recipe). "
             + budget)
 t1
@@ -132,7 +132,7 @@ dense_acc = dense_accuracy(dense_models, splits, cfg.runtime)
 t2 = table2(df, paper, dense_acc, cfg.table2)
 t2 = t2 if len(t2) else pd.DataFrame({"source": [], "setting": [], "method": []})
 write_table(t2, ctx.out_dir / "tables", "table2",
-            "Table 2 (arXiv:2012.09243), ResNet-56 / CIFAR-10 rows. Ours: mean ± std over seeds; paper: as "
+            f"Table 2 (arXiv:2012.09243), {cfg.model} / {ctx.data.dataset} rows. Ours: mean ± std over seeds; paper: as "
             "printed (its base models differ per cited method). " + budget)
 t2
 

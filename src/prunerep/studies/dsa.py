@@ -319,6 +319,8 @@ def paper_comparison(acc: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     rows = []
+    if paper.empty:  # another dataset than the paper's: nothing to show beside ours
+        return pd.DataFrame(rows)
     for _, r in acc[acc["allocation"] == "learned"].iterrows():
         value, source = NOT_TRANSCRIBED, "arXiv:2004.02164 (CIFAR-10 table): no entry"
         for name in paper_row_names(r["model"], r["init"], r["budget"]):

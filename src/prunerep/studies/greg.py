@@ -314,6 +314,8 @@ def table1_plot(df: Any, paper: Any, title: str = "") -> Any:
         ax.errorbar(mean.index, mean.values, yerr=std.values, marker="o", capsize=3, color=f"C{i}",
                     label=f"{label} (ours)")
         prow = "L1" if variant == "l1" else "GReg-1"
+        if paper.empty:
+            continue
         pv = [_paper(paper, row=f"{prow} r={r:g}", metric="test_acc_mean") for r in mean.index]
         if all(isinstance(v, float) for v in pv):
             ax.plot(mean.index, pv, ls="--", marker="x", color=f"C{i}", alpha=0.7, label=f"{label} (paper)")
@@ -379,6 +381,9 @@ def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None)
             row[f"{v.label}, before FT"] = fmt_mean_std(extra.test_acc_before_finetune) if len(extra) else "not run"
             row[v.label] = fmt_mean_std(extra.test_acc) if len(extra) else "not run"
         key = f"r={r:g}"
+        if paper.empty:  # another dataset than the paper's: no paper column (the paper-row policy)
+            rows.append(row)
+            continue
         row["paper speedup"] = _paper(paper, row=key, metric="speedup")
         row["paper L1"] = _paper(paper, row=f"L1 {key}", metric="test_acc_mean")
         row["paper GReg-1"] = _paper(paper, row=f"GReg-1 {key}", metric="test_acc_mean")
