@@ -36,12 +36,12 @@ from prunerep.reporting import save_figure, setup_notebook, write_metrics, write
 from prunerep.reporting.ledger import write_claims
 from prunerep.reporting.paper import paper_numbers
 from prunerep.runner import execute, write_records
-from prunerep.studies.base import describe_splits, open_study
+from prunerep.studies.base import dense_reference, describe_splits, open_study
 from prunerep.studies.greg import (
     budget_text,
-    dense_accuracy,
     evidence,
     figure1,
+    method_label,
     plan_runs,
     results_frame,
     table1,
@@ -81,7 +81,7 @@ records = execute(runs, study)
 write_records(records, ctx.out_dir / "runs.jsonl")
 df = results_frame(records)
 write_table(df, ctx.out_dir / "tables", "runs", "Every run (one row per seed). " + budget)
-df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc", "speedup", "prune_iterations",
+df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc", "speedup_macs", "prune_iterations",
     "stop_reason", "pruning_time_s", "finetune_time_s"]] if "prune_iterations" in df else df
 
 # %% [markdown]
@@ -93,7 +93,7 @@ df[["table", "setting", "variant", "seed", "test_acc_before_finetune", "test_acc
 
 # %%
 paper = paper_numbers("greg", dataset=ctx.data)
-t1 = table1(df, paper, cfg.table1.variants)
+t1 = table1(df, paper, cfg.table1.variants, method_label("greg1", cfg.reg))
 write_table(t1, ctx.out_dir / "tables", "table1",
             f"Table 1 (arXiv:2012.09243): same pruned filters, one-shot L1 vs GReg-1, {cfg.model} / {ctx.data.dataset}. "
             "Ours: mean ± std over seeds, test accuracy (%); paper: its printed means (3 runs, full recipe). "
@@ -101,7 +101,8 @@ write_table(t1, ctx.out_dir / "tables", "table1",
 t1
 
 # %%
-fig = table1_plot(df, paper, title=f"Table 1, profile {ctx.profile} (ours: mean ± std over seeds)")
+fig = table1_plot(df, paper, title=f"Table 1, profile {ctx.profile} (ours: mean ± std over seeds)",
+                  greg1=method_label("greg1", cfg.reg))
 save_figure(fig, ctx.out_dir / "figures", "table1_accuracy_vs_ratio")
 
 # %% [markdown]
@@ -128,8 +129,8 @@ claims
 # printed. The paper's rows come from `references/paper_results.yaml` (cited methods included).
 
 # %%
-dense_acc = dense_accuracy(dense_models, splits, cfg.runtime)
-t2 = table2(df, paper, dense_acc, cfg.table2)
+dense_acc = {key: dense_reference(study, key)["test_acc"] for key in dense_models}
+t2 = table2(df, paper, dense_acc, cfg)
 t2 = t2 if len(t2) else pd.DataFrame({"source": [], "setting": [], "method": []})
 write_table(t2, ctx.out_dir / "tables", "table2",
             f"Table 2 (arXiv:2012.09243), {cfg.model} / {ctx.data.dataset} rows. Ours: mean ± std over seeds; paper: as "

@@ -55,11 +55,13 @@ __all__ = [
 ]
 
 
-DATASET_CACHE = "artifacts/data/dataset.pt"
 _WHOLE_SPLITS = SubsetConfig()
 
 
-def load_data(data_cfg: DataConfig, subset: SubsetConfig = _WHOLE_SPLITS, cache: str = DATASET_CACHE) -> DataSplits:
-    """The decoded dataset cache, split into train / val / test as `data_cfg` and `subset` say."""
-    return load_splits(cache, val_size=data_cfg.val_size, split_seed=data_cfg.split_seed,
+def load_data(data_cfg: DataConfig, subset: SubsetConfig = _WHOLE_SPLITS, cache: str | None = None) -> DataSplits:
+    """The decoded dataset cache (default: `prunerep.paths.DATASET_CACHE`), split into train / val /
+    test as `data_cfg` and `subset` say."""
+    from prunerep.paths import DATASET_CACHE
+
+    return load_splits(cache or DATASET_CACHE, val_size=data_cfg.val_size, split_seed=data_cfg.split_seed,
                        train_subset=subset.train, val_subset=subset.val, test_subset=subset.test)

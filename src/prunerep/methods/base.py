@@ -117,7 +117,6 @@ class PruningMethod(TrainHooks):
 
 
 _METHODS: dict[str, type[PruningMethod]] = {}
-_HYPER: dict[str, type] = {}
 
 
 def register_method(slug: str, *, hyper: type):
@@ -140,7 +139,6 @@ def register_method(slug: str, *, hyper: type):
         cls.slug = slug
         cls.hyper_class = hyper
         _METHODS[slug] = cls
-        _HYPER[slug] = hyper
         return cls
 
     return deco

@@ -24,7 +24,7 @@ import torch
 
 from prunerep import paths
 from prunerep.config import to_dict
-from prunerep.data import DataConfig, SubsetConfig
+from prunerep.data import DataConfig, SubsetConfig, example_shape
 from prunerep.runner.iterative import IterativeSpec, run_iterative
 from prunerep.runner.record import RunRecord
 from prunerep.runner.run import RunResult, RunSpec, run_pruning
@@ -63,16 +63,16 @@ class StudyContext:
     def splits(self) -> Any:
         from prunerep.data import load_data
 
-        return load_data(self.data, self.subset, str(paths.DATASET_CACHE))
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image of the data (what every model is traced and counted at)."""
-        return (self.splits.in_channels, *self.splits.image_size)
+        return load_data(self.data, self.subset)
 
     @property
     def example_shape(self) -> tuple[int, int, int, int]:
-        return (1, *self.input_shape)
+        """(1, C, H, W) of the data: what every model is traced and counted at."""
+        return example_shape(self.splits)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.example_shape[1:]
 
     def load_dense(self, model_key: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:
         """The dense checkpoint of `model_key`, refusing a checkpoint of another architecture."""
@@ -113,13 +113,15 @@ def _run_job(job: dict[str, Any]) -> RunRecord:
         torch.set_num_threads(job["threads"])
     spec = job["spec"]
     base = _base(spec)
-    splits = load_data(job["data"], job["subset"], str(paths.DATASET_CACHE))
+    wall0 = time.perf_counter()
+    splits = load_data(job["data"], job["subset"])
     dense = load_dense(Path(job["dense_path"]), base.model, job["expected_arch"])
     runner = run_iterative if isinstance(spec, IterativeSpec) else run_pruning
     cpu0 = time.process_time()
     result: RunResult = runner(spec, dense, splits, checkpoint_dir=job["checkpoint_dir"], run_key=job["identity"],
                                keep_model=True)
     cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
     model_path = None
     if job["model_path"] and result.model is not None and hasattr(result.model, "arch_spec"):
         save_model(result.model, job["model_path"], meta={"label": result.label, "seed": result.seed,
@@ -137,7 +139,7 @@ def _run_job(job: dict[str, Any]) -> RunRecord:
         widths=result.widths, val_acc=result.val_acc, test_acc=result.test_acc,
         val_acc_before_finetune=result.val_acc_before_finetune,
         test_acc_before_finetune=result.test_acc_before_finetune, selection=result.selection,
-        phase_time_s=result.phase_time_s, process_time_s=cpu, summary=result.method_summary,
+        phase_time_s=result.phase_time_s, wall_time_s=wall, process_time_s=cpu, summary=result.method_summary,
         histories=result.histories, model_path=model_path,
         provenance={"profile": job["profile"], "data_fingerprint": splits.fingerprint, "code": code_fingerprint(),
                     "dense_checkpoint": job["dense_path"], "dense_digest": job["dense_digest"],

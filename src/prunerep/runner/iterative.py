@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig
 from prunerep.methods.base import Budget
 from prunerep.pruning.cost import count_cost
@@ -68,11 +69,11 @@ def run_iterative(it: IterativeSpec, dense: nn.Module, splits: Any, *, checkpoin
     """Prune a copy of `dense` in `it.steps` steps; the result is reported like `run_pruning`'s.
 
     Phase times: ``prune`` (one-shot selection + surgery of every step), ``step_finetune``
-    (intermediate fine-tunings) and ``finetune`` (the last one), so ``RunResult.row()``'s
+    (intermediate fine-tunings) and ``finetune`` (the last one), so the record's
     ``pruning_time_s + finetune_time_s`` is the whole pruning process.
     """
     spec = it.spec
-    shape = (1, splits.in_channels, *splits.image_size)
+    shape = example_shape(splits)
     dense_cost = count_cost(dense, shape)
     current = dense
     times = {"prune": 0.0, "step_finetune": 0.0, "finetune": 0.0}

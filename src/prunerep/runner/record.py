@@ -40,6 +40,7 @@ class RunRecord:
         selection: how the reported weights were chosen (``best_val``: the fine-tuning epoch with
             the best validation accuracy; ``last``: the last weights; never the test split).
         phase_time_s: wall time of each phase (prepare, the method's phases, surgery, finetune).
+        wall_time_s: wall time of the whole run in its worker (data loading and evaluations too).
         process_time_s: CPU time of the whole run's process work.
         latency: measured latency of the pruned network (``batch_<n>_ms`` medians, threads,
             device fingerprint); None when not measured.
@@ -69,6 +70,7 @@ class RunRecord:
     phase_time_s: dict[str, float]
     tags: dict[str, Any] = field(default_factory=dict)
     hyper: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float | None = None
     process_time_s: float | None = None
     latency: dict[str, Any] | None = None
     summary: dict[str, Any] = field(default_factory=dict)

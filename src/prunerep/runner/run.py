@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import set_threads
 from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
@@ -56,6 +57,9 @@ class RunSpec:
 
 @dataclass
 class RunResult:
+    """What one run returns in its process; `execute` turns it into a `RunRecord` (which derives
+    the table columns)."""
+
     label: str
     method: str
     seed: int
@@ -79,21 +83,6 @@ class RunResult:
     def macs_keep(self) -> float:
         return self.macs / self.dense_macs
 
-    @property
-    def speedup(self) -> float:
-        return self.dense_macs / self.macs
-
-    def row(self) -> dict[str, Any]:
-        """Flat record for tables and metrics (no model, no histories)."""
-        return {"label": self.label, "method": self.method, "seed": self.seed, "budget": self.budget,
-                "test_acc": self.test_acc, "val_acc": self.val_acc,
-                "test_acc_before_finetune": self.test_acc_before_finetune,
-                "val_acc_before_finetune": self.val_acc_before_finetune,
-                "macs": self.macs, "params": self.params, "macs_keep": self.macs_keep,
-                "speedup": self.speedup, "params_keep": self.params / self.dense_params,
-                "pruning_time_s": sum(v for k, v in self.phase_time_s.items() if k != "finetune"),
-                "finetune_time_s": self.phase_time_s.get("finetune", 0.0)}
-
 
 def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir: str | Path | None = None,
                 run_key: str = "", keep_model: bool = True) -> RunResult:
@@ -106,7 +95,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     model = copy.deepcopy(dense).to(device).train()
     method = get_method(spec.method, spec.hyper)
 
-    shape = (1, splits.in_channels, *splits.image_size)
+    shape = example_shape(splits)
     example = torch.zeros(shape, device=device)
     groups = find_groups(model, example)
     prunable = [g for g in groups.select(method.prunable)]

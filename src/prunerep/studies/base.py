@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prunerep.config import ConfigError, resolve_section
+from prunerep.config import resolve_section
 from prunerep.data import SubsetConfig
 from prunerep.runner import LatencySettings, RunRecord, StudyContext
 
@@ -18,11 +18,8 @@ def open_study(nb: Any, cfg: Any) -> StudyContext:
     The expected architecture of each dense checkpoint comes from params.yaml's `pretrain`
     section, so a checkpoint of another network at a model key's path is refused.
     """
-    try:
-        pretrain = resolve_section("pretrain", profile=nb.profile)
-        expected = {key: entry.name for key, entry in pretrain.models.items()}
-    except (ConfigError, FileNotFoundError):
-        expected = {}
+    pretrain = resolve_section("pretrain", profile=nb.profile)
+    expected = {key: entry.name for key, entry in pretrain.models.items()}
     return StudyContext(slug=nb.slug, profile=nb.profile, data=nb.data, subset=getattr(cfg, "subset", SubsetConfig()),
                         workers=getattr(cfg, "workers", 1), latency=getattr(cfg, "latency", LatencySettings()),
                         expected_arch=expected)
@@ -71,23 +68,7 @@ def group(records: Sequence[RunRecord], *keys: str) -> dict[tuple, list[RunRecor
 
 
 def describe_splits(ctx: StudyContext) -> str:
-    """Caption part on the data: read from the data, never assumed."""
-    s = ctx.splits
-    c, h, w = ctx.input_shape
-    return (f"data `{ctx.data.dataset}` ({c}x{h}x{w}, {s.num_classes} classes; train {len(s.train)} / "
-            f"val {len(s.val)} / test {len(s.test)} images); MACs counted at 1x{c}x{h}x{w}")
+    """Caption part on the data (read from the data, never assumed) and the shape MACs are counted at."""
+    from prunerep.data import describe_data, format_shape
 
-
-def mean_std_text(values: Sequence[float], digits: int = 2) -> str:
-    from prunerep.reporting.stats import fmt_mean_std
-
-    return fmt_mean_std(list(values), digits)
-
-
-def latency_columns(records: Sequence[RunRecord]) -> list[str]:
-    keys: dict[str, None] = {}
-    for r in records:
-        for k in (r.latency or {}):
-            if k.startswith("batch_"):
-                keys[k] = None
-    return list(keys)
+    return f"{describe_data(ctx.data, ctx.splits)}; MACs counted at {format_shape(ctx.example_shape)}"

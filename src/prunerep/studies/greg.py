@@ -35,6 +35,12 @@ from prunerep.runner import LatencySettings, RunRecord, RunSpec
 METHOD_LABELS = {"l1": "L1 (one-shot)", "greg1": "GReg-1", "greg2": "GReg-2"}
 
 
+def method_label(method: str, reg: GRegHyper) -> str:
+    """What ran, named honestly: with the BN penalty GReg is a variant of ours, not the paper's."""
+    base = METHOD_LABELS[method]
+    return f"{base} + BN penalty (ours)" if method != "l1" and reg.penalize_norm else base
+
+
 def _finetune_default() -> OptimConfig:
     # README CIFAR fine-tuning: 120 epochs, lr 0.01 -> 0.001 @60 -> 1e-4 @90, wd 5e-4.
     return OptimConfig(epochs=120, lr=0.01, momentum=0.9, nesterov=False, weight_decay=5e-4,
@@ -143,20 +149,6 @@ class GRegConfig:
 
 
 
-def dense_accuracy(models: Mapping[str, nn.Module], splits: Any, runtime: RuntimeConfig,
-                   batch_size: int = 512) -> dict[str, float]:
-    """Test accuracy of each dense model on the same test split as the pruned runs."""
-    import copy
-
-    from prunerep.data import Loader
-    from prunerep.engine import evaluate, pick_device
-
-    device = pick_device(runtime.device)
-    loader = Loader(splits.test, batch_size, mean=splits.mean, std=splits.std, shuffle=False, augment=False,
-                    device=device)
-    return {key: float(evaluate(copy.deepcopy(m).to(device), loader)["acc"]) for key, m in models.items()}
-
-
 def _merged(base: Any, overrides: Mapping[str, Any], cls: type, path: str) -> Any:
     return from_dict(cls, {**dataclasses.asdict(base), **overrides}, path) if overrides else base
 
@@ -260,6 +252,12 @@ def budget_text(cfg: GRegConfig, splits: Any, profile: str) -> str:
             f"images; seeds per row: Table 1 {t1}, elsewhere {list(cfg.seeds)}.")
 
 
+def _acc_by_seed(frame: Any, variant: str) -> dict[int, float]:
+    """seed -> test accuracy of one variant's rows (the arms of a paired comparison)."""
+    rows = frame[frame.variant == variant]
+    return dict(zip(rows.seed, rows.test_acc, strict=True))
+
+
 def evidence(cfg: GRegConfig, df: Any, budget: str) -> list[Evidence]:
     """The claims' evidence by the one verdict rule (references/claims.yaml ids greg.*).
 
@@ -269,16 +267,17 @@ def evidence(cfg: GRegConfig, df: Any, budget: str) -> list[Evidence]:
     """
     claims = load_claims()
     out: list[Evidence] = []
+    greg1 = method_label("greg1", cfg.reg)
     t1 = df[df.table == "table1"] if len(df) else df
     for claim_id, large in (("greg.table1_gain", True), ("greg.table1_small_ratios", False)):
         ratios = sorted(r for r in set(t1.ratio) if (r >= 0.9 - 1e-9) == large) if len(t1) else []
         for r in ratios:
             sub = t1[t1.ratio == r]
-            l1 = dict(zip(sub[sub.variant == "l1"].seed, sub[sub.variant == "l1"].test_acc, strict=True))
-            g1 = dict(zip(sub[sub.variant == "greg1"].seed, sub[sub.variant == "greg1"].test_acc, strict=True))
+            l1 = _acc_by_seed(sub, "l1")
+            g1 = _acc_by_seed(sub, "greg1")
             interval = paired_difference(g1, l1) if set(l1) & set(g1) else None
             out.append(Evidence.judge(claims[claim_id], interval, budget=budget,
-                                      test=f"GReg-1 − one-shot L1 test accuracy (points), same pruned filters, "
+                                      test=f"{greg1} − one-shot L1 test accuracy (points), same pruned filters, "
                                            f"{cfg.model} at r = {r:g}, paired by seed"))
         if not ratios:
             out.append(Evidence.judge(claims[claim_id], None, test="Table 1 not run", budget=budget))
@@ -288,25 +287,29 @@ def evidence(cfg: GRegConfig, df: Any, budget: str) -> list[Evidence]:
         done = False
         for name in settings:
             sub = t2[t2.setting == name]
-            xa = dict(zip(sub[sub.variant == a].seed, sub[sub.variant == a].test_acc, strict=True))
-            xb = dict(zip(sub[sub.variant == b].seed, sub[sub.variant == b].test_acc, strict=True))
+            xa = _acc_by_seed(sub, a)
+            xb = _acc_by_seed(sub, b)
             if set(xa) & set(xb):
                 done = True
                 out.append(Evidence.judge(claims[claim_id], paired_difference(xa, xb), budget=budget,
-                                          test=f"{METHOD_LABELS[a]} − {METHOD_LABELS[b]} test accuracy (points), "
+                                          test=f"{method_label(a, _setting_reg(cfg, name))} − {method_label(b, _setting_reg(cfg, name))} test accuracy (points), "
                                                f"Table 2 setting {name}, paired by seed"))
         if not done:
             out.append(Evidence.judge(claims[claim_id], None, test="Table 2 setting not run here", budget=budget))
     return out
 
 
-def table1_plot(df: Any, paper: Any, title: str = "") -> Any:
+def _setting_reg(cfg: GRegConfig, name: str) -> GRegHyper:
+    return _merged(cfg.reg, cfg.table2[name].reg, GRegHyper, f"greg.table2.{name}.reg")
+
+
+def table1_plot(df: Any, paper: Any, title: str = "", greg1: str = "GReg-1") -> Any:
     """Accuracy vs ratio: ours (mean ± std over seeds) and the paper's (dashed)."""
     import matplotlib.pyplot as plt
 
     d = df[df.table == "table1"]
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, (variant, label) in enumerate((("l1", "L1 one-shot"), ("greg1", "GReg-1"))):
+    for i, (variant, label) in enumerate((("l1", "L1 one-shot"), ("greg1", greg1))):
         sub = d[d.variant == variant].groupby("ratio").test_acc
         if not len(d[d.variant == variant]):
             continue
@@ -334,7 +337,7 @@ def results_frame(records: Sequence[RunRecord]) -> Any:
     rows = []
     for rec in records:
         row = {**rec.row(), "table": rec.tags["table"], "setting": rec.tags["setting"], "ratio": rec.tags["ratio"],
-               "variant": rec.tags["variant"], "speedup": rec.speedup}
+               "variant": rec.tags["variant"]}
         summ = rec.summary or {}
         if "iterations" in summ:
             row["prune_iterations"] = summ["iterations"]
@@ -355,7 +358,7 @@ def _paper(paper: Any, **match: str) -> float | str:
         return "not in the paper"
 
 
-def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None) -> Any:
+def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None, greg1: str = "GReg-1") -> Any:
     """Table 1: per ratio, our L1 and GReg-1 (mean ± std over seeds) beside the paper's, plus
     the `variants` (ablation columns) where they ran."""
     import pandas as pd
@@ -366,14 +369,14 @@ def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None)
         sub = d[d.ratio == r]
         l1 = sub[sub.variant == "l1"]
         g1 = sub[sub.variant == "greg1"]
-        row: dict[str, Any] = {"r": f"{r:g}", "speedup (ours, MACs)": sub.speedup.mean(),
+        row: dict[str, Any] = {"r": f"{r:g}", "speedup (ours, MACs)": sub.speedup_macs.mean(),
                                "params kept % (ours)": 100 * sub.params_keep.mean()}
         if len(l1):
             row["L1 one-shot, before FT"] = fmt_mean_std(l1.test_acc_before_finetune)
             row["L1 one-shot"] = fmt_mean_std(l1.test_acc)
         if len(g1):
-            row["GReg-1, before FT"] = fmt_mean_std(g1.test_acc_before_finetune)
-            row["GReg-1"] = fmt_mean_std(g1.test_acc)
+            row[f"{greg1}, before FT"] = fmt_mean_std(g1.test_acc_before_finetune)
+            row[greg1] = fmt_mean_std(g1.test_acc)
         if len(l1) and len(g1):
             row["gain (ours)"] = g1.test_acc.mean() - l1.test_acc.mean()
         for v in variants or []:
@@ -393,7 +396,7 @@ def table1(df: Any, paper: Any, variants: Sequence[Table1Variant] | None = None)
     return pd.DataFrame(rows)
 
 
-def table2(df: Any, paper: Any, dense_acc: Mapping[str, float], settings: Mapping[str, GRegSetting]) -> Any:
+def table2(df: Any, paper: Any, dense_acc: Mapping[str, float], cfg: GRegConfig) -> Any:
     """Table 2: our rows per setting (mean ± std) and the paper's printed rows for it."""
     import pandas as pd
 
@@ -402,16 +405,16 @@ def table2(df: Any, paper: Any, dense_acc: Mapping[str, float], settings: Mappin
     d = df[df.table == "table2"]
     rows = []
     for name in d.setting.unique():
-        s = settings[name]
+        s = cfg.table2[name]
         sub = d[d.setting == name]
         base = dense_acc.get(s.model, float("nan"))
         for method in s.methods:
             m = sub[sub.variant == method]
             if not len(m):
                 continue
-            rows.append({"source": "ours", "setting": name, "method": METHOD_LABELS[method],
+            rows.append({"source": "ours", "setting": name, "method": method_label(method, _setting_reg(cfg, name)),
                          "base": base, "pruned": fmt_mean_std(m.test_acc), "drop": base - m.test_acc.mean(),
-                         "speedup": m.speedup.mean(), "FLOPs reduction %": 100 * (1 - m.macs_keep.mean())})
+                         "speedup (MACs)": m.speedup_macs.mean(), "FLOPs reduction %": 100 * (1 - m.macs_keep.mean())})
         for method, row_name in s.paper_rows.items():
             sel = paper[(paper.row == row_name) & (paper.metric == "test_acc")]
             base_sel = paper[(paper.row == row_name) & (paper.metric == "base_test_acc")]
@@ -421,7 +424,7 @@ def table2(df: Any, paper: Any, dense_acc: Mapping[str, float], settings: Mappin
             speed = float(sp.value.iloc[0]) if not sp.empty and not pd.isna(sp.value.iloc[0]) else None
             rows.append({"source": "paper", "setting": name, "method": method, "base": pbase, "pruned": value,
                          "drop": (pbase - value) if pbase is not None and isinstance(value, float) else None,
-                         "speedup": speed, "FLOPs reduction %": 100 * (1 - 1 / speed) if speed else None})
+                         "speedup (MACs)": speed, "FLOPs reduction %": 100 * (1 - 1 / speed) if speed else None})
     return pd.DataFrame(rows)
 
 
