@@ -67,8 +67,21 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
         print(f"nbrun: {slug} failed; the executed notebook is at {failed}", file=sys.stderr)
         raise
     final = out_dir / f"{slug}.ipynb"
+    _record_final_path(tmp, final)
     os.replace(tmp, final)
     return final
+
+
+def _record_final_path(executed: str | Path, final: Path) -> None:
+    """Papermill records the temporary file's absolute path; the committed notebook names its
+    repository-relative path instead (no path of the machine that ran it)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    meta = nb.metadata.get("papermill")
+    if meta is not None:
+        meta["output_path"] = final.as_posix()
+        nbformat.write(nb, str(executed))
 
 
 def main(argv: list[str] | None = None) -> int:

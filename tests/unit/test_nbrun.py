@@ -47,6 +47,9 @@ def test_run_injects_parameters_and_writes_atomically(tmp_path):
     assert seen["models"] == notebook_parameters("baseline", tmp_path / "params.yaml")["section"]["models"]
     executed = out.read_text()
     assert "injected-parameters" in executed  # the executed copy shows exactly what ran
+    # it records where it was written (not the temporary file it was executed into)
+    assert json.loads(executed)["metadata"]["papermill"]["output_path"] == out.as_posix()
+    assert ".baseline." not in executed
 
 
 def test_failure_removes_outputs_and_keeps_the_failed_notebook(tmp_path):
