@@ -61,9 +61,12 @@ def test_pretrain_writes_checkpoint_metrics_and_resumes(tmp_path):
     ws = _workspace(tmp_path)
     out = _run([sys.executable, "-m", "prunerep.stages", "pretrain", "tiny"], ws)
     assert out.returncode == 0, out.stderr
+    record = json.loads((ws / "results/pretrain/tiny/run.json").read_text())
+    assert record["profile"] == "smoke" and record["budget"]["train_images"] == 160
+    assert record["macs"] == 40_551_040
     metrics = json.loads((ws / "results/pretrain/tiny/metrics.json").read_text())
-    assert metrics["profile"] == "smoke" and metrics["budget"]["train_images"] == 160
-    assert metrics["macs"] == 40_551_040
+    assert metrics["train_images"] == 160 and metrics["macs"] == 40_551_040    # headline scalars only
+    assert all(not isinstance(v, dict | list) for v in metrics.values())
     _, meta = load_model(ws / "artifacts/pretrain/tiny/model.pt")
     assert meta["arch"]["name"] == "resnet20"
     # a second run finds the finished checkpoint and does not train again

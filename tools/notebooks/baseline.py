@@ -67,9 +67,9 @@ fig = training_curves(histories, title=f"Dense pretraining, profile {ctx.profile
 save_figure(fig, ctx.out_dir / "figures", "training_curves")
 
 # %%
-write_metrics({"profile": ctx.profile, "data": data_line, "input": example,
-               "data_fingerprint": splits.fingerprint,
-               "models": {r["model"]: {k: v for k, v in r.items() if k != "model"} for r in rows}},
+write_metrics({"profile": ctx.profile,
+               **{f"{r['model']}/{k}": r[k] for r in rows
+                  for k in ("test_acc", "macs_M", "params_M", "latency_bs1_ms", "latency_bs64_ms") if k in r}},
               ctx.out_dir)
 
 # %% [markdown]

@@ -56,7 +56,7 @@ def dense_report(cfg: BaselineConfig, data_cfg: Any, profile: str,
     rows = []
     for key in cfg.models:
         model, meta = load_model(artifacts / "pretrain" / key / "model.pt", map_location=device)
-        trained = read_json(results / "pretrain" / key / "metrics.json")
+        trained = read_json(results / "pretrain" / key / "run.json")
         test = evaluate(model, test_loader)
         cost = count_cost(model.cpu(), example)
         model.to(device)

@@ -7,7 +7,8 @@ the shared engine on the training split, picks the weights on the validation spl
 test split once, and writes:
 
 - ``artifacts/pretrain/<model>/model.pt``  (architecture as data + state dict + meta)
-- ``results/pretrain/<model>/metrics.json`` and ``history.json``
+- ``results/pretrain/<model>/metrics.json`` (headline scalars), ``run.json`` (the full record:
+  architecture, budget, data, provenance) and ``history.json``
 
 A killed run resumes from ``artifacts/checkpoints/pretrain/<model>/`` (not a DVC output, so DVC
 never deletes it before rerunning the stage).
@@ -137,7 +138,12 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     write_json(result.history, out / "history.json")
     save_model(model, artifacts / "pretrain" / key / "model.pt",
                meta={**metrics, "config": to_dict(cfg)})
-    write_json(metrics, out / "metrics.json")
+    write_json(metrics, out / "run.json")
+    # DVC metrics: headline scalars only (`dvc metrics show` / `diff` read one table); the full
+    # record (architecture, budget, data, provenance) is run.json beside it.
+    write_json({"profile": profile, "test_acc": test["acc"], "val_acc": result.val["acc"], "test_loss": test["loss"],
+                "macs": cost.macs, "params": cost.params, "epochs": optim.epochs,
+                "train_images": len(splits.train), "wall_time_s": budget["wall_time_s"]}, out / "metrics.json")
     print(f"[pretrain {key}] test acc {test['acc']:.2f}% (val {result.val['acc']:.2f}%), "
           f"{cost.macs / 1e6:.2f}M MACs, {cost.params / 1e6:.3f}M params, profile {profile}", flush=True)
     return metrics
