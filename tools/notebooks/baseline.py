@@ -16,13 +16,13 @@
 profile: str = "default"            # smoke | default | paper (params.yaml `profile`)
 section: dict = {}                  # resolved `baseline` section (empty: read params.yaml)
 data: dict = {}                     # resolved `data` section
-out_dir: str = "results/baseline"   # tables/, figures/, metrics.json go here
+out_dir: str = "results/baseline"   # tables/, figures/, metrics.json, run.json go here
 
 # %%
 import pandas as pd
 
 from prunerep.data import describe_data, example_shape, format_shape, load_data
-from prunerep.io import read_json
+from prunerep.io import read_json, write_json
 from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
 from prunerep.reporting.figures import training_curves
 from prunerep.reporting.paper import dense_reference
@@ -52,7 +52,7 @@ paper_note = ("The paper column is each paper's own dense baseline, on the origi
               "No paper number: the papers' dense baselines of these models are on another "
               "dataset (the paper column says which).")
 caption = (f"Dense baselines, profile `{ctx.profile}` (budget: epochs and training images per row). "
-           f"Data: {data_line} (fingerprint in metrics.json). MACs = multiply-accumulates of "
+           f"Data: {data_line} (fingerprint in run.json). MACs = multiply-accumulates of "
            f"conv+linear layers at {example}. Latency: median forward time on this machine. "
            + paper_note)
 write_table(table, ctx.out_dir / "tables", "dense_models", caption)
@@ -67,6 +67,10 @@ fig = training_curves(histories, title=f"Dense pretraining, profile {ctx.profile
 save_figure(fig, ctx.out_dir / "figures", "training_curves")
 
 # %%
+# The full record (data description with its fingerprint, the input shape, every row) beside the
+# headline scalars that `dvc metrics show` reads.
+write_json({"profile": ctx.profile, "input": example, "data": splits.describe(), "rows": rows},
+           ctx.out_dir / "run.json")
 write_metrics({"profile": ctx.profile,
                **{f"{r['model']}/{k}": r[k] for r in rows
                   for k in ("test_acc", "macs_M", "params_M", "latency_bs1_ms", "latency_bs64_ms") if k in r}},
