@@ -70,8 +70,10 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
     previous = os.environ.get(PARAMS_ENV)
     os.environ[PARAMS_ENV] = str(Path(params_path).resolve())  # the kernel inherits it
     try:
+        # coalesce_streams: a cell's prints become one output (not one per flush)
         papermill.execute_notebook(str(source), tmp, parameters=parameters, cwd=str(cwd),
-                                   kernel_name=kernel_name, progress_bar=False, log_output=True)
+                                   kernel_name=kernel_name, progress_bar=False, log_output=True,
+                                   coalesce_streams=True)
     except BaseException:
         failed = Path(failed_dir) / f"{slug}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
