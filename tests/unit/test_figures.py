@@ -125,3 +125,36 @@ def test_training_curves_legend_names_the_styles_it_draws():
     # a single epoch still shows: every line has a marker
     assert all(line.get_marker() not in (None, "None", "") for line in ax_acc.lines)
     assert _legend(ax_acc) == ["validation (solid)", "train (dashed)"]
+
+
+def test_ledger_draws_every_papers_runs_one_panel_per_model(tmp_path):
+    import dataclasses
+    import json
+
+    from prunerep.reporting.ledger import cross_paper_figure
+    from prunerep.runner.record import write_records
+
+    def rec(slug: str, model: str, label: str, seed: int, acc: float) -> RunRecord:
+        return dataclasses.replace(_record(label, seed, acc, None), slug=slug, model=model,
+                                   provenance={"profile": "smoke"})
+
+    write_records([rec("greg", "resnet56", "GReg-1@0.9", 0, 50.0), rec("greg", "resnet56", "GReg-1@0.9", 1, 52.0),
+                   rec("greg", "resnet56", "L1@0.9", 0, 45.0)], tmp_path / "greg" / "runs.jsonl")
+    write_records([rec("dsa", "resnet20", "dsa@0.5", 0, 70.0)], tmp_path / "dsa" / "runs.jsonl")
+    (tmp_path / "pretrain" / "resnet56").mkdir(parents=True)
+    (tmp_path / "pretrain" / "resnet56" / "metrics.json").write_text(json.dumps({"test_acc": 75.0}))
+    fig = cross_paper_figure(tmp_path)
+    left, right = fig.axes
+    assert left.get_title() == "resnet20" and right.get_title() == "resnet56"  # PAPERS order: dsa first
+    assert _mean_lines(left) == ["dsa: dsa"]
+    assert _mean_lines(right) == ["greg: GReg-1", "greg: L1", "dense checkpoint (unpruned)"]
+    assert _bars(right) == [2] and _bars(left) == []
+    assert "greg at profile smoke" in fig._suptitle.get_text()
+
+
+def test_ledger_cli_writes_the_figure(tmp_path):
+    from prunerep.reporting.ledger import main
+
+    (tmp_path / "results").mkdir()
+    assert main(["--results", str(tmp_path / "results"), "--notebooks", str(tmp_path)]) == 0
+    assert (tmp_path / "results" / "ledger" / "accuracy_vs_macs.png").stat().st_size > 0

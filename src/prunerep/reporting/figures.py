@@ -22,7 +22,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-__all__ = ["accuracy_vs_latency", "accuracy_vs_macs", "gain_plot", "mean_spread_plot", "training_curves"]
+__all__ = ["accuracy_vs_latency", "accuracy_vs_macs", "accuracy_vs_macs_by_model", "gain_plot", "mean_spread_plot",
+           "training_curves"]
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
@@ -273,5 +274,28 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], title:
     ax_acc.legend(handles=styles, fontsize=8, title="colour: model as on the left", title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_macs_by_model(records: Sequence[Any], title: str,
+                              dense: Mapping[str, float] | None = None,
+                              name: Callable[[Any], str] | None = None) -> plt.Figure:
+    """`accuracy_vs_macs` with one panel per dense model (accuracies of different networks are
+    not comparable in one panel); `dense` maps a model key to its dense test accuracy."""
+    models = list(dict.fromkeys(r.model for r in records)) or [""]
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        mine = [r for r in records if r.model == model]
+        pts = _points(mine, lambda r: r.macs_keep, name or _method_name)
+        bars = _scatter_by_method(ax, pts) if len(pts) else False
+        acc = (dense or {}).get(model)
+        if acc is not None and _finite(acc):
+            ax.plot([1.0], [acc], ls="none", marker="*", ms=13, color="black",
+                    label="dense checkpoint (unpruned)")
+        if not len(pts):
+            _note(ax, "no runs")
+        _finish_scatter(ax, bars, model, "fraction of the dense MACs kept")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
