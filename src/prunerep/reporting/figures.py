@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["accuracy_vs_latency", "accuracy_vs_macs", "accuracy_vs_macs_by_model", "gain_plot", "mean_spread_plot",
            "training_curves"]
@@ -267,6 +268,8 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, Any]]], title:
             ax_acc.plot(epochs, [h["val_acc"] for h in history], color=color, marker="o", ms=4)
     ax_loss.set(xlabel="epoch", ylabel="train loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are counted, not 0.96
     ax_loss.legend(fontsize=8, title="model", title_fontsize=8)
     styles = [Line2D([], [], color="0.3", ls="--", marker="o", ms=4, mfc="none", label="train (dashed)")]
     if has_val:

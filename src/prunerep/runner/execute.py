@@ -126,7 +126,7 @@ def _output_to(log_path: str | None, name: str) -> Iterator[None]:
             except BaseException:
                 traceback.print_exc(file=log)
                 raise
-        log.write(f"=== {name}: finished {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.write(f"\n=== {name}: finished {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
 
 
 def _run_job(job: dict[str, Any]) -> RunRecord:
