@@ -23,7 +23,13 @@ import pandas as pd
 
 from prunerep.data import describe_data, example_shape, format_shape, load_data
 from prunerep.io import read_json, write_json
-from prunerep.reporting import recipe_summary, save_figure, setup_notebook, write_metrics, write_table
+from prunerep.reporting import (
+    recipe_summary,
+    save_figure,
+    setup_notebook,
+    write_metrics,
+    write_table,
+)
 from prunerep.reporting.figures import training_curves
 from prunerep.reporting.paper import dense_reference
 from prunerep.stages.baseline import dense_report
@@ -69,17 +75,18 @@ write_table(table, ctx.out_dir / "tables", "dense_models", caption)
 # %%
 histories = {key: read_json(f"results/pretrain/{key}/history.json") for key in cfg.models}
 fig = training_curves(histories, title=f"Dense pretraining, profile {ctx.profile}")
-save_figure(fig, ctx.out_dir / "figures", "training_curves");
+figure_path = save_figure(fig, ctx.out_dir / "figures", "training_curves")  # the figure shows below
 
 # %%
 # The full record (data description with its fingerprint, the input shape, every row) beside the
 # headline scalars that `dvc metrics show` reads.
 write_json({"profile": ctx.profile, "input": example, "data": splits.describe(), "rows": rows},
            ctx.out_dir / "run.json")
-write_metrics({"profile": ctx.profile,
-               **{f"{r['model']}/{k}": r[k] for r in rows
-                  for k in ("test_acc", "macs_M", "params_M", "latency_bs1_ms", "latency_bs64_ms") if k in r}},
-              ctx.out_dir);
+metrics_path = write_metrics({"profile": ctx.profile,
+                              **{f"{r['model']}/{k}": r[k] for r in rows
+                                 for k in ("test_acc", "macs_M", "params_M", "latency_bs1_ms",
+                                           "latency_bs64_ms") if k in r}},
+                             ctx.out_dir)
 
 # %% [markdown]
 # ## Assumptions and deviations
