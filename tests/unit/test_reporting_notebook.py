@@ -118,3 +118,10 @@ def test_recipe_summary_is_a_short_table_not_a_config_dump():
 def test_recipe_summary_at_the_paper_profile_says_so():
     md = recipe_summary(_ctx("paper")).markdown
     assert "This is the `paper` profile" in md and "|" not in md
+
+
+def test_recipe_differences_compare_lists_of_mappings_item_by_item():
+    a = {"grids": [{"models": ["r20"], "inits": ["p"]}], "seeds": [0], "x": {"y": 1}}
+    r = {"grids": [{"models": ["r20", "r56"], "inits": ["p"]}], "seeds": [0, 1, 2], "z": 3}
+    assert recipe_differences(a, r) == [("grids[0].models", ["r20"], ["r20", "r56"]),
+                                        ("seeds", [0], [0, 1, 2]), ("x.y", 1, None), ("z", None, 3)]

@@ -131,10 +131,23 @@ def short_repr(value: Any, width: int = 40) -> str:
 
 def recipe_differences(active: Any, reference: Any) -> list[tuple[str, Any, Any]]:
     """(dotted key, active value, reference value) for every leaf that differs, in key order of
-    the active config (keys only one side has are listed with None on the other)."""
-    a, r = flatten(to_dict(active)), flatten(to_dict(reference))
-    keys = list(a) + [k for k in r if k not in a]
-    return [(k, a.get(k), r.get(k)) for k in keys if a.get(k) != r.get(k)]
+    the active config; mappings are compared key by key, lists of mappings of equal length item
+    by item (`grids[0].models`); a key only one side has shows None on the other."""
+    out: list[tuple[str, Any, Any]] = []
+    _diff(to_dict(active), to_dict(reference), "", out)
+    return out
+
+
+def _diff(a: Any, r: Any, key: str, out: list[tuple[str, Any, Any]]) -> None:
+    if isinstance(a, Mapping) and isinstance(r, Mapping):
+        for k in [*a, *(k for k in r if k not in a)]:
+            _diff(a.get(k), r.get(k), f"{key}.{k}" if key else str(k), out)
+    elif (isinstance(a, list | tuple) and isinstance(r, list | tuple) and len(a) == len(r)
+          and any(isinstance(v, Mapping) for v in [*a, *r])):
+        for i, (x, y) in enumerate(zip(a, r, strict=True)):
+            _diff(x, y, f"{key}[{i}]", out)
+    elif a != r:
+        out.append((key, a, r))
 
 
 def _runtime_line(ctx: NotebookContext) -> str:
