@@ -124,4 +124,4 @@ def test_recipe_differences_compare_lists_of_mappings_item_by_item():
     a = {"grids": [{"models": ["r20"], "inits": ["p"]}], "seeds": [0], "x": {"y": 1}}
     r = {"grids": [{"models": ["r20", "r56"], "inits": ["p"]}], "seeds": [0, 1, 2], "z": 3}
     assert recipe_differences(a, r) == [("grids[0].models", ["r20"], ["r20", "r56"]),
-                                        ("seeds", [0], [0, 1, 2]), ("x.y", 1, None), ("z", None, 3)]
+                                        ("seeds", [0], [0, 1, 2]), ("x", {"y": 1}, None), ("z", None, 3)]
