@@ -11,7 +11,6 @@ from prunerep.config import resolve_section
 from prunerep.reporting.ledger import Claim, Evidence, claims_table, write_claims
 from prunerep.reporting.notebook import (
     NotebookContext,
-    flatten,
     recipe_differences,
     recipe_summary,
     short_repr,
@@ -70,8 +69,7 @@ def test_show_verdicts_refuses_another_table():
         show_verdicts(pd.DataFrame({"claim": ["x"]}))
 
 
-def test_flatten_and_short_repr():
-    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2]}
+def test_short_repr():
     assert short_repr(None) == "none" and short_repr(1e-5) == "1e-05"
     assert short_repr({"x": [0.5, 0.9]}) == "{x: [0.5, 0.9]}"
     assert short_repr("x" * 50, width=10) == "x" * 9 + "…"

@@ -100,18 +100,6 @@ def setup_notebook(slug: str, profile: str, section: dict[str, Any], data: dict[
 # ----------------------------------------------------------------------------- the recipe
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted keys (`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}`); lists stay.
-
-    An empty nested mapping has no leaves (it adds no key)."""
-    if isinstance(value, Mapping) and (value or prefix):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return out
-    return {prefix: value}
-
-
 def short_repr(value: Any, width: int = 40) -> str:
     """A compact, one-line value for a table cell (long values end in "…")."""
     if value is None:
