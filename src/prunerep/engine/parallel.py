@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -15,8 +15,12 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def map_jobs(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], *, workers: int = 1) -> list[Any]:
+def map_jobs(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], *, workers: int = 1,
+             lazy: bool = False) -> Any:
     """`[fn(job) for job in jobs]`, in order, on `workers` processes (1: in this process).
+
+    With `lazy=True` an iterator yields each result as soon as it (and every one before it) is
+    done, so the caller can report progress; otherwise a list.
 
     Each worker gets ``cpu_count // workers`` intra-op threads (at least one); on CUDA machines
     use workers=1 per GPU. `fn` must be importable (defined in a module, not a notebook) since
@@ -26,9 +30,17 @@ def map_jobs(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], *,
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cpus // workers)
     jobs = [dict(job, threads=job.get("threads") or (threads if workers > 1 else None)) for job in jobs]
+    results = _results(fn, jobs, workers, threads)
+    return results if lazy else list(results)
+
+
+def _results(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], workers: int,
+             threads: int) -> Iterator[Any]:
     if workers == 1:
-        return [fn(job) for job in jobs]
+        for job in jobs:
+            yield fn(job)
+        return
     ctx = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(threads,)) as pool:
-        return list(pool.map(fn, jobs))
+        yield from pool.map(fn, jobs)

@@ -21,7 +21,8 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm as auto_tqdm
+from tqdm.std import tqdm as text_tqdm
 
 from prunerep.engine.config import ArchOptimConfig, OptimConfig, RuntimeConfig
 from prunerep.engine.device import is_distributed, is_main_process, world_size
@@ -52,6 +53,12 @@ class FitResult:
     wall_time_s: float = 0.0
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
+
+
+def _progress_bar() -> type[text_tqdm]:
+    """A notebook widget only when printing straight into a Jupyter kernel's output; a text bar
+    otherwise (a terminal, a pipe, or a run's log file that the runner redirected stdout to)."""
+    return auto_tqdm if type(sys.stdout).__module__.startswith("ipykernel") else text_tqdm
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -190,7 +197,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
         t_epoch = time.perf_counter()
         steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
-        bar = tqdm(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
+        bar = _progress_bar()(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
                    disable=not (runtime.progress and is_main_process()), file=sys.stdout,
                    mininterval=1.0 if sys.stdout.isatty() else 60.0)
         for x, y in train_loader:
