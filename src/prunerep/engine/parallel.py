@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -11,8 +13,20 @@ from typing import Any
 import torch
 
 
-def _init_worker(threads: int) -> None:
+def _exit_when_orphaned(parent: int, every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:      # re-parented: whoever started us was killed
+            os._exit(1)
+
+
+def _init_worker(threads: int, parent: int | None = None, every_s: float = 1.0) -> None:
     torch.set_num_threads(threads)
+    if parent is not None:
+        # A SIGKILLed notebook stage cannot shut its pool down: without this watchdog its workers
+        # kept training (GBs resident) with nobody left to read their results.
+        threading.Thread(target=_exit_when_orphaned, args=(parent, every_s), daemon=True,
+                         name="exit-when-orphaned").start()
 
 
 def map_jobs(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], *, workers: int = 1,
@@ -42,5 +56,5 @@ def _results(fn: Callable[[dict[str, Any]], Any], jobs: list[dict[str, Any]], wo
         return
     ctx = multiprocessing.get_context("spawn")  # fork + torch threads can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+                             initargs=(threads, os.getpid())) as pool:
         yield from pool.map(fn, jobs)
