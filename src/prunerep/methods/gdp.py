@@ -36,7 +36,10 @@ and makes every open choice a named, documented hyper-parameter (`GDPHyper`):
   penalty oscillates around 0; then a hard-threshold step sets ``theta = 0`` exactly and marks the
   channel dead when ``g < zero_threshold`` (the L0 limit of the prox: a smooth penalty alone
   never reaches 0). Dead gates stay exact zeros (``g'(0) = 0``; an alive mask also blocks
-  momentum residue).
+  momentum residue). So the exact zeros are *set* by this threshold, not reached by the prox
+  step alone; whether a kill changes the network is measured, not assumed: the logits of a
+  fixed training batch (eval mode) are compared right before and after every kill
+  (``summary()["kill_effect"]``).
 * **Schedule** (reconstruction): ``lambda`` rises geometrically from ``lam_init`` to ``lam_max``
   over ``ramp_epochs`` (then holds) until the MACs of the *hard* network (dead channels removed)
   reach the target; the threshold step never removes more channels than the target needs
@@ -341,6 +344,7 @@ class GDPHyper:
     trace_every: int = 1              # record loss/lambda/MACs every this many steps
     n_snapshots: int = 6              # gate-value snapshots through training (histograms)
     probe_images: int = 16            # random inputs on which surgery's output change is measured
+    measure_kills: bool = True        # logits of a fixed training batch before/after every threshold kill
 
     def __post_init__(self) -> None:
         checks = [
@@ -390,6 +394,9 @@ class GDP(PruningMethod):
         self.trace: list[dict[str, float]] = []
         self.snapshots: list[dict[str, Any]] = []
         self.exactness: dict[str, float] = {}
+        self.kill_events: list[dict[str, float]] = []
+        self._kill_batch: torch.Tensor | None = None
+        self._capture: Any = None
         self._snap_steps: set[int] = set()
         self._last: dict[str, float] = {}
 
@@ -485,6 +492,14 @@ class GDP(PruningMethod):
         self._snap_steps = {round(i * state.total_steps / (n - 1)) for i in range(n)}
         if state.step == 0 and not self.snapshots:
             self._snapshot(0)
+        if self.hp.measure_kills and self._kill_batch is None and self._capture is None:
+            # The first training batch (its first `probe_images` images) is the fixed batch on which
+            # every kill's effect is measured; after a resume, the first batch after it.
+            def capture(module: nn.Module, args: tuple[Any, ...]) -> None:
+                if module.training and self._kill_batch is None:
+                    self._kill_batch = args[0][: self.hp.probe_images].detach().clone()
+                    self._capture.remove()
+            self._capture = model.register_forward_pre_hook(capture)
 
     def _fix(self, step: int) -> str:
         """Which factor of the bilinear products is held fixed at this step (alternating)."""
@@ -556,7 +571,7 @@ class GDP(PruningMethod):
                 lam = self.lam(state.step - 1)
                 self._last = {"lam": lam}
                 self._prox_step(lam, state.lr * hp.gate_lr_scale, self._fix(state.step - 1))
-            self._kill_below_threshold()
+            self._kill_below_threshold(model, state.step)
             if self.hard_macs() <= self.target_macs:
                 if hp.gate == "sampling":
                     for _, gate in self._gate_items():
@@ -604,12 +619,13 @@ class GDP(PruningMethod):
             out.append((v, self.ids[k], flat - int(offsets[k])))
         return sorted(out)
 
-    def _kill(self, order: Iterable[tuple[float, str, int]]) -> int:
-        """Kill channels in `order` while the hard MACs exceed the target; returns how many."""
+    def _kill(self, order: Iterable[tuple[float, str, int]]) -> list[tuple[float, str, int]]:
+        """Kill channels in `order` while the hard MACs exceed the target; returns those killed."""
         widths = self.hard_widths()
         macs = self.hard_macs(widths)
         killed: dict[str, list[int]] = {}
-        for _, gid, ch in order:
+        done = []
+        for value, gid, ch in order:
             if macs <= self.target_macs:
                 break
             if widths[gid] == 1 and gid not in self.removable:
@@ -617,14 +633,54 @@ class GDP(PruningMethod):
             widths[gid] -= 1
             macs = self.hard_macs(widths)
             killed.setdefault(gid, []).append(ch)
+            done.append((value, gid, ch))
         for gid, chans in killed.items():
             self.gates[gid].kill_(torch.tensor(chans, dtype=torch.long))
-        return sum(len(v) for v in killed.values())
+        return done
 
-    def _kill_below_threshold(self) -> None:
+    def _kill_below_threshold(self, model: nn.Module, step: int) -> None:
+        """The threshold step; with `measure_kills`, the kill's effect on the fixed batch's logits."""
         cands = self._candidates()
-        if cands:
-            self._kill(cands)
+        if not cands:
+            return
+        measure = self.hp.measure_kills and self._kill_batch is not None
+        before = self._probe_logits(model) if measure else None
+        killed = self._kill(cands)
+        if not killed or before is None:
+            return
+        after = self._probe_logits(model)
+        change = float((after - before).abs().max())
+        self.kill_events.append({
+            "step": int(step), "channels": len(killed), "max_killed_value": max(v for v, _, _ in killed),
+            "max_abs_logit_change": change,
+            "max_rel_logit_change": change / float(before.abs().max().clamp_min(1e-12)),
+        })
+
+    def _probe_logits(self, model: nn.Module) -> torch.Tensor:
+        """Logits of the fixed kill batch in eval mode (BN running statistics are not updated)."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = _logits(model(self._kill_batch)).float()
+        model.train(was_training)
+        return out
+
+    def kill_effect(self) -> dict[str, float]:
+        """The largest effect of one threshold kill during training (nan where none was measured).
+
+        ``max_abs_logit_change``: the largest change of any logit of the fixed batch caused by one
+        step's kills; ``max_rel_logit_change``: the same relative to that batch's largest logit;
+        ``max_killed_value``: the largest gate value (or keep probability) set to zero.
+        """
+        ev = self.kill_events
+
+        def worst(key: str) -> float:
+            return max((e[key] for e in ev), default=float("nan"))
+
+        return {"events": len(ev), "channels": sum(e["channels"] for e in ev),
+                "max_killed_value": worst("max_killed_value"),
+                "max_abs_logit_change": worst("max_abs_logit_change"),
+                "max_rel_logit_change": worst("max_rel_logit_change")}
 
     def _snapshot(self, step: int) -> None:
         # 5 significant digits: small (but non-zero) gates must not be rounded to exact zeros
@@ -641,7 +697,7 @@ class GDP(PruningMethod):
                 score = gate.score().detach().float().cpu()
                 alive = gate.hard_mask().cpu()
                 order += [(float(score[ch]), gid, ch) for ch in alive.nonzero().flatten().tolist()]
-            self.forced = self._kill(sorted(order))
+            self.forced = len(self._kill(sorted(order)))
             self.reached = self.hard_macs() <= self.target_macs
         final_values = self.all_values()
         self.final_stats = polarization_stats(final_values)
@@ -673,12 +729,14 @@ class GDP(PruningMethod):
             "residual_groups": [g.id for g in self.ctx.prunable if g.residual] if self.gates is not None else [],
             "group_sizes": [self.gates[g].channels for g in self.ids] if self.gates is not None else [],
             "final_stats": getattr(self, "final_stats", {}), "exactness": self.exactness,
+            "kill_events": self.kill_events, "kill_effect": self.kill_effect(),
         }
 
     def state_dict(self) -> dict[str, Any]:
         # Gate parameters and alive masks live in the model's state dict; this is the rest.
         return {"reached": self.reached, "reached_step": self.reached_step,
-                "lam_at_target": self.lam_at_target, "trace": self.trace, "snapshots": self.snapshots}
+                "lam_at_target": self.lam_at_target, "trace": self.trace, "snapshots": self.snapshots,
+                "kill_events": self.kill_events}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reached = bool(state["reached"])
@@ -686,6 +744,7 @@ class GDP(PruningMethod):
         self.lam_at_target = state["lam_at_target"]
         self.trace = list(state["trace"])
         self.snapshots = list(state["snapshots"])
+        self.kill_events = list(state.get("kill_events", []))
 
 
 def _logits(out: Any) -> torch.Tensor:
