@@ -456,7 +456,9 @@ def test_each_threshold_kill_is_measured_on_the_fixed_training_batch(gate):
     after = _eval_logits(model, first[:4])
     assert method.gates[gid].hard_mask()[:2].tolist() == [False, False]
     (event,) = method.kill_events
-    assert event["step"] == 1 and event["channels"] == 2
+    assert event["step"] == 1 and event["channels"] == event["gated_channels"] == 2
+    assert event["copied_channels"] == 0 and math.isnan(event["copied_logit_change"])  # no option-A copy here
+    assert event["gated_logit_change"] == event["max_abs_logit_change"]
     assert event["max_killed_value"] == pytest.approx(float(killed_values.max()))
     assert event["max_abs_logit_change"] == pytest.approx(float((after - before).abs().max()), rel=1e-6, abs=1e-9)
     assert event["max_rel_logit_change"] == pytest.approx(event["max_abs_logit_change"] / float(before.abs().max()))
@@ -471,6 +473,33 @@ def test_each_threshold_kill_is_measured_on_the_fixed_training_batch(gate):
         # the control's eval network used the channel at full weight: its kill is a real cut
         assert event["max_abs_logit_change"] > 1e-3 * float(before.abs().max())
     assert method.summary()["kill_effect"]["channels"] == 2
+
+
+def test_a_kill_is_continuous_through_gates_and_a_cut_through_option_a_copies():
+    # A stream channel at g ~ 4e-5 is scaled by g at every conv reader, but an option-A shortcut
+    # copies it at full weight until g is exactly 0 (the 0/1 keep pattern that keeps surgery exact).
+    torch.manual_seed(0)
+    model = randomize_bn_(get_model("resnet20", shortcut="A"))
+    model, method, _ = prepared(model, X16, macs_keep=0.3, probe_images=4)
+    method.on_train_start(model, TrainState(steps_per_epoch=6, total_steps=6))
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    model(x)
+    copied = sorted(method._copied)
+    plain = [gid for gid in method.ids if gid not in method._copied and method.gates[gid].channels > 2]
+    assert copied and plain
+    tiny = 0.2 * math.sqrt(method.hp.eps * method.hp.zero_threshold)
+    with torch.no_grad():
+        for gid in (copied[0], plain[0]):
+            method.gates[gid].theta[:2] = tiny
+    scale = float(_eval_logits(model, x).abs().max())
+    method._kill_below_threshold(model, step=1)
+    (event,) = method.kill_events
+    assert event["gated_channels"] == 2 and event["copied_channels"] == 2
+    assert event["gated_logit_change"] < 1e-3 * scale
+    assert event["copied_logit_change"] > 1e-2 * scale
+    assert event["max_abs_logit_change"] >= event["copied_logit_change"] - event["gated_logit_change"] - 1e-6
+    effect = method.kill_effect()
+    assert effect["copied_channels"] == 2 and effect["copied_logit_change"] == event["copied_logit_change"]
 
 
 def test_kills_during_training_are_all_measured_and_forced_removals_are_not():

@@ -123,14 +123,17 @@ def test_claim1_evidence_names_the_threshold_and_reports_the_largest_kill_effect
     rs = _arms()
     for i, r in enumerate(rs):
         if r.tags["variant"] == "gdp":
-            r.summary["kill_effect"] = {"events": 4, "channels": 9, "max_killed_value": 9e-4,
-                                        "max_abs_logit_change": 10.0 ** -(5 + i % 3),
-                                        "max_rel_logit_change": 2e-7}
+            r.summary["kill_effect"] = {"events": 4, "channels": 9, "copied_channels": i % 2,
+                                        "max_killed_value": 9e-4, "max_abs_logit_change": 0.5,
+                                        "max_rel_logit_change": 0.1, "gated_logit_change": 10.0 ** -(5 + i % 3),
+                                        "copied_logit_change": 0.5 if i % 2 else float("nan")}
     (ev,) = [e for e in gdp.evidence(CFG, rs, "budget") if e.claim_id == "gdp.polarization"]
     assert f"g < {CFG.gdp.zero_threshold:g}" in ev.test and "threshold" in ev.test
-    assert "1.0e-05" in ev.note and "12 kill steps in 3 runs" in ev.note and ev.n == 3
+    assert "1.0e-05 for channels seen only through their gates" in ev.note
+    assert "5.0e-01 for residual-stream channels" in ev.note and "(1 of 27 killed channels" in ev.note
+    assert "12 kill steps in 3 runs" in ev.note and ev.n == 3
     table = gdp.claim1_table(rs)
-    assert table["largest logit change by one kill"].max() == pytest.approx(1e-5)
+    assert table["logit change by one kill step, gated channels"].max() == pytest.approx(1e-5)
 
 
 def test_gate_histogram_counts_exact_zeros_in_their_own_bin():

@@ -73,10 +73,14 @@ show_verdicts(claims)
 # threshold**: after each proximal step, a gate below `gdp.zero_threshold` becomes exactly 0 (the
 # smoothed-L0 prox alone never reaches 0). Whether that threshold changes the network is
 # measured: right before and after every kill, the logits of a fixed training batch (eval mode)
-# are compared; the last two columns give the largest change one step's kills caused. A tiny
-# change means the gates had already reached zero in effect, so the exact zeros are evidence of
-# polarization, not its construction; the sampling control, whose channels die when their keep
-# probability falls below `gdp.sampling_kill`, shows what a real cut looks like.
+# are compared. Two kinds of channel are measured apart. A channel seen only through its gate is
+# scaled by g, so a tiny change at its kill means the gate had already reached zero in effect:
+# there the exact zeros are evidence of polarization, not its construction. A residual-stream
+# channel that an option-A shortcut copies is different: the copy follows the 0/1 keep pattern
+# (a copy has no weights into which a non-zero gate could be folded), so it carries the channel
+# at full weight until the gate is exactly 0, and killing it is a cut. The sampling control,
+# whose channels die when their keep probability falls below `gdp.sampling_kill`, shows what a
+# cut looks like.
 
 # %%
 write_table(gdp.claim1_table(records), tables, "claim1_polarization",
@@ -84,7 +88,7 @@ write_table(gdp.claim1_table(records), tables, "claim1_polarization",
 
 # %%
 hist_run = next(r for r in records if r.tags["variant"] == "gdp")
-save_figure(gdp.gate_histograms_figure(hist_run), figures, "gate_histograms")
+saved = save_figure(gdp.gate_histograms_figure(hist_run), figures, "gate_histograms")
 
 # %% [markdown]
 # ## Claim 2: removing zero gates and folding the others changes nothing
@@ -115,7 +119,7 @@ write_table(gdp.claim2_table(records), tables, "claim2_no_damage",
 # The `post-pruning steps` column shows which pairs are equal in training after pruning.
 
 # %%
-write_table(claim3.drop(columns=["_interval", "claim", "baseline"]), tables, "claim3_vs_baselines",
+write_table(gdp.claim3_display(claim3), tables, "claim3_vs_baselines",
             "GDP arm minus baseline arm, test accuracy at the same model and MACs budget, paired by seed. "
             + budget_note)
 
@@ -156,8 +160,8 @@ write_table(gdp.stability_table(records, st.model, st.macs_keep), tables, "stabi
             f"{st.model} at {st.macs_keep:.0%} MACs, GDP vs sampling gates. " + budget_note)
 
 # %%
-save_figure(gdp.stability_figure([r for r in records if r.model == st.model and r.target == st.macs_keep
-                                  and r.tags["variant"] in ("gdp", "gdp-sampling")]), figures, "stability")
+saved = save_figure(gdp.stability_figure([r for r in records if r.model == st.model and r.target == st.macs_keep
+                                          and r.tags["variant"] in ("gdp", "gdp-sampling")]), figures, "stability")
 
 # %% [markdown]
 # ## Kept width per layer
@@ -201,10 +205,11 @@ for m in cfg.all_models:
 write_table(gdp.large_scale_table(cfg), tables, "large_scale_configs", "Configured large-scale settings (not run here).")
 
 # %%
-paper_numbers("gdp", dataset=ctx.data)[["table", "row", "metric", "display", "unit", "source"]]
+write_table(paper_numbers("gdp", dataset=ctx.data)[["table", "row", "metric", "display", "unit", "source"]],
+            tables, "paper_numbers", "The paper's numbers (references/paper_results.yaml).")
 
 # %%
-write_metrics(gdp.metrics(cfg, records, claim3, dense, ctx.profile), ctx.out_dir)
+saved = write_metrics(gdp.metrics(cfg, records, claim3, dense, ctx.profile), ctx.out_dir)
 
 # %% [markdown]
 # ## Assumptions and deviations

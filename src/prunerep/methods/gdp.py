@@ -39,7 +39,8 @@ and makes every open choice a named, documented hyper-parameter (`GDPHyper`):
   momentum residue). So the exact zeros are *set* by this threshold, not reached by the prox
   step alone; whether a kill changes the network is measured, not assumed: the logits of a
   fixed training batch (eval mode) are compared right before and after every kill
-  (``summary()["kill_effect"]``).
+  (``summary()["kill_effect"]``), apart for channels that an option-A shortcut copies (the
+  copy follows the 0/1 keep pattern, so killing such a channel is a cut however small g was).
 * **Schedule** (reconstruction): ``lambda`` rises geometrically from ``lam_init`` to ``lam_max``
   over ``ramp_epochs`` (then holds) until the MACs of the *hard* network (dead channels removed)
   reach the target; the threshold step never removes more channels than the target needs
@@ -425,6 +426,8 @@ class GDP(PruningMethod):
         self._sizes = torch.tensor([gate.channels for _, gate in self.gates.items()])
         self.n_gates = int(self._sizes.sum())
         self._group_index = {gid: i for i, gid in enumerate(ctx.cost_model.group_ids)}
+        # groups whose channels an option-A shortcut copies (kills there are measured apart)
+        self._copied = {g.id for g in ctx.prunable if g.selects_in}
         self._form = ctx.cost_model.bilinear()
         self.dense_macs = float(ctx.cost_model.dense_macs())
         self.target_macs = ctx.budget.macs_keep * self.dense_macs
@@ -619,12 +622,11 @@ class GDP(PruningMethod):
             out.append((v, self.ids[k], flat - int(offsets[k])))
         return sorted(out)
 
-    def _kill(self, order: Iterable[tuple[float, str, int]]) -> list[tuple[float, str, int]]:
-        """Kill channels in `order` while the hard MACs exceed the target; returns those killed."""
+    def _select(self, order: Iterable[tuple[float, str, int]]) -> list[tuple[float, str, int]]:
+        """The channels of `order` to kill: in order, while the hard MACs exceed the target."""
         widths = self.hard_widths()
         macs = self.hard_macs(widths)
-        killed: dict[str, list[int]] = {}
-        done = []
+        chosen = []
         for value, gid, ch in order:
             if macs <= self.target_macs:
                 break
@@ -632,29 +634,53 @@ class GDP(PruningMethod):
                 continue  # e.g. a VGG layer or a residual stream: keep its last channel
             widths[gid] -= 1
             macs = self.hard_macs(widths)
+            chosen.append((value, gid, ch))
+        return chosen
+
+    def _apply_kills(self, chosen: Iterable[tuple[float, str, int]]) -> None:
+        killed: dict[str, list[int]] = {}
+        for _, gid, ch in chosen:
             killed.setdefault(gid, []).append(ch)
-            done.append((value, gid, ch))
         for gid, chans in killed.items():
             self.gates[gid].kill_(torch.tensor(chans, dtype=torch.long))
-        return done
+
+    def _kill(self, order: Iterable[tuple[float, str, int]]) -> list[tuple[float, str, int]]:
+        """Kill channels in `order` while the hard MACs exceed the target; returns those killed."""
+        chosen = self._select(order)
+        self._apply_kills(chosen)
+        return chosen
 
     def _kill_below_threshold(self, model: nn.Module, step: int) -> None:
-        """The threshold step; with `measure_kills`, the kill's effect on the fixed batch's logits."""
-        cands = self._candidates()
-        if not cands:
+        """The threshold step; with `measure_kills`, the kill's effect on the fixed batch's logits.
+
+        The kills are applied in two parts, each measured: channels the network sees only through
+        their gates (scaled by g, so a kill at g < threshold is continuous), then channels of
+        groups that an option-A shortcut copies (the copy follows the 0/1 keep pattern, see
+        :mod:`prunerep.pruning.gates`, so it carries the channel at full weight until g is exactly
+        0: such a kill is a cut, whatever g was). The order of kills within a step does not change
+        the network the step ends with.
+        """
+        chosen = self._select(self._candidates())
+        if not chosen:
             return
-        measure = self.hp.measure_kills and self._kill_batch is not None
-        before = self._probe_logits(model) if measure else None
-        killed = self._kill(cands)
-        if not killed or before is None:
+        if not (self.hp.measure_kills and self._kill_batch is not None):
+            self._apply_kills(chosen)
             return
-        after = self._probe_logits(model)
-        change = float((after - before).abs().max())
-        self.kill_events.append({
-            "step": int(step), "channels": len(killed), "max_killed_value": max(v for v, _, _ in killed),
-            "max_abs_logit_change": change,
-            "max_rel_logit_change": change / float(before.abs().max().clamp_min(1e-12)),
-        })
+        logits = [self._probe_logits(model)]
+        event: dict[str, float] = {"step": int(step), "channels": len(chosen),
+                                   "max_killed_value": max(v for v, _, _ in chosen)}
+        for part, key in ((False, "gated"), (True, "copied")):
+            kills = [k for k in chosen if (k[1] in self._copied) == part]
+            event[f"{key}_channels"] = len(kills)
+            event[f"{key}_logit_change"] = float("nan")
+            if kills:
+                self._apply_kills(kills)
+                logits.append(self._probe_logits(model))
+                event[f"{key}_logit_change"] = float((logits[-1] - logits[-2]).abs().max())
+        change = float((logits[-1] - logits[0]).abs().max())
+        event["max_abs_logit_change"] = change
+        event["max_rel_logit_change"] = change / float(logits[0].abs().max().clamp_min(1e-12))
+        self.kill_events.append(event)
 
     def _probe_logits(self, model: nn.Module) -> torch.Tensor:
         """Logits of the fixed kill batch in eval mode (BN running statistics are not updated)."""
@@ -670,17 +696,24 @@ class GDP(PruningMethod):
 
         ``max_abs_logit_change``: the largest change of any logit of the fixed batch caused by one
         step's kills; ``max_rel_logit_change``: the same relative to that batch's largest logit;
-        ``max_killed_value``: the largest gate value (or keep probability) set to zero.
+        ``max_killed_value``: the largest gate value (or keep probability) set to zero;
+        ``gated_logit_change`` / ``copied_logit_change``: the largest change caused by the kills
+        of channels seen only through their gates / of channels an option-A shortcut copies
+        (``copied_channels`` of the ``channels`` killed).
         """
         ev = self.kill_events
 
         def worst(key: str) -> float:
-            return max((e[key] for e in ev), default=float("nan"))
+            values = [e[key] for e in ev if key in e and not math.isnan(e[key])]
+            return max(values, default=float("nan"))
 
         return {"events": len(ev), "channels": sum(e["channels"] for e in ev),
+                "copied_channels": sum(e.get("copied_channels", 0) for e in ev),
                 "max_killed_value": worst("max_killed_value"),
                 "max_abs_logit_change": worst("max_abs_logit_change"),
-                "max_rel_logit_change": worst("max_rel_logit_change")}
+                "max_rel_logit_change": worst("max_rel_logit_change"),
+                "gated_logit_change": worst("gated_logit_change"),
+                "copied_logit_change": worst("copied_logit_change")}
 
     def _snapshot(self, step: int) -> None:
         # 5 significant digits: small (but non-zero) gates must not be rounded to exact zeros

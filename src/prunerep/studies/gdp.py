@@ -455,6 +455,14 @@ def claim3_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def claim3_display(claim3: pd.DataFrame) -> pd.DataFrame:
+    """`claim3_table` as the notebook shows it: no internal columns, the verdict pair as yes/no."""
+    out = claim3.drop(columns=["_interval", "claim", "baseline"], errors="ignore")
+    if "verdict pair" in out:
+        out["verdict pair"] = out["verdict pair"].map({True: "yes", False: "no"})
+    return out
+
+
 def _mean(values: Iterable[float]) -> float:
     xs = list(values)
     return sum(xs) / len(xs) if xs else float("nan")
@@ -464,10 +472,11 @@ def claim1_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Per gated run: the gate values at the end of GDP's training and the effect of its kills.
 
     ``zero``, ``(0, m)``: shares of exact zeros and of gates strictly between 0 and m (for the
-    sampling control: keep probabilities); ``kills``: threshold steps that set gates to 0;
-    ``largest gate killed``: the largest value set to zero; ``largest logit change by one kill``:
+    sampling control: keep probabilities); ``kill steps``: threshold steps that set gates to 0;
+    ``largest gate killed``: the largest value set to zero; ``logit change by one kill step``:
     the largest change of any logit of a fixed training batch (eval mode) caused by one step's
-    kills, absolute and relative to the batch's largest logit.
+    kills of channels the network sees only through their gates, and of channels an option-A
+    shortcut copies (that copy follows the 0/1 keep pattern: such a kill is a cut).
     """
     rows = []
     for r in records:
@@ -481,10 +490,11 @@ def claim1_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                      "smallest non-zero": st.get("min_nonzero"),
                      "reached step": s.get("reached_step"),
                      "steps": s["trace"][-1]["step"] if s.get("trace") else None,
-                     "kills": kill.get("events"), "channels killed": kill.get("channels"),
+                     "kill steps": kill.get("events"), "channels killed": kill.get("channels"),
+                     "of which shortcut-copied": kill.get("copied_channels"),
                      "largest gate killed": kill.get("max_killed_value"),
-                     "largest logit change by one kill": kill.get("max_abs_logit_change"),
-                     "same, relative to the largest logit": kill.get("max_rel_logit_change")})
+                     "logit change by one kill step, gated channels": kill.get("gated_logit_change"),
+                     "logit change by one kill step, shortcut-copied channels": kill.get("copied_logit_change")})
     return pd.DataFrame(rows)
 
 
@@ -541,21 +551,47 @@ def stability_table(records: Sequence[RunRecord], model: str, target: float) -> 
     return pd.DataFrame(rows)
 
 
+#: Short tick labels of the protocols (gain plot).
+PROTOCOL_TICKS: dict[str, str] = {EQUAL_POST: "equal post-pruning\ntraining (verdict)",
+                                  POST_STEPS: "equal post-target\nsteps", PAPER: "paper protocol\n(equal epochs)"}
+BASELINE_NAMES: dict[str, str] = {"l1": "L1", "slimming": "slimming", "random": "random"}
+
+
 def gain_rows(claim3: pd.DataFrame, model: str, target: float) -> list[dict[str, Any]]:
     """Rows for `gain_plot`: every comparison at one model/budget, x = protocol, label = baseline."""
     out = []
     for _, row in claim3[(claim3["model"] == model) & (claim3["MACs target"] == target)].iterrows():
         iv: Interval = row["_interval"]
-        out.append({"protocol": row["protocol"], "mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "n": iv.n,
-                    "label": f"GDP − {row['baseline']}"})
+        out.append({"protocol": PROTOCOL_TICKS.get(row["protocol"], row["protocol"]), "mean": iv.mean, "lo": iv.lo,
+                    "hi": iv.hi, "n": iv.n, "label": f"GDP − {BASELINE_NAMES.get(row['baseline'], row['baseline'])}"})
     return out
 
 
 # -- claims ----------------------------------------------------------------------------------------
 
 
-def _sci(x: float) -> str:
+def _sci(x: float | None) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1e}"
+
+
+def _worst(kills: Sequence[Mapping[str, Any]], key: str) -> float:
+    values = [float(k[key]) for k in kills if k.get(key) is not None and not math.isnan(float(k[key]))]
+    return max(values, default=float("nan"))
+
+
+def kill_sentence(records: Sequence[RunRecord]) -> str:
+    """The largest effect of GDP's threshold kills over its paper-protocol runs, in words."""
+    kills = [r.summary.get("kill_effect", {}) for r in records if r.tags["variant"] == "gdp"]
+    kills = [k for k in kills if k.get("events")]
+    if not kills:
+        return "no threshold kill was measured"
+    copied, total = sum(k.get("copied_channels", 0) for k in kills), sum(k["channels"] for k in kills)
+    return (f"largest change of any logit of a fixed training batch caused by one step's kills: "
+            f"{_sci(_worst(kills, 'gated_logit_change'))} for channels seen only through their gates; "
+            f"{_sci(_worst(kills, 'copied_logit_change'))} for residual-stream channels that option-A shortcuts "
+            f"copy ({copied} of {total} killed channels; the copy keeps a channel at full weight until its gate is "
+            f"exactly 0, so such a kill is a cut); largest gate killed {_sci(_worst(kills, 'max_killed_value'))}; "
+            f"{sum(k['events'] for k in kills)} kill steps in {len(kills)} runs")
 
 
 def evidence(cfg: GDPConfig, records: Sequence[RunRecord], budget: str) -> list[Evidence]:
@@ -565,13 +601,7 @@ def evidence(cfg: GDPConfig, records: Sequence[RunRecord], budget: str) -> list[
     gated = [r for r in records if r.tags["variant"] == "gdp"]
     between = [float(r.summary["final_stats"]["between_0_0.1"]) for r in gated
                if r.summary.get("final_stats", {}).get("between_0_0.1") is not None]
-    kills = [r.summary.get("kill_effect", {}) for r in gated]
-    kills = [k for k in kills if k.get("events")]
-    note = (f"exact zeros are set by the threshold; the largest change of any logit of a fixed training batch "
-            f"caused by one step's kills was {_sci(max(k['max_abs_logit_change'] for k in kills))} "
-            f"({_sci(max(k['max_rel_logit_change'] for k in kills))} of the largest logit; largest gate killed "
-            f"{_sci(max(k['max_killed_value'] for k in kills))}) over {sum(k['events'] for k in kills)} kill steps "
-            f"in {len(kills)} runs" if kills else "no threshold kill was measured")
+    note = "exact zeros are set by the threshold; " + kill_sentence(records)
     out.append(Evidence.judge(
         claims["gdp.polarization"], mean_interval(between) if between else None,
         test=f"share of GDP's gates strictly inside (0, 0.1) at the end of training, every GDP run (paper "
@@ -599,7 +629,7 @@ def evidence(cfg: GDPConfig, records: Sequence[RunRecord], budget: str) -> list[
         for _, row in rows.iterrows():
             out.append(Evidence.judge(
                 claims[claim_id], row["_interval"],
-                test=f"{row['GDP arm']} − {row['baseline arm']} ({cfg.epochs:g} epochs each, last epoch), test "
+                test=f"{row['GDP arm']} − {row['baseline arm']} ({epochs_text(cfg.epochs)} each, last epoch), test "
                      f"accuracy (points), {row['model']} at {row['MACs target']:.0%} MACs, paired by seed",
                 budget=budget,
                 note=(f"equal post-pruning training; the controls run on {cfg.controls.model}, since the claim is "
@@ -618,16 +648,20 @@ def evidence(cfg: GDPConfig, records: Sequence[RunRecord], budget: str) -> list[
     return out
 
 
+def epochs_text(epochs: float) -> str:
+    """``1 -> "1 epoch"``, ``2.5 -> "2.5 epochs"``."""
+    return f"{epochs:g} epoch" + ("" if epochs == 1 else "s")
+
+
 def budget_text(cfg: GDPConfig, ctx: StudyContext) -> str:
     """One sentence on the compute budget behind every number (for captions and the ledger)."""
     c = cfg.controls
-    controls = (f"; protocol controls on {c.model} at {', '.join(f'{b:.0%}' for b in c.budgets)} MACs, "
-                f"seeds {list(c.seeds)}" if c.seeds else "")
-    return (f"Profile `{ctx.profile}`: GDP trains its gates for {cfg.epochs:g} epochs after the dense checkpoint; "
-            f"L1 fine-tunes for {cfg.epochs:g} epochs from a fresh schedule; slimming trains sparse for "
-            f"{cfg.slimming_fraction * cfg.epochs:g} epochs, then fine-tunes for the rest (paper protocol) or for "
-            f"{cfg.epochs:g} (equal post-pruning training); every fine-tuning reports its last epoch; "
-            f"{describe_splits(ctx)}; grid seeds {list(cfg.seeds)}{controls}.")
+    controls = (f"; controls on {c.model} at {', '.join(f'{b:.0%}' for b in c.budgets)} MACs, seeds {list(c.seeds)}"
+                if c.seeds else "")
+    return (f"Profile `{ctx.profile}`: GDP trains its gates for {epochs_text(cfg.epochs)}; every fine-tuning is "
+            f"{epochs_text(cfg.epochs)} from a fresh schedule and reports its last epoch (slimming first trains "
+            f"sparse for {epochs_text(cfg.slimming_fraction * cfg.epochs)}); {describe_splits(ctx)}; grid seeds "
+            f"{list(cfg.seeds)}{controls}.")
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -661,7 +695,7 @@ def gate_histograms_figure(record: RunRecord, bins: int = 40):
         ax.hist(v[v != 0].numpy(), bins=bins, range=(0.0, 1.0), color="C0")
         ax.set_yscale("log")
         ax.set_xlim(zero_x - zero_w, 1.02)
-        ax.set_xticks([zero_x, 0.0, 0.5, 1.0], ["=0", "0", "0.5", "1"])
+        ax.set_xticks([zero_x, 0.25, 0.5, 0.75, 1.0], ["=0", "0.25", "0.5", "0.75", "1"])
         ax.set(title=f"step {snap['step']}", xlabel="gate value")
         ax.text(0.55, 0.95, f"exact 0: {stats['zero']:.0%}\nin (0, 0.1): {stats['between_0_0.1']:.1%}",
                 transform=ax.transAxes, ha="center", va="top", fontsize=8)
@@ -754,16 +788,17 @@ def _paired(records: Sequence[RunRecord], a: str, b: str) -> str:
 def deviations_table(cfg: GDPConfig, records: Sequence[RunRecord], claim3: pd.DataFrame) -> pd.DataFrame:
     """Assumptions and deviations: the paper's | ours | why | measured effect (from the runs)."""
     gated = [r for r in records if r.tags["variant"] == "gdp"]
-    kills = [r.summary.get("kill_effect", {}) for r in gated]
-    kills = [k for k in kills if k.get("events")]
-    kill_effect = (f"largest logit change by one kill step {_sci(max(k['max_abs_logit_change'] for k in kills))} "
-                   f"({len(kills)} runs)" if kills else "—")
+    kills = [k for k in (r.summary.get("kill_effect", {}) for r in gated) if k.get("events")]
+    gated_effect = (f"largest logit change by one kill step: {_sci(_worst(kills, 'gated_logit_change'))}"
+                    if kills else "—")
+    copied_effect = (f"largest logit change by one kill step: {_sci(_worst(kills, 'copied_logit_change'))}"
+                     if kills else "—")
     reached = [(r.summary.get("reached_step"), r.summary["trace"][-1]["step"]) for r in gated
                if r.summary.get("trace")]
     hit = [a / b for a, b in reached if a is not None]
     forced = sum(1 for r in gated if r.summary.get("forced_removals"))
-    schedule = (f"target met after {fmt_mean_std([100 * h for h in hit], 0)}% of the steps; {forced} of "
-                f"{len(gated)} runs forced" if gated else "—")
+    schedule = (f"target met after {min(hit):.0%} to {max(hit):.0%} of the steps; {forced} of {len(gated)} runs "
+                "forced" if hit else "—")
     hp = cfg.gdp
     rows = [
         ("smoothed-L0 gates (form not read)", f"g = θ²/(θ² + ε), ε = {hp.eps:g}, initial g = {hp.gate_init:g}",
@@ -773,7 +808,11 @@ def deviations_table(cfg: GDPConfig, records: Sequence[RunRecord], claim3: pd.Da
          "an explicit gradient step of this stiff penalty oscillates around 0", "—"),
         ("gates decrease smoothly to exact zero",
          f"prox step, then a hard threshold: g < {hp.zero_threshold:g} is set to 0 and stays 0",
-         "a smooth penalty never reaches 0", kill_effect),
+         "a smooth penalty never reaches 0", gated_effect),
+        ("g1 (Fig. 2): one gate per residual stream, used twice",
+         "the stream's gate scales it at every conv reader; option-A shortcut copies follow its 0/1 keep pattern",
+         "a copy has no weights to absorb a non-zero gate: this keeps the gated network equal to the pruned one",
+         copied_effect),
         ("polarization regulariser (form not read)",
          f"Zhuang et al. (NeurIPS 2020) t·mean(g) − mean|g − mean(g)|, weight {hp.polarization:g}, t = "
          f"{hp.polarization_t:g}", "a published regulariser with polarized minimisers", "—"),
@@ -781,11 +820,11 @@ def deviations_table(cfg: GDPConfig, records: Sequence[RunRecord], claim3: pd.Da
          f"exact bilinear MACs of the soft widths; the fixed factor alternates every {hp.alternate_every} step(s)",
          "linear in every gate once one factor is fixed, so the prox step applies", "—"),
         ("schedule (not read)",
-         f"λ rises geometrically {hp.lam_init:g} → {hp.lam_max:g} over {hp.ramp_epochs:g} epochs until the hard "
-         f"network meets the target; then the zero set is frozen and training goes on ({hp.after_target})",
+         f"λ rises geometrically {hp.lam_init:g} → {hp.lam_max:g} over {epochs_text(hp.ramp_epochs)} until the hard "
+         f"network meets the target; then the zero set is frozen and training goes on",
          "the scale at which gates die is not known beforehand", schedule),
         ("training epochs and learning rates (not read)",
-         f"{cfg.epochs:g} epochs for GDP and for every fine-tuning, the same SGD settings; last epoch reported",
+         f"{epochs_text(cfg.epochs)} for GDP and for every fine-tuning, the same SGD settings; last epoch reported",
          "CPU budget; one selection rule for every method",
          f"GDP + fine-tuning − GDP without: {_paired(records, 'gdp+ft', 'gdp')}"),
         ("L1 and slimming as reported in the literature",
@@ -797,10 +836,10 @@ def deviations_table(cfg: GDPConfig, records: Sequence[RunRecord], claim3: pd.Da
          "Bernoulli masks with learnable keep probabilities, GDP's regulariser as a loss, the same schedule; a "
          f"channel dies when p < {hp.sampling_kill:g}; deterministic once the target is met",
          "the two differ in their gates only", "stability table"),
-        ("CIFAR-10 ResNet-56 / VGG-16 (paper's networks)",
+        ("the paper's networks (ResNet-56, VGG-16)",
          f"protocol controls of claim 3 and the stability pair on {cfg.controls.model} / {cfg.stability.model}",
          "the claims are not about one network; extra seeds are cheaper there", "—"),
-        ("full CIFAR-10, long training",
+        ("the full training set, long training",
          "class-stratified subsets, a few epochs, briefly trained dense checkpoints",
          "CPU budget: absolute accuracies are far below the paper's; methods are compared on equal terms", "—"),
         ("ImageNet, Pascal VOC (DeepLabV3+)", "configured (torchvision DeepLabV3), tested on tiny inputs, not run",
@@ -824,8 +863,9 @@ def metrics(cfg: GDPConfig, records: Sequence[RunRecord], claim3: pd.DataFrame,
              if r.tags["variant"] in ("gdp", "gdp+ft")]
     exact = [e for e in exact if e is not None]
     out["claim2/max_abs_logit_change"] = max(exact) if exact else None
-    kills = [r.summary.get("kill_effect", {}).get("max_abs_logit_change") for r in records
-             if r.tags["variant"] == "gdp"]
-    kills = [k for k in kills if k is not None and not math.isnan(k)]
-    out["claim1/max_abs_logit_change_per_kill"] = max(kills) if kills else None
+    kills = [k for k in (r.summary.get("kill_effect", {}) for r in records if r.tags["variant"] == "gdp")
+             if k.get("events")]
+    for key in ("gated_logit_change", "copied_logit_change"):
+        worst = _worst(kills, key)
+        out[f"claim1/max_{key}_per_kill_step"] = None if math.isnan(worst) else worst
     return out
