@@ -34,7 +34,7 @@ from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.soft_cost import SoftCostModel
 from prunerep.pruning.surgery import ConstantConv
-from prunerep.studies.gdp import GDPConfig, comparison_specs, stability_specs
+from prunerep.studies.gdp import GDPConfig
 
 torch.set_num_threads(1)
 
@@ -395,8 +395,8 @@ def test_sampled_gate_is_deterministic_in_training_once_frozen():
 
 
 def test_sampling_control_loss_is_the_budget_plus_gdp_polarization_term_on_p():
-    _, method, _ = prepared(TinyResNet(), X16, gate="sampling", polarization=2.0, lam_init=0.5, lam_max=0.5)
-    method.on_train_start(None, TrainState(steps_per_epoch=4, total_steps=8))
+    model, method, _ = prepared(TinyResNet(), X16, gate="sampling", polarization=2.0, lam_init=0.5, lam_max=0.5)
+    method.on_train_start(model, TrainState(steps_per_epoch=4, total_steps=8))
     state = TrainState(steps_per_epoch=4, total_steps=8)
     state.phase = "weights"
     a, b, c = method._form
@@ -417,9 +417,104 @@ def test_state_dict_round_trip():
     _, method, _ = prepared(TinyResNet(), X16)
     method.reached, method.reached_step, method.lam_at_target = True, 7, 3.5
     method.trace = [{"step": 1, "loss": 2.0}]
+    method.kill_events = [{"step": 3, "channels": 2, "max_killed_value": 5e-4, "max_abs_logit_change": 1e-6,
+                           "max_rel_logit_change": 1e-7}]
     other = GDP()
     other.load_state_dict(method.state_dict())
     assert (other.reached, other.reached_step, other.lam_at_target, other.trace) == (True, 7, 3.5, method.trace)
+    assert other.kill_events == method.kill_events and other.kill_effect()["events"] == 1
+
+
+def _eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    model.train()
+    return out
+
+
+@pytest.mark.parametrize("gate", ["polarized", "sampling"])
+def test_each_threshold_kill_is_measured_on_the_fixed_training_batch(gate):
+    torch.manual_seed(0)
+    model, method, _ = prepared(randomize_bn_(TinyResNet()), X16, macs_keep=0.3, gate=gate, probe_images=4)
+    method.on_train_start(model, TrainState(steps_per_epoch=6, total_steps=6))
+    batches = RandomBatches(batch=8)
+    first = batches.x[0]
+    model(first)                                   # the loop's first training forward
+    model(batches.x[1])                            # later batches do not replace it
+    assert torch.equal(method._kill_batch, first[:4])
+    gid = method.ids[1]
+    with torch.no_grad():   # two channels of one group fall below the kill threshold
+        if gate == "polarized":
+            method.gates[gid].theta[:2] = 0.2 * math.sqrt(method.hp.eps * method.hp.zero_threshold)
+        else:
+            method.gates[gid].logit[:2] = -5.0
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    before = _eval_logits(model, first[:4])
+    killed_values = method.gates[gid].score()[:2].detach()
+    method._kill_below_threshold(model, step=1)
+    after = _eval_logits(model, first[:4])
+    assert method.gates[gid].hard_mask()[:2].tolist() == [False, False]
+    (event,) = method.kill_events
+    assert event["step"] == 1 and event["channels"] == event["gated_channels"] == 2
+    assert event["copied_channels"] == 0 and math.isnan(event["copied_logit_change"])  # no option-A copy here
+    assert event["gated_logit_change"] == event["max_abs_logit_change"]
+    assert event["max_killed_value"] == pytest.approx(float(killed_values.max()))
+    assert event["max_abs_logit_change"] == pytest.approx(float((after - before).abs().max()), rel=1e-6, abs=1e-9)
+    assert event["max_rel_logit_change"] == pytest.approx(event["max_abs_logit_change"] / float(before.abs().max()))
+    assert model.training                          # the probe restores training mode ...
+    for k, v in model.state_dict().items():        # ... and never moves BN's running statistics
+        if k in stats:
+            assert torch.equal(v, stats[k])
+    if gate == "polarized":
+        # a gate at 4% of the threshold scales its channel by < 1e-4: the kill barely moves the logits
+        assert 0 < event["max_abs_logit_change"] < 1e-3 * float(before.abs().max())
+    else:
+        # the control's eval network used the channel at full weight: its kill is a real cut
+        assert event["max_abs_logit_change"] > 1e-3 * float(before.abs().max())
+    assert method.summary()["kill_effect"]["channels"] == 2
+
+
+def test_a_kill_is_continuous_through_gates_and_a_cut_through_option_a_copies():
+    # A stream channel at g ~ 4e-5 is scaled by g at every conv reader, but an option-A shortcut
+    # copies it at full weight until g is exactly 0 (the 0/1 keep pattern that keeps surgery exact).
+    torch.manual_seed(0)
+    model = randomize_bn_(get_model("resnet20", shortcut="A"))
+    model, method, _ = prepared(model, X16, macs_keep=0.3, probe_images=4)
+    method.on_train_start(model, TrainState(steps_per_epoch=6, total_steps=6))
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    model(x)
+    copied = sorted(method._copied)
+    plain = [gid for gid in method.ids if gid not in method._copied and method.gates[gid].channels > 2]
+    assert copied and plain
+    tiny = 0.2 * math.sqrt(method.hp.eps * method.hp.zero_threshold)
+    with torch.no_grad():
+        for gid in (copied[0], plain[0]):
+            method.gates[gid].theta[:2] = tiny
+    scale = float(_eval_logits(model, x).abs().max())
+    method._kill_below_threshold(model, step=1)
+    (event,) = method.kill_events
+    assert event["gated_channels"] == 2 and event["copied_channels"] == 2
+    assert event["gated_logit_change"] < 1e-3 * scale
+    assert event["copied_logit_change"] > 1e-2 * scale
+    assert event["max_abs_logit_change"] >= event["copied_logit_change"] - event["gated_logit_change"] - 1e-6
+    effect = method.kill_effect()
+    assert effect["copied_channels"] == 2 and effect["copied_logit_change"] == event["copied_logit_change"]
+
+
+def test_kills_during_training_are_all_measured_and_forced_removals_are_not():
+    torch.manual_seed(0)
+    model, method, ctx = prepared(TinyResNet(), X16, macs_keep=0.5,
+                                  train={"epochs": 4, "lr": 0.05, "batch_size": 8}, lam_init=1.0,
+                                  lam_max=1e3, ramp_epochs=2.0, n_snapshots=3)
+    fit(model, RandomBatches(), optim=method.phases()[0][1], hooks=[method],
+        runtime=RuntimeConfig(channels_last=False, progress=False))
+    method.finalize(model, ctx)
+    killed = sum(gate.channels - int(gate.hard_mask().sum()) for _, gate in method.gates.items())
+    effect = method.summary()["kill_effect"]
+    assert effect["channels"] == killed - method.forced > 0
+    assert effect["max_killed_value"] < method.hp.zero_threshold
+    assert all(e["step"] <= method.reached_step for e in method.kill_events)
 
 
 def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
@@ -429,8 +524,8 @@ def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
         assert isinstance(cfg, GDPConfig) and cfg.models and cfg.budgets
     with pytest.raises(ValueError, match="budgets"):
         from_dict(GDPConfig, {"budgets": {"resnet56": [1.5]}})
-    with pytest.raises(ValueError, match="stability.model"):
-        from_dict(GDPConfig, {"models": ["vgg16"], "budgets": {"vgg16": [0.5]}})
+    with pytest.raises(ValueError, match="controls.budgets"):
+        from_dict(GDPConfig, {"controls": {"budgets": [0.0]}})
     with pytest.raises(ValueError, match="budgets.vgg16: missing"):
         from_dict(GDPConfig, {"models": ["resnet56", "vgg16"]})
     with pytest.raises(ValueError, match="lam_init"):
@@ -440,24 +535,6 @@ def test_params_section_resolves_for_every_profile_and_rejects_bad_values():
     _, _, ctx = prepared(TinyResNet(), X16)
     with pytest.raises(ValueError, match="macs_keep"):
         GDP().prepare(TinyResNet(), dataclasses.replace(ctx, budget=Budget(ratios={"conv1": 0.5})))
-
-
-def test_comparison_specs_give_every_method_the_same_training_epochs():
-    cfg = from_dict(GDPConfig, {"budgets": {"resnet56": [0.5, 0.3]}, "seeds": [0, 1], "epochs": 4.0,
-                                "baselines": ["l1", "slimming"], "slimming_fraction": 0.25})
-    specs = comparison_specs(cfg, "resnet56")
-    assert len(specs) == 2 * 2 * 3
-    for spec in specs:
-        epochs = spec.finetune.epochs if spec.finetune else 0.0
-        if spec.method == "gdp":
-            epochs += spec.hyper.train.epochs
-            assert spec.finetune is None
-        if spec.method == "slimming":
-            epochs += spec.hyper.sparse_train.epochs
-        assert epochs == 4.0
-        assert spec.method == "gdp" or spec.hyper.scope == "all"
-    st = stability_specs(cfg)
-    assert st and all(s.hyper.gate == "sampling" for s in st)
 
 
 def test_curve_roughness_measures_step_noise_not_trend():

@@ -36,7 +36,11 @@ and makes every open choice a named, documented hyper-parameter (`GDPHyper`):
   penalty oscillates around 0; then a hard-threshold step sets ``theta = 0`` exactly and marks the
   channel dead when ``g < zero_threshold`` (the L0 limit of the prox: a smooth penalty alone
   never reaches 0). Dead gates stay exact zeros (``g'(0) = 0``; an alive mask also blocks
-  momentum residue).
+  momentum residue). So the exact zeros are *set* by this threshold, not reached by the prox
+  step alone; whether a kill changes the network is measured, not assumed: the logits of a
+  fixed training batch (eval mode) are compared right before and after every kill
+  (``summary()["kill_effect"]``), apart for channels that an option-A shortcut copies (the
+  copy follows the 0/1 keep pattern, so killing such a channel is a cut however small g was).
 * **Schedule** (reconstruction): ``lambda`` rises geometrically from ``lam_init`` to ``lam_max``
   over ``ramp_epochs`` (then holds) until the MACs of the *hard* network (dead channels removed)
   reach the target; the threshold step never removes more channels than the target needs
@@ -341,6 +345,7 @@ class GDPHyper:
     trace_every: int = 1              # record loss/lambda/MACs every this many steps
     n_snapshots: int = 6              # gate-value snapshots through training (histograms)
     probe_images: int = 16            # random inputs on which surgery's output change is measured
+    measure_kills: bool = True        # logits of a fixed training batch before/after every threshold kill
 
     def __post_init__(self) -> None:
         checks = [
@@ -390,6 +395,9 @@ class GDP(PruningMethod):
         self.trace: list[dict[str, float]] = []
         self.snapshots: list[dict[str, Any]] = []
         self.exactness: dict[str, float] = {}
+        self.kill_events: list[dict[str, float]] = []
+        self._kill_batch: torch.Tensor | None = None
+        self._capture: Any = None
         self._snap_steps: set[int] = set()
         self._last: dict[str, float] = {}
 
@@ -418,6 +426,8 @@ class GDP(PruningMethod):
         self._sizes = torch.tensor([gate.channels for _, gate in self.gates.items()])
         self.n_gates = int(self._sizes.sum())
         self._group_index = {gid: i for i, gid in enumerate(ctx.cost_model.group_ids)}
+        # groups whose channels an option-A shortcut copies (kills there are measured apart)
+        self._copied = {g.id for g in ctx.prunable if g.selects_in}
         self._form = ctx.cost_model.bilinear()
         self.dense_macs = float(ctx.cost_model.dense_macs())
         self.target_macs = ctx.budget.macs_keep * self.dense_macs
@@ -485,6 +495,14 @@ class GDP(PruningMethod):
         self._snap_steps = {round(i * state.total_steps / (n - 1)) for i in range(n)}
         if state.step == 0 and not self.snapshots:
             self._snapshot(0)
+        if self.hp.measure_kills and self._kill_batch is None and self._capture is None:
+            # The first training batch (its first `probe_images` images) is the fixed batch on which
+            # every kill's effect is measured; after a resume, the first batch after it.
+            def capture(module: nn.Module, args: tuple[Any, ...]) -> None:
+                if module.training and self._kill_batch is None:
+                    self._kill_batch = args[0][: self.hp.probe_images].detach().clone()
+                    self._capture.remove()
+            self._capture = model.register_forward_pre_hook(capture)
 
     def _fix(self, step: int) -> str:
         """Which factor of the bilinear products is held fixed at this step (alternating)."""
@@ -556,7 +574,7 @@ class GDP(PruningMethod):
                 lam = self.lam(state.step - 1)
                 self._last = {"lam": lam}
                 self._prox_step(lam, state.lr * hp.gate_lr_scale, self._fix(state.step - 1))
-            self._kill_below_threshold()
+            self._kill_below_threshold(model, state.step)
             if self.hard_macs() <= self.target_macs:
                 if hp.gate == "sampling":
                     for _, gate in self._gate_items():
@@ -604,27 +622,98 @@ class GDP(PruningMethod):
             out.append((v, self.ids[k], flat - int(offsets[k])))
         return sorted(out)
 
-    def _kill(self, order: Iterable[tuple[float, str, int]]) -> int:
-        """Kill channels in `order` while the hard MACs exceed the target; returns how many."""
+    def _select(self, order: Iterable[tuple[float, str, int]]) -> list[tuple[float, str, int]]:
+        """The channels of `order` to kill: in order, while the hard MACs exceed the target."""
         widths = self.hard_widths()
         macs = self.hard_macs(widths)
-        killed: dict[str, list[int]] = {}
-        for _, gid, ch in order:
+        chosen = []
+        for value, gid, ch in order:
             if macs <= self.target_macs:
                 break
             if widths[gid] == 1 and gid not in self.removable:
                 continue  # e.g. a VGG layer or a residual stream: keep its last channel
             widths[gid] -= 1
             macs = self.hard_macs(widths)
+            chosen.append((value, gid, ch))
+        return chosen
+
+    def _apply_kills(self, chosen: Iterable[tuple[float, str, int]]) -> None:
+        killed: dict[str, list[int]] = {}
+        for _, gid, ch in chosen:
             killed.setdefault(gid, []).append(ch)
         for gid, chans in killed.items():
             self.gates[gid].kill_(torch.tensor(chans, dtype=torch.long))
-        return sum(len(v) for v in killed.values())
 
-    def _kill_below_threshold(self) -> None:
-        cands = self._candidates()
-        if cands:
-            self._kill(cands)
+    def _kill(self, order: Iterable[tuple[float, str, int]]) -> list[tuple[float, str, int]]:
+        """Kill channels in `order` while the hard MACs exceed the target; returns those killed."""
+        chosen = self._select(order)
+        self._apply_kills(chosen)
+        return chosen
+
+    def _kill_below_threshold(self, model: nn.Module, step: int) -> None:
+        """The threshold step; with `measure_kills`, the kill's effect on the fixed batch's logits.
+
+        The kills are applied in two parts, each measured: channels the network sees only through
+        their gates (scaled by g, so a kill at g < threshold is continuous), then channels of
+        groups that an option-A shortcut copies (the copy follows the 0/1 keep pattern, see
+        :mod:`prunerep.pruning.gates`, so it carries the channel at full weight until g is exactly
+        0: such a kill is a cut, whatever g was). The order of kills within a step does not change
+        the network the step ends with.
+        """
+        chosen = self._select(self._candidates())
+        if not chosen:
+            return
+        if not (self.hp.measure_kills and self._kill_batch is not None):
+            self._apply_kills(chosen)
+            return
+        logits = [self._probe_logits(model)]
+        event: dict[str, float] = {"step": int(step), "channels": len(chosen),
+                                   "max_killed_value": max(v for v, _, _ in chosen)}
+        for part, key in ((False, "gated"), (True, "copied")):
+            kills = [k for k in chosen if (k[1] in self._copied) == part]
+            event[f"{key}_channels"] = len(kills)
+            event[f"{key}_logit_change"] = float("nan")
+            if kills:
+                self._apply_kills(kills)
+                logits.append(self._probe_logits(model))
+                event[f"{key}_logit_change"] = float((logits[-1] - logits[-2]).abs().max())
+        change = float((logits[-1] - logits[0]).abs().max())
+        event["max_abs_logit_change"] = change
+        event["max_rel_logit_change"] = change / float(logits[0].abs().max().clamp_min(1e-12))
+        self.kill_events.append(event)
+
+    def _probe_logits(self, model: nn.Module) -> torch.Tensor:
+        """Logits of the fixed kill batch in eval mode (BN running statistics are not updated)."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = _logits(model(self._kill_batch)).float()
+        model.train(was_training)
+        return out
+
+    def kill_effect(self) -> dict[str, float]:
+        """The largest effect of one threshold kill during training (nan where none was measured).
+
+        ``max_abs_logit_change``: the largest change of any logit of the fixed batch caused by one
+        step's kills; ``max_rel_logit_change``: the same relative to that batch's largest logit;
+        ``max_killed_value``: the largest gate value (or keep probability) set to zero;
+        ``gated_logit_change`` / ``copied_logit_change``: the largest change caused by the kills
+        of channels seen only through their gates / of channels an option-A shortcut copies
+        (``copied_channels`` of the ``channels`` killed).
+        """
+        ev = self.kill_events
+
+        def worst(key: str) -> float:
+            values = [e[key] for e in ev if key in e and not math.isnan(e[key])]
+            return max(values, default=float("nan"))
+
+        return {"events": len(ev), "channels": sum(e["channels"] for e in ev),
+                "copied_channels": sum(e.get("copied_channels", 0) for e in ev),
+                "max_killed_value": worst("max_killed_value"),
+                "max_abs_logit_change": worst("max_abs_logit_change"),
+                "max_rel_logit_change": worst("max_rel_logit_change"),
+                "gated_logit_change": worst("gated_logit_change"),
+                "copied_logit_change": worst("copied_logit_change")}
 
     def _snapshot(self, step: int) -> None:
         # 5 significant digits: small (but non-zero) gates must not be rounded to exact zeros
@@ -641,7 +730,7 @@ class GDP(PruningMethod):
                 score = gate.score().detach().float().cpu()
                 alive = gate.hard_mask().cpu()
                 order += [(float(score[ch]), gid, ch) for ch in alive.nonzero().flatten().tolist()]
-            self.forced = self._kill(sorted(order))
+            self.forced = len(self._kill(sorted(order)))
             self.reached = self.hard_macs() <= self.target_macs
         final_values = self.all_values()
         self.final_stats = polarization_stats(final_values)
@@ -673,12 +762,14 @@ class GDP(PruningMethod):
             "residual_groups": [g.id for g in self.ctx.prunable if g.residual] if self.gates is not None else [],
             "group_sizes": [self.gates[g].channels for g in self.ids] if self.gates is not None else [],
             "final_stats": getattr(self, "final_stats", {}), "exactness": self.exactness,
+            "kill_events": self.kill_events, "kill_effect": self.kill_effect(),
         }
 
     def state_dict(self) -> dict[str, Any]:
         # Gate parameters and alive masks live in the model's state dict; this is the rest.
         return {"reached": self.reached, "reached_step": self.reached_step,
-                "lam_at_target": self.lam_at_target, "trace": self.trace, "snapshots": self.snapshots}
+                "lam_at_target": self.lam_at_target, "trace": self.trace, "snapshots": self.snapshots,
+                "kill_events": self.kill_events}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reached = bool(state["reached"])
@@ -686,6 +777,7 @@ class GDP(PruningMethod):
         self.lam_at_target = state["lam_at_target"]
         self.trace = list(state["trace"])
         self.snapshots = list(state["snapshots"])
+        self.kill_events = list(state.get("kill_events", []))
 
 
 def _logits(out: Any) -> torch.Tensor:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ class RunSpec:
     budget: Budget
     hyper: Any = None                  # the method's hyper dataclass (a mapping is validated into one)
     finetune: OptimConfig | None = None                    # None: report without fine-tuning
+    select: Literal["best_val", "last"] = "best_val"       # which fine-tuning epoch's weights are reported
     seed: int = 0
     batch_size: int = 128
     eval_batch_size: int = 512
@@ -144,7 +145,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
         res = fit(model, train_loader, optim=spec.finetune, runtime=spec.runtime, hooks=method.finetune_hooks(),
                   val_loader=val_loader,
                   checkpoint_dir=ckpt / "finetune" if ckpt else None, run_key=f"{run_key}/finetune",
-                  select="best_val", desc=f"{spec.label or spec.method} finetune")
+                  select=spec.select, desc=f"{spec.label or spec.method} finetune")
         times["finetune"] = time.perf_counter() - t0
         histories["finetune"] = res.history
     val_acc = evaluate(model, val_loader)["acc"]
@@ -154,7 +155,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     # count of the network they produced, or every budget built on it was silently off.
     verify_soft_cost(cost_model, groups, model, example)
     widths = group_widths(model, groups)
-    selection = "best_val" if spec.finetune is not None else "last (no fine-tuning)"
+    selection = spec.select if spec.finetune is not None else "last (no fine-tuning)"
     return RunResult(
         label=spec.label or spec.method, method=spec.method, seed=spec.seed, budget=spec.budget.describe(),
         dense_macs=dense_cost.macs, dense_params=dense_cost.params, macs=cost.macs, params=cost.params,
