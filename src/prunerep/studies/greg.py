@@ -388,9 +388,12 @@ def _calibration_note(cfg: GRegConfig) -> str:
     if not c.model:
         return ""
     where = f"{c.model}, r = {c.ratio:g}, {_seeds_text(c.seeds)}" if c.ratio is not None else c.model
+    shared = (f" (r = {c.ratio:g} shares the ratio and the dense checkpoint with it, not the seed)"
+              if c.ratio is not None and any(abs(c.ratio - r) < 1e-9 for r in cfg.table1.ratios) else "")
     return (f"This profile's {c.chose} were chosen on the validation split at {where}"
             + (f" (`{c.command}`)" if c.command else "")
-            + "; runs at that setting are left out of every verdict. The official conv-only penalty "
+            + f". No reported run is a calibration run: runs at that setting are left out of every verdict, "
+            f"and this profile reports {_seeds_text(cfg.seeds)}{shared}. The official conv-only penalty "
             "(plain GReg-1) was not tuned: it runs the compressed schedule chosen there.")
 
 
@@ -410,7 +413,9 @@ def table1_gains(cfg: GRegConfig, df: Any) -> list[dict[str, Any]]:
     Each row: r, mean, lo, hi, n, label, column, interval (calibration runs left out)."""
     labels = column_labels(cfg) if cfg.table1.ratios else {}
     t1 = _table(df, "table1")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if "l1" not in labels:
+        return rows
     for column, label in labels.items():
         if column == "l1":
             continue
