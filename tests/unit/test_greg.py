@@ -6,11 +6,12 @@ from __future__ import annotations
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from prunerep.config import ConfigError, from_dict
+from prunerep.config import ConfigError, from_dict, resolve_section
 from prunerep.data.arrays import ArrayDataset, DataSplits
 from prunerep.engine import OptimConfig, RuntimeConfig, TrainState
 from prunerep.methods import Budget, MethodContext, get_method
@@ -31,7 +32,18 @@ from prunerep.models import get_model
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.soft_cost import SoftCostModel
 from prunerep.runner.run import RunSpec, run_pruning
-from prunerep.studies.greg import GRegConfig, plan_runs
+from prunerep.studies.greg import (
+    GRegConfig,
+    assumptions_table,
+    column_labels,
+    evidence,
+    plan_runs,
+    table1,
+    table1_gains,
+    trace_rise,
+    trace_sentence,
+    trace_slope,
+)
 
 RUNTIME = RuntimeConfig(device="cpu", channels_last=False, progress=False)
 
@@ -295,17 +307,114 @@ def test_bad_config_values_raise_one_clear_error():
 
 def test_table1_variants_add_ablation_runs_with_their_penalty_overrides():
     cfg = from_dict(GRegConfig, {"seeds": [0], "table1": {
-        "ratios": [0.5, 0.9], "variants": [{"name": "conv_only", "label": "conv only",
-                                            "reg": {"penalize_norm": False}, "ratios": [0.9], "seeds": [0, 1]}]},
-        "reg": {"penalize_norm": True}, "figure1": {"enabled": False}}, "greg")
+        "ratios": [0.5, 0.9], "variants": [{"name": "bn", "reg": {"penalize_norm": True}, "ratios": [0.9],
+                                            "seeds": [0, 1]}]},
+        "figure1": {"enabled": False}}, "greg")
     runs, _ = plan_runs(cfg, {"resnet56": get_model("resnet56")}, "cifar10", (1, 3, 32, 32))
-    extra = [p for p in runs if p.tags["variant"] == "greg1:conv_only"]
+    extra = [p for p in runs if p.tags["variant"] == "greg1:bn"]
     assert [(p.tags["ratio"], p.seed) for p in extra] == [(0.9, 0), (0.9, 1)]
-    assert all(p.hyper.variant == "greg1" and p.hyper.reg.penalize_norm is False for p in extra)
+    assert all(p.hyper.variant == "greg1" and p.hyper.reg.penalize_norm is True for p in extra)
+    assert {p.label for p in extra} == {"GReg-1 + BN penalty (ours)@r=0.9"}
     main = [p for p in runs if p.tags["variant"] == "greg1"]
-    assert len(main) == 2 and all(p.hyper.reg.penalize_norm is True for p in main)
+    assert len(main) == 2 and all(p.hyper.reg.penalize_norm is False for p in main)   # official: conv only
+    assert {p.label for p in main} == {"GReg-1@r=0.5", "GReg-1@r=0.9"}
     with pytest.raises(ConfigError, match="lower-case"):
         from_dict(GRegConfig, {"table1": {"variants": [{"name": "Bad Name", "label": "x", "ratios": [0.9]}]}}, "greg")
+
+
+def test_column_labels_name_the_bn_penalty_as_ours_wherever_it_is_configured():
+    # The profile's own GReg-1 with the BN penalty is ours too, and so is every table header.
+    cfg = from_dict(GRegConfig, {"reg": {"penalize_norm": True}, "table1": {"ratios": [0.9]}}, "greg")
+    assert column_labels(cfg) == {"l1": "L1 (one-shot)", "greg1": "GReg-1 + BN penalty (ours)"}
+    frame = pd.DataFrame([{"table": "table1", "ratio": 0.9, "variant": v, "seed": 0, "test_acc": a,
+                           "speedup_macs": 11.6, "test_acc_before_finetune": 10.0}
+                          for v, a in (("l1", 50.0), ("greg1", 55.0))])
+    headers = " ".join(table1(cfg, frame, pd.DataFrame()).columns)
+    assert "GReg-1 + BN penalty (ours) (%)" in headers and "GReg-1 (%)" not in headers
+    typed = {"reg": {"penalize_norm": False}, "table1": {"ratios": [0.9], "variants": [
+        {"name": "bn", "label": "GReg-1 with BN", "reg": {"penalize_norm": True}, "ratios": [0.9]}]}}
+    with pytest.raises(ValueError, match=r"must say '\(ours\)'"):
+        column_labels(from_dict(GRegConfig, typed, "greg"))
+    same = {"table1": {"ratios": [0.9], "variants": [{"name": "again", "ratios": [0.9]}]}}
+    with pytest.raises(ValueError, match="share a label"):
+        column_labels(from_dict(GRegConfig, same, "greg"))
+
+
+def test_default_plan_answers_the_claims_with_the_official_penalty_and_no_calibration_run():
+    cfg = resolve_section("greg", profile="default")
+    dense = {"resnet56": get_model("resnet56", shortcut="A"), "resnet20": get_model("resnet20", shortcut="A")}
+    runs, skipped = plan_runs(cfg, dense, "cifar10", (1, 3, 32, 32))
+    by = {}
+    for p in runs:
+        by.setdefault((p.tags["table"], p.tags["variant"], p.model), []).append((p.tags["ratio"], p.seed))
+    large = [(r, s) for r in (0.9, 0.925, 0.95) for s in (1, 2, 3)]
+    # The claim's column (official conv-only penalty) and L1: 3 seeds at every ratio of the claim.
+    assert sorted(by[("table1", "greg1", "resnet56")]) == sorted(by[("table1", "l1", "resnet56")]) == large
+    assert all(not p.hyper.reg.penalize_norm for p in runs if p.tags["variant"] == "greg1")
+    # Ours (BN penalty): an ablation at one ratio, paired with the same seeds.
+    assert sorted(by[("table1", "greg1:bn_penalty", "resnet56")]) == [(0.95, s) for s in (1, 2, 3)]
+    # Table 2's comparisons on ResNet-20, paired seeds for each of the three methods; Figure 1's slope.
+    for m in ("l1", "greg1", "greg2"):
+        assert sorted(by[("table2", m, "resnet20")]) == [(None, s) for s in (1, 2, 3)]
+    assert len(by[("figure1", "greg2", "resnet56")]) == 3
+    assert not any(cfg.calibration.covers(p.model, p.tags["ratio"], p.seed) for p in runs)
+    assert cfg.calibration.covers("resnet56", 0.9, 0)    # ... which is where the schedule was chosen
+    assert "resnet56_cifar10" in {s["setting"] for s in skipped}
+    # The budget: 33 runs (the stage's time estimate in params.yaml is per run), labels unique.
+    assert len(runs) == 33 and len({(p.model, p.label, p.seed) for p in runs}) == 33
+    # Longest first: ResNet-56 GReg runs lead, L1 and the smaller net's runs close the pool.
+    assert runs[0].model == "resnet56" and runs[0].method == "greg" and runs[-1].model == "resnet20"
+
+
+def _t1_frame(rows: list[tuple[str, float, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"table": "table1", "setting": f"r={r:g}", "variant": v, "ratio": r, "seed": s,
+                          "test_acc": a, "test_acc_before_finetune": 10.0, "speedup_macs": 11.6}
+                         for v, r, s, a in rows])
+
+
+def test_evidence_judges_the_official_column_and_leaves_the_calibration_runs_out():
+    cfg = from_dict(GRegConfig, {"seeds": [0, 1, 2, 3], "table1": {"ratios": [0.9], "variants": [
+        {"name": "bn_penalty", "reg": {"penalize_norm": True}, "ratios": [0.9]}]},
+        "calibration": {"model": "resnet56", "ratio": 0.9, "seeds": [0], "chose": "the schedule"}}, "greg")
+    l1 = [50.0, 50.0, 51.0, 49.0]
+    official = [70.0, 50.5, 51.0, 50.2]      # seed 0 (the calibration run) would dominate the mean
+    ours = [60.0, 55.0, 57.0, 53.0]
+    frame = _t1_frame([(v, 0.9, s, a) for v, accs in (("l1", l1), ("greg1", official), ("greg1:bn_penalty", ours))
+                       for s, a in enumerate(accs)])
+    ev = [e for e in evidence(cfg, frame, "budget") if e.claim_id == "greg.table1_gain"]
+    assert len(ev) == 1
+    e = ev[0]
+    assert e.n == 3 and e.interval.mean == pytest.approx((0.5 + 0.0 + 1.2) / 3)   # seeds 1-3, official column
+    assert e.test.startswith("GReg-1 − one-shot L1") and "(ours)" not in e.test
+    assert "Seed 0 left out" in e.note and "not tuned" in e.note
+    assert "Ablation, not the paper's method: GReg-1 + BN penalty (ours) − L1 (one-shot) = +5.00" in e.note
+    gains = {g["column"]: g for g in table1_gains(cfg, frame)}
+    assert gains["greg1"]["n"] == 3 and gains["greg1:bn_penalty"]["mean"] == pytest.approx(5.0)
+    small = [e for e in evidence(cfg, frame, "budget") if e.claim_id == "greg.table1_small_ratios"]
+    assert [x.verdict for x in small] == ["not run at this budget"]
+
+
+def test_assumptions_table_is_generated_from_the_configs_and_the_runs():
+    cfg, paper_cfg = resolve_section("greg", profile="default"), resolve_section("greg", profile="paper")
+    frame = _t1_frame([(v, 0.95, s, a) for v, accs in (("l1", (40, 41, 42)), ("greg1", (41, 41, 43)),
+                                                         ("greg1:bn_penalty", (48, 50, 49)))
+                       for s, a in zip((1, 2, 3), accs, strict=True)])
+    t = assumptions_table(cfg, paper_cfg, frame, pd.DataFrame(), "our data", {"resnet56": 75.0})
+    rows = {r["the paper's"]: r for r in t.to_dict("records")}
+    bn = rows["λ on the pruned filters' conv weights only"]
+    assert bn["measured effect"].startswith("r = 0.95: GReg-1 + BN penalty (ours) − GReg-1 = +7.33")  # (7 + 9 + 6) / 3
+    assert "resnet56, r = 0.9, seed 0" in rows["hyper-parameters chosen on validation"]["ours"]
+    schedule = next(r for k, r in rows.items() if k.startswith("δλ 0.0001 every K_u = 10"))   # the paper profile's
+    assert schedule["ours"].startswith("δλ 0.02 every K_u = 1 ")
+    assert "dense resnet56 at 75.00 %" in t["ours"].iloc[-1]
+
+
+def test_figure1_slope_and_rise_are_computed_from_the_trace():
+    trace = [{"iteration": i, "norm_std": {"a": 0.1 + 0.01 * i, "b": 0.3 - 0.002 * i}} for i in (0, 5, 10)]
+    assert trace_slope(trace) == pytest.approx((0.01 - 0.002) / 2)     # mean over the two layers
+    assert trace_rise(trace) == {"layers": 2, "rising": 1, "first": 0, "last": 10}
+    assert trace_sentence(trace) == "std/mean rose in 1 of 2 layers (iteration 0 → 10)"
+    assert math.isnan(trace_slope(trace[:1]))
 
 
 # -- same filters as one-shot L1; end-to-end runs -------------------------------------------------

@@ -32,19 +32,23 @@ onto channel groups by :func:`layer_ratios` / :func:`greg_budget`. In filter mod
 inside residual branches are pruned (the official rule: never the last conv of a block, the
 shortcuts or the stem).
 
-Reproduced: Table 1 (same pruned filters, one-shot L1 vs GReg-1 on ResNet-56), Table 2's
-ResNet-56 rows (GReg-1, GReg-2, L1 at 2.55x), Figure 1 (normalised std of filter L1 norms under
-a uniformly rising penalty). Deviations (all listed in ``notebooks/greg.ipynb``):
+Tested by ``notebooks/greg.ipynb``: Table 1 (same pruned filters, one-shot L1 vs GReg-1 on
+ResNet-56), Table 2's comparisons (GReg-1, GReg-2, L1 at its 2.55x layer ratios), Figure 1
+(normalised std of filter L1 norms under a uniformly rising penalty). Deviations:
 
 - λ is kept as ``count · δλ`` in float64 (the code accumulates a float32 tensor); the
   comparisons with τ' and τ allow a relative fuzz of 1e-9, so λ = τ' exactly picks and λ = τ
   exactly does not stop.
 - In filter mode the magnitude ratio uses mean |W| per filter, as the code; the penalty goes to
-  the conv weights only (not BN), as the code.
-- The CPU profiles compress the schedule (larger δλ, K_u = 1, shorter K_s) and set
-  ``penalize_norm`` (λ also on the pruned channels' BN scale and shift: compressed, the conv-only
-  penalty stalls where BN still re-normalises the shrinking filters); the ``paper`` profile keeps
-  the official values (conv weights only).
+  the conv weights only (not BN), as the code, unless ``penalize_norm`` (ours, off by default)
+  also adds λ·γ and λ·β to the pruned channels' BN scale and shift: with a compressed schedule
+  the conv-only penalty stalls where BN still re-normalises the shrinking filters. A run with it
+  is a variant of ours and is labelled so by the study.
+- The CPU profiles compress the schedule (larger δλ, K_u = 1, shorter K_s); the ``paper``
+  profile keeps the official values.
+
+Checked against a re-statement of the official update rule (``tests/unit/test_greg_official.py``:
+λ per iteration, stop iterations and reasons, GReg-2's pick, pruned indices on a small conv net).
 
 Cross-check with torch-pruning 1.6.1's ``GrowingRegPruner`` (``tests/unit/test_greg_crosscheck.py``):
 with the same λ vector both add exactly λ · w to the pruned filters of the producer conv. They
