@@ -51,7 +51,8 @@ ctx = setup_notebook("dsa", profile, section, data, out_dir)
 cfg = ctx.cfg
 study = open_study(ctx, cfg)
 tables, figures = ctx.out_dir / "tables", ctx.out_dir / "figures"
-budget = dsa.describe_budget(cfg, len(study.splits.train), ctx.profile) + " " + describe_splits(study) + "."
+budget = (dsa.describe_budget(cfg, len(study.splits.train), ctx.profile, len(study.splits.val)) + " "
+          + describe_splits(study) + ".")
 recipe_summary(ctx)
 
 # %% [markdown]
