@@ -214,13 +214,34 @@ def to_dict(obj: Any) -> Any:
 # params.yaml
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last one silently; DVC
+    then refuses the file, far from the typo)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} at line {line} (first at line {seen[key]}): "
+                "delete or rename one of them", key_node.start_mark)
+        seen[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Load params.yaml as a dict, with a clear error when it is missing or malformed."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found. Run from the repository root or pass --params.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no code runs
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err}).") from err
     if not isinstance(data, dict):
@@ -311,7 +332,9 @@ def set_profile(profile: str, params_path: str | Path = DEFAULT_PARAMS) -> None:
     new, count = re.subn(r"(?m)^profile:[ \t]*[A-Za-z_]+", f"profile: {profile}", text, count=1)
     if count != 1:
         raise ConfigError(f"{path}: no top-level `profile:` line to rewrite; add `profile: {profile}`.")
-    path.write_text(new)
+    from prunerep.io import atomic_write_text
+
+    atomic_write_text(new, path)  # a kill mid-write must not leave a truncated params.yaml
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,15 +12,51 @@ from typing import Any
 import torch
 
 
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temp files left beside `path` by a write that was killed (SIGKILL skips cleanup).
+
+    Only files named like `_atomic`'s temps for this very target are removed; returns them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [p for p in path.parent.glob(f"{_temp_prefix(path)}*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory file descriptors
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A previous writer of this file that was SIGKILLed left its temp behind: a checkpoint's
+    # can be tens of MB, and nothing else would ever delete it.
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
         Path(tmp).chmod(0o644)  # mkstemp creates 0600; make it readable like a normal file
+        # Data on disk before the rename: after a power loss the name never points at a file
+        # whose blocks were not written yet.
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

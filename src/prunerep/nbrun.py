@@ -2,15 +2,17 @@
 
     python -m prunerep.nbrun greg [--params params.yaml]
 
-The notebook ``notebooks/<slug>.ipynb`` receives, in its ``parameters`` cell:
+The notebook ``notebooks/<slug>.ipynb`` receives, in its ``parameters`` cell, two short lines:
 
 - ``profile``: the active profile (smoke | default | paper);
-- ``section``: the resolved ``<slug>`` section (shared keys merged with the profile's block);
-- ``data``: the resolved ``data`` section;
 - ``out_dir``: ``results/<slug>``, where it writes tables, figures and metrics.
 
-So the executed copy, ``results/<slug>/<slug>.ipynb``, shows exactly what ran. params.yaml is
-validated as a whole before the kernel starts. If execution fails, ``results/<slug>`` is removed
+params.yaml is validated as a whole before the kernel starts, and the kernel is pointed at that
+same file (environment variable ``PRUNEREP_PARAMS``): the notebook's `setup_notebook` resolves
+its section from it, and `recipe_summary` shows what differs from the papers' recipes, instead of
+a dump of the whole section in the parameters cell. The resolved ``<slug>`` and ``data`` sections
+are recorded in the executed notebook's metadata (``metadata.prunerep``), so the executed copy,
+``results/<slug>/<slug>.ipynb``, still records exactly what ran. If execution fails, ``results/<slug>`` is removed
 (no half-written output for DVC to trust) and the failed notebook is kept under
 ``artifacts/failed/`` for inspection.
 """
@@ -27,16 +29,25 @@ from typing import Any
 
 from prunerep.config import ConfigError, active_profile, check_params, read_params, to_dict
 
+#: The kernel reads params from this file (see `prunerep.reporting.notebook.setup_notebook`).
+PARAMS_ENV = "PRUNEREP_PARAMS"
 
-def notebook_parameters(slug: str, params_path: str | Path = "params.yaml",
-                        out_root: str | Path = "results") -> dict[str, Any]:
-    """The parameters papermill injects into notebook `slug` (validated)."""
+
+def resolved_sections(slug: str, params_path: str | Path = "params.yaml") -> dict[str, Any]:
+    """The validated, resolved ``<slug>`` and ``data`` sections and the active profile."""
     params = read_params(params_path)
     resolved = check_params(params)
     if slug not in resolved:
         raise ConfigError(f"{slug}: no params section for this notebook; sections: {sorted(resolved)}.")
     return {"profile": active_profile(params), "section": to_dict(resolved[slug]),
-            "data": to_dict(resolved["data"]), "out_dir": str(Path(out_root) / slug)}
+            "data": to_dict(resolved["data"])}
+
+
+def notebook_parameters(slug: str, params_path: str | Path = "params.yaml",
+                        out_root: str | Path = "results") -> dict[str, Any]:
+    """The parameters papermill injects into notebook `slug` (params.yaml validated first)."""
+    resolved = resolved_sections(slug, params_path)
+    return {"profile": resolved["profile"], "out_dir": str(Path(out_root) / slug)}
 
 
 def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebooks: str | Path = "notebooks",
@@ -49,15 +60,20 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
     if not source.exists():
         raise FileNotFoundError(f"{source}: notebook not found (slug {slug!r}).")
     parameters = notebook_parameters(slug, params_path, out_root)
+    resolved = resolved_sections(slug, params_path)
     out_dir = Path(out_root) / slug
     if out_dir.exists():
         shutil.rmtree(out_dir)  # stale tables/figures of an earlier run must not survive this one
     out_dir.mkdir(parents=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{slug}.", suffix=".ipynb", dir=out_dir)
     os.close(fd)
+    previous = os.environ.get(PARAMS_ENV)
+    os.environ[PARAMS_ENV] = str(Path(params_path).resolve())  # the kernel inherits it
     try:
+        # coalesce_streams: a cell's prints become one output (not one per flush)
         papermill.execute_notebook(str(source), tmp, parameters=parameters, cwd=str(cwd),
-                                   kernel_name=kernel_name, progress_bar=False, log_output=True)
+                                   kernel_name=kernel_name, progress_bar=False, log_output=True,
+                                   coalesce_streams=True)
     except BaseException:
         failed = Path(failed_dir) / f"{slug}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -66,22 +82,30 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
         shutil.rmtree(out_dir, ignore_errors=True)
         print(f"nbrun: {slug} failed; the executed notebook is at {failed}", file=sys.stderr)
         raise
+    finally:
+        if previous is None:
+            os.environ.pop(PARAMS_ENV, None)
+        else:
+            os.environ[PARAMS_ENV] = previous
     final = out_dir / f"{slug}.ipynb"
-    _record_final_path(tmp, final)
+    _record_final_path(tmp, final, resolved)
     os.replace(tmp, final)
     return final
 
 
-def _record_final_path(executed: str | Path, final: Path) -> None:
+def _record_final_path(executed: str | Path, final: Path, resolved: dict[str, Any] | None = None) -> None:
     """Papermill records the temporary file's absolute path; the committed notebook names its
-    repository-relative path instead (no path of the machine that ran it)."""
+    repository-relative path instead (no path of the machine that ran it). The resolved sections
+    the notebook ran with go into its metadata (``metadata.prunerep``)."""
     import nbformat
 
     nb = nbformat.read(str(executed), as_version=4)
     meta = nb.metadata.get("papermill")
     if meta is not None:
         meta["output_path"] = final.as_posix()
-        nbformat.write(nb, str(executed))
+    if resolved is not None:
+        nb.metadata["prunerep"] = resolved
+    nbformat.write(nb, str(executed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,5 +27,10 @@ def pruned_models(slug: str) -> Path:
     return ARTIFACTS / slug / "models"
 
 
+def run_logs(slug: str) -> Path:
+    """Folder of the per-run logs of a study (progress lines and bars of each run)."""
+    return ARTIFACTS / slug / "logs"
+
+
 def study_results(slug: str) -> Path:
     return RESULTS / slug

@@ -113,3 +113,12 @@ def test_set_profile_rewrites_only_the_switch(tmp_path):
 def test_missing_params_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="params.yaml: file not found"):
         read_params(tmp_path / "params.yaml")
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    # PyYAML keeps the last duplicate silently; DVC then refuses params.yaml far from the typo.
+    text = (ROOT / "params.yaml").read_text().replace("  val_size: 5000", "  val_size: 5000\n  val_size: 100", 1)
+    assert text != (ROOT / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=r"duplicate key 'val_size' at line (\d+) \(first at line \d+\)"):
+        check_params(params_path=tmp_path / "params.yaml")

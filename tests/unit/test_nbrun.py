@@ -1,4 +1,5 @@
-"""The notebook runner injects the resolved section and leaves nothing behind on failure."""
+"""The notebook runner injects a short parameters cell, runs the notebook with the params file
+it validated (recorded in the executed notebook's metadata) and leaves nothing behind on failure."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import nbformat
 import pytest
 
 from prunerep.config import ConfigError
-from prunerep.nbrun import notebook_parameters, run_notebook
+from prunerep.nbrun import notebook_parameters, resolved_sections, run_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,11 +24,13 @@ def _notebook(path: Path, body: str) -> None:
     nbformat.write(nb, path)
 
 
-def test_parameters_are_the_resolved_section():
+def test_parameters_are_short_and_the_sections_resolved():
     p = notebook_parameters("baseline", ROOT / "params.yaml", "results")
+    assert set(p) == {"profile", "out_dir"}  # no section dump in the parameters cell
     assert p["out_dir"] == "results/baseline"
     assert p["profile"] in ("smoke", "default", "paper")
-    assert p["section"]["models"] and p["data"]["val_size"] == 5000
+    r = resolved_sections("baseline", ROOT / "params.yaml")
+    assert r["section"]["models"] and r["data"]["val_size"] == 5000 and r["profile"] == p["profile"]
 
 
 def test_unknown_section_is_a_config_error():
@@ -35,18 +38,28 @@ def test_unknown_section_is_a_config_error():
         notebook_parameters("nosuch", ROOT / "params.yaml")
 
 
-def test_run_injects_parameters_and_writes_atomically(tmp_path):
+def test_run_resolves_the_validated_params_and_writes_atomically(tmp_path):
     (tmp_path / "nb").mkdir()
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    # another models list than the repository's, so reading the wrong params.yaml would show
+    text = (ROOT / "params.yaml").read_text().replace("models: [resnet56, resnet20, vgg16]", "models: [resnet20]")
+    assert "models: [resnet20]" in text
+    (tmp_path / "params.yaml").write_text(text)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     _notebook(tmp_path / "nb" / "baseline.ipynb",
-              "import json, pathlib\npathlib.Path(out_dir, 'seen.json').write_text(json.dumps({'profile': profile, 'models': section['models']}))")
+              "import json, pathlib\nfrom prunerep.reporting.notebook import setup_notebook\n"
+              "ctx = setup_notebook('baseline', profile, section, data, out_dir)\n"
+              "pathlib.Path(out_dir, 'seen.json').write_text(json.dumps({'profile': ctx.profile, 'models': ctx.cfg.models}))")
     out = run_notebook("baseline", params_path=tmp_path / "params.yaml", notebooks=tmp_path / "nb",
                        out_root=tmp_path / "results", failed_dir=tmp_path / "failed", cwd=tmp_path)
     assert out == tmp_path / "results" / "baseline" / "baseline.ipynb"
     seen = json.loads((tmp_path / "results" / "baseline" / "seen.json").read_text())
-    assert seen["models"] == notebook_parameters("baseline", tmp_path / "params.yaml")["section"]["models"]
+    assert seen["models"] == ["resnet20"]
     executed = out.read_text()
-    assert "injected-parameters" in executed  # the executed copy shows exactly what ran
+    assert "injected-parameters" in executed
+    # the executed copy records exactly what ran: the resolved sections, in its metadata
+    meta = json.loads(executed)["metadata"]["prunerep"]
+    assert meta["section"]["models"] == ["resnet20"] and meta["profile"] == seen["profile"]
+    assert "section =" not in executed  # the parameters cell stays short
     # it records where it was written (not the temporary file it was executed into)
     assert json.loads(executed)["metadata"]["papermill"]["output_path"] == out.as_posix()
     assert ".baseline." not in executed

@@ -69,7 +69,9 @@ def test_render_with_a_ledger(tmp_path: Path) -> None:
     text = R.render_results(_results(tmp_path))
     lines = text.splitlines()
     assert lines[0] == "## Results"
-    provenance = next(x for x in lines if x.startswith("Every number below"))
+    # the table of every claim comes first, right under the heading and one sentence
+    assert lines[6] == "| paper | claim | our test | n | paper value | ours | verdict | notebook |"
+    provenance = next(x for x in lines if x.startswith("Numbers from"))
     assert "`greg`: profile `default`, budget: fine-tune 3 epochs" in provenance
     assert "dvc repro <stage>" in provenance
     assert f"**Verdict rule.** {VERDICT_RULE}" in lines
@@ -77,6 +79,17 @@ def test_render_with_a_ledger(tmp_path: Path) -> None:
     assert ("| greg | greg.b | ResNet-56 r=0.9 | 3 | 2.15 points | +5.20 [+3.1, +7.3] (n=3) "
             "| supported | [greg.ipynb](results/greg/greg.ipynb) |") in lines
     assert "| gdp | gdp.z | — | 0 | 2.15 points | — | not implemented | — |" in lines
+    assert R.MEANING in lines and "same sign" in R.MEANING and "reproduced" in R.MEANING
+    assert not any("accuracy_vs_macs.png" in x for x in lines)  # no figure drawn: no link
+
+
+def test_render_links_the_cross_paper_figure_when_drawn(tmp_path: Path) -> None:
+    res = _results(tmp_path)
+    (res / "ledger" / "accuracy_vs_macs.png").write_bytes(b"png")
+    lines = R.render_results(res).splitlines()
+    link = [x for x in lines if x.startswith("![")]
+    assert len(link) == 1 and link[0].endswith("(results/ledger/accuracy_vs_macs.png)")
+    assert lines.index(link[0]) > lines.index(f"**Verdict rule.** {VERDICT_RULE}")
 
 
 def test_budget_falls_back_to_the_rows(tmp_path: Path) -> None:
@@ -96,8 +109,8 @@ def test_update_readme_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert R.update_readme(readme, res) is True
     text = readme.read_text()
     assert text.startswith("# T\n\nintro\n\n<!-- results:begin -->\n## Results\n")
-    assert text.endswith("(n=3) | supported | [greg.ipynb](results/greg/greg.ipynb) |\n"
-                         "<!-- results:end -->\n\nrest\n")
+    assert ("(n=3) | supported | [greg.ipynb](results/greg/greg.ipynb) |\n" in text)
+    assert text.endswith("<!-- results:end -->\n\nrest\n")
     assert "STALE-TEXT" not in text
     assert R.update_readme(readme, res) is False
     assert R.main([*args, "--check"]) == 0

@@ -162,6 +162,53 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path):
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["run_key"] == "b"
 
 
+@pytest.mark.parametrize("damage", ["truncate", "empty", "foreign", "flip_byte"])
+def test_a_damaged_checkpoint_is_set_aside_and_the_previous_good_one_resumes(tmp_path, damage, capsys):
+    x, y = toy_problem()
+    optim = OptimConfig(epochs=4, lr=0.1, schedule="cosine")
+    reference = toy_model()
+    fit(reference, TensorLoader(x, y, 32), optim=optim, runtime=RUNTIME)
+    with pytest.raises(KeyboardInterrupt):
+        fit(toy_model(), TensorLoader(x, y, 32), optim=optim, runtime=RUNTIME, hooks=[KillAtEpoch(3)],
+            checkpoint_dir=tmp_path, run_key="k")
+    newest = tmp_path / CHECKPOINT_NAME
+    assert torch.load(newest, weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "checkpoint.prev.pt", weights_only=True)["epoch"] == 1
+    data = newest.read_bytes()
+    if damage == "truncate":
+        newest.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        newest.write_bytes(b"")
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, newest)   # a readable file that is no checkpoint
+        (tmp_path / (CHECKPOINT_NAME + ".sha256")).unlink()
+    else:  # one flipped byte in the middle: only the digest can tell
+        middle = len(data) // 2
+        newest.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+
+    resumed = toy_model()
+    res = fit(resumed, TensorLoader(x, y, 32), optim=optim, runtime=RUNTIME, hooks=[KillAtEpoch(99)],
+              checkpoint_dir=tmp_path, run_key="k")
+    assert "is unreadable" in capsys.readouterr().out
+    assert (tmp_path / (CHECKPOINT_NAME + ".corrupt")).exists()     # set aside, not deleted
+    assert res.resumed_from_epoch == 1                                # from the previous good one
+    for a, b in zip(reference.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_reports_the_whole_runs_wall_time(tmp_path):
+    x, y = toy_problem()
+    optim = OptimConfig(epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(toy_model(), TensorLoader(x, y, 32), optim=optim, runtime=RUNTIME, hooks=[KillAtEpoch(2)],
+            checkpoint_dir=tmp_path, run_key="k")
+    before = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["elapsed_s"]
+    assert before > 0
+    res = fit(toy_model(), TensorLoader(x, y, 32), optim=optim, runtime=RUNTIME, hooks=[KillAtEpoch(99)],
+              checkpoint_dir=tmp_path, run_key="k")
+    assert res.resumed_from_epoch == 1 and res.wall_time_s > before
+
+
 class StopAfter(TrainHooks):
     def after_step(self, model, state):
         state.stop = state.step >= 3

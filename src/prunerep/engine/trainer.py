@@ -10,7 +10,9 @@ run sees the same batches it would have seen.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,14 +23,15 @@ from typing import Any, Literal, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm as auto_tqdm
+from tqdm.std import tqdm as text_tqdm
 
 from prunerep.engine.config import ArchOptimConfig, OptimConfig, RuntimeConfig
 from prunerep.engine.device import is_distributed, is_main_process, world_size
 from prunerep.engine.evaluate import evaluate
 from prunerep.engine.hooks import TrainHooks, TrainState
 from prunerep.engine.schedules import lr_at
-from prunerep.io import atomic_torch_save
+from prunerep.io import atomic_torch_save, atomic_write_text
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -51,7 +54,76 @@ class FitResult:
     steps: int = 0
     wall_time_s: float = 0.0
     stopped_early: bool = False
-    resumed_from_epoch: int | None = None
+    resumed_from_epoch: int | None = None     # wall_time_s includes the time before the resume
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _previous_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_resume_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write `path` atomically with a sha256 sidecar, keeping the last good one as `*.prev.pt`.
+
+    The previous checkpoint is the fallback when the newest one turns out unreadable (a disk
+    fault, a copy cut short): the run then repeats one epoch instead of starting over."""
+    if path.exists():
+        os.replace(path, _previous_path(path))
+        if _digest_path(path).exists():
+            os.replace(_digest_path(path), _digest_path(_previous_path(path)))
+    atomic_torch_save(state, path)
+    atomic_write_text(_sha256(path) + "\n", _digest_path(path))
+
+
+def _read_verified(path: Path, device: torch.device) -> dict[str, Any]:
+    digest_file = _digest_path(path)
+    if digest_file.exists():
+        expected = digest_file.read_text().strip()
+        if _sha256(path) != expected:
+            raise ValueError(f"sha256 differs from {digest_file.name}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(ckpt, dict) or not {"run_key", "epoch", "model", "optimizer"} <= set(ckpt):
+        raise ValueError("not a training checkpoint of this project (keys missing)")
+    return ckpt
+
+
+def load_resume_checkpoint(path: Path, device: torch.device, desc: str = "fit") -> dict[str, Any] | None:
+    """The newest readable resume checkpoint at `path` (or its `*.prev.pt`), else None.
+
+    A truncated, corrupt (digest mismatch) or foreign file is renamed `*.corrupt` with a message,
+    never loaded and never left to block the next rerun; training then resumes from the previous
+    good checkpoint or starts over."""
+    for candidate in (path, _previous_path(path)):
+        if not candidate.exists():
+            continue
+        try:
+            return _read_verified(candidate, device)
+        except Exception as err:  # any unreadable file is set aside the same way
+            aside = candidate.with_name(candidate.name + ".corrupt")
+            os.replace(candidate, aside)
+            _digest_path(candidate).unlink(missing_ok=True)
+            if is_main_process():
+                print(f"[{desc}] {candidate} is unreadable ({type(err).__name__}: {str(err)[:120]}); "
+                      f"moved to {aside.name}, trying the previous checkpoint or starting over",
+                      flush=True)
+    return None
+
+
+def _progress_bar() -> type[text_tqdm]:
+    """A notebook widget only when printing straight into a Jupyter kernel's output; a text bar
+    otherwise (a terminal, a pipe, or a run's log file that the runner redirected stdout to)."""
+    return auto_tqdm if type(sys.stdout).__module__.startswith("ipykernel") else text_tqdm
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -148,8 +220,9 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
     start_epoch = 0
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    elapsed_before_resume = 0.0
+    ckpt = load_resume_checkpoint(ckpt_path, device, desc) if ckpt_path is not None else None
+    if ckpt is not None:
         if ckpt.get("run_key") == run_key:
             net.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -166,6 +239,8 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
             result.selected_epoch = ckpt.get("selected_epoch")
             result.stopped_early = bool(ckpt.get("stopped_early", False))
             result.resumed_from_epoch = ckpt["epoch"]
+            # Timing claims need the whole run's time, not the part after the last kill.
+            elapsed_before_resume = float(ckpt.get("elapsed_s", 0.0))
             if is_main_process():
                 print(f"[{desc}] resuming after epoch {ckpt['epoch'] + 1}/{n_epochs} from {ckpt_path}", flush=True)
         elif is_main_process():
@@ -190,7 +265,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
         t_epoch = time.perf_counter()
         steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
-        bar = tqdm(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
+        bar = _progress_bar()(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
                    disable=not (runtime.progress and is_main_process()), file=sys.stdout,
                    mininterval=1.0 if sys.stdout.isatty() else 60.0)
         for x, y in train_loader:
@@ -261,7 +336,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
             msg += f" | {record['train_images_per_s']:.0f} img/s"
             print(msg, flush=True)
             if ckpt_path is not None:
-                atomic_torch_save({
+                save_resume_checkpoint({
                     "run_key": run_key, "epoch": epoch, "step": state.step,
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer else None,
@@ -269,6 +344,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
                     "hooks": [h.state_dict() for h in hooks], "history": result.history,
                     "best_acc": best_acc, "best_weights": best_weights,
                     "selected_epoch": result.selected_epoch, "stopped_early": result.stopped_early,
+                    "elapsed_s": elapsed_before_resume + time.perf_counter() - t_start,
                 }, ckpt_path)
 
     if select == "best_val" and best_weights is not None:
@@ -278,7 +354,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
     if val_loader is not None:
         result.val = evaluate(net, val_loader, amp=amp)
     result.steps = state.step
-    result.wall_time_s = time.perf_counter() - t_start
+    result.wall_time_s = elapsed_before_resume + time.perf_counter() - t_start
     if runtime.channels_last:
         net.to(memory_format=torch.contiguous_format)
     return result

@@ -4,7 +4,8 @@
 the digest trusts it, and which side of which threshold the claim puts the tested quantity).
 Each notebook ends with `write_claims(slug, evidence, out_dir)`: one row per claim, with our
 number, its spread and n, the budget and the verdict. `build_ledger` (CLI: `python -m
-prunerep.reporting.ledger`) collects the six papers into `results/ledger/ledger.{csv,md}`.
+prunerep.reporting.ledger`) collects the six papers into `results/ledger/ledger.{csv,md}`; the CLI
+also draws every paper's runs in one figure, `results/ledger/accuracy_vs_macs.png`.
 
 Verdicts are computed, never typed: an `Evidence` gets its verdict from
 `stats.verdict(interval, claim.direction, claim.threshold)`, `claims_table` recomputes it and
@@ -459,6 +460,38 @@ def write_ledger(ledger: pd.DataFrame, out_dir: str | Path) -> None:
     atomic_write_text(ledger_markdown(ledger), out / "ledger.md")
 
 
+FIGURE_NAME = "accuracy_vs_macs"
+
+
+def _run_name(record: Any) -> str:
+    """Legend name of a run in the cross-paper figure: the paper and what ran (label before "@")."""
+    return f"{record.slug}: {str(record.label).split('@')[0]}"
+
+
+def cross_paper_figure(results_root: str | Path = "results") -> Any:
+    """Test accuracy against the fraction of dense MACs kept, every paper's runs (each paper's
+    `runs.jsonl`), one panel per dense model, the dense checkpoint (pretrain stage) as a star."""
+    from prunerep.reporting.figures import accuracy_vs_macs_by_model
+    from prunerep.runner.record import read_records
+
+    root = Path(results_root)
+    records, profiles = [], {}
+    for slug in PAPERS:
+        path = root / slug / "runs.jsonl"
+        if path.exists():
+            mine = read_records(path)
+            records += mine
+            profiles[slug] = ", ".join(sorted({str(r.provenance.get("profile", "?")) for r in mine}))
+    dense = {}
+    for model in dict.fromkeys(r.model for r in records):
+        metrics = root / "pretrain" / model / "metrics.json"
+        if metrics.exists():
+            dense[model] = _float(json.loads(metrics.read_text()).get("test_acc"))
+    where = "; ".join(f"{slug} at profile {p}" for slug, p in profiles.items()) or "no paper's runs yet"
+    return accuracy_vs_macs_by_model(records, f"Test accuracy vs MACs kept, every paper's runs ({where}); "
+                                     "mean over seeds", dense=dense, name=_run_name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m prunerep.reporting.ledger",
                                      description="Collect every paper's claims.csv into the ledger.")
@@ -470,7 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ledger = build_ledger(args.results, args.claims, args.notebooks)
     out = Path(args.out) if args.out else Path(args.results) / "ledger"
     write_ledger(ledger, out)
-    print(f"{out}/ledger.csv, ledger.md: {len(ledger)} rows")
+    from prunerep.reporting.tables import save_figure
+
+    save_figure(cross_paper_figure(args.results), out, FIGURE_NAME)
+    print(f"{out}/ledger.csv, ledger.md: {len(ledger)} rows; {out}/{FIGURE_NAME}.png")
     print(verdict_counts(ledger).to_string(index=False))
     return 0
 

@@ -65,8 +65,19 @@ def _rule() -> str:
     return f"**Verdict rule.** {VERDICT_RULE}"
 
 
+#: What a verdict says and does not say (the word "reproduced" is never used bare).
+MEANING = (
+    "*Supported* means the effect lies on the side of the threshold the paper claims (for a gain: "
+    "the same sign, a gain larger than zero), at our budget; it does not mean the paper's size of "
+    "effect was reproduced: compare *paper value* (the paper's own number, on its budget, shown "
+    "only where it was transcribed) with *ours*."
+)
+FIGURE = "ledger/accuracy_vs_macs.png"
+
+
 def render_results(results_root: str | Path = "results") -> str:
-    """The generated section (without the markers): provenance line, verdict rule, claim table."""
+    """The generated section (without the markers): the table of every claim first, then what a
+    verdict means, the rule, the cross-paper figure (if the ledger stage drew it), provenance."""
     root = Path(results_root)
     ledger_csv = root / "ledger" / "ledger.csv"
     head = ("## Results\n\n"
@@ -93,11 +104,8 @@ def render_results(results_root: str | Path = "results") -> str:
     lines = [
         head.rstrip("\n"),
         "",
-        f"Every number below comes from `results/ledger/ledger.csv` ({provenance}), produced by "
-        f"{COMMAND} and `python -m prunerep.reporting.ledger`; each row links the executed "
-        "notebook that computed it, and the verdicts follow the rule below.",
-        "",
-        _rule(),
+        "Every claim of the six papers (`references/claims.yaml`), our test of it, and the verdict; "
+        "each row links the executed notebook that computed it.",
         "",
         "| " + " | ".join(TABLE_COLUMNS) + " |",
         "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
@@ -111,6 +119,16 @@ def render_results(results_root: str | Path = "results") -> str:
                 value = f"[{slug}.ipynb]({LINK_ROOT}/{slug}/{slug}.ipynb)"
             cells.append(_cell(value))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", MEANING, "", _rule(), ""]
+    if (root / FIGURE).exists():
+        lines += [f"![Test accuracy against the fraction of dense MACs kept, every paper's runs]"
+                  f"({LINK_ROOT}/{FIGURE})", "",
+                  "Every paper's runs: test accuracy against the fraction of the dense MACs kept, "
+                  "one panel per dense model (mean over seeds, ± std where n > 1; the star is the "
+                  "dense checkpoint). Drawn by the `ledger` stage from each paper's `runs.jsonl`.",
+                  ""]
+    lines.append(f"Numbers from `results/ledger/ledger.csv` ({provenance}), produced by {COMMAND} "
+                 "and `python -m prunerep.reporting.ledger`.")
     return "\n".join(lines) + "\n"
 
 

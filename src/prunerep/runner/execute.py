@@ -8,13 +8,20 @@ the dense model or changing any code reruns it instead of resuming stale weights
 
 Latency of the pruned networks is measured after all runs have finished, one network at a time,
 in this process: timing beside other runs on shared cores would measure the contention.
+
+What a run prints (the training loop's epoch lines and progress bars, warnings) goes to its log
+file, ``artifacts/<slug>/logs/<run name>.log``, in a worker process or in this one; the caller
+(a notebook) sees one short line per finished run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -103,8 +110,33 @@ def run_name(spec: RunSpec | IterativeSpec) -> str:
     return re.sub(r"[^A-Za-z0-9_.@=+-]", "_", f"{base.model}-{base.label or base.method}-s{base.seed}")
 
 
+@contextlib.contextmanager
+def _output_to(log_path: str | None, name: str) -> Iterator[None]:
+    """stdout and stderr (prints, progress bars, warnings) appended to `log_path` meanwhile."""
+    if not log_path:
+        yield
+        return
+    path = Path(log_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", buffering=1) as log:
+        log.write(f"=== {name}: started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            try:
+                yield
+            except BaseException:
+                traceback.print_exc(file=log)
+                raise
+        log.write(f"\n=== {name}: finished {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+
+
 def _run_job(job: dict[str, Any]) -> RunRecord:
-    """Worker body: load data and the dense checkpoint, run one spec, save the pruned network."""
+    """Worker body, its output in the run's log file (see `_run_one`)."""
+    with _output_to(job.get("log_path"), job.get("name", "run")):
+        return _run_one(job)
+
+
+def _run_one(job: dict[str, Any]) -> RunRecord:
+    """Load data and the dense checkpoint, run one spec, save the pruned network."""
     from prunerep.data import load_data
     from prunerep.models.checkpoint import save_model
     from prunerep.provenance import code_fingerprint
@@ -170,7 +202,8 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
 
     Runs checkpoint under ``artifacts/checkpoints/<slug>/<profile>/<run name>`` and resume after a
     kill; pruned networks are saved under ``artifacts/<slug>/models/``; then latency is measured
-    serially (``ctx.latency``).
+    serially (``ctx.latency``). Each run's output goes to ``artifacts/<slug>/logs/<run name>.log``;
+    this prints one line per finished run.
     """
     from prunerep.engine.parallel import map_jobs
     from prunerep.provenance import file_digest, run_key
@@ -197,7 +230,16 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
             "expected_arch": ctx.expected_arch.get(base.model),
             "checkpoint_dir": str(paths.CHECKPOINTS / ctx.slug / ctx.profile / name),
             "model_path": str(paths.pruned_models(ctx.slug) / f"{name}.pt") if save_models else None,
+            "name": name, "log_path": (paths.run_logs(ctx.slug) / f"{name}.log").as_posix(),
         })
-    records = map_jobs(_run_job, jobs, workers=ctx.workers)
+    records = []
+    for i, record in enumerate(map_jobs(_run_job, jobs, workers=ctx.workers, lazy=True), start=1):
+        records.append(record)
+        wall = f", {record.wall_time_s:.0f} s" if record.wall_time_s is not None else ""
+        print(f"[{i}/{len(jobs)}] {jobs[i - 1]['name']}: test acc {record.test_acc:.2f}%{wall}",
+              file=sys.stdout, flush=True)
+    if jobs:
+        print(f"{len(jobs)} runs on {min(ctx.workers, len(jobs))} worker(s); per-run logs in "
+              f"{paths.run_logs(ctx.slug).as_posix()}/", flush=True)
     shape = ctx.input_shape
     return [measure_record_latency(r, shape, ctx.latency) for r in records]
