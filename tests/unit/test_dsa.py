@@ -29,7 +29,7 @@ from prunerep.pruning.soft_cost import SoftCostModel
 from prunerep.pruning.surgery import prune_channels
 from prunerep.runner.iterative import IterativeSpec, run_iterative, step_budgets
 from prunerep.runner.run import RunSpec, run_pruning
-from prunerep.studies.dsa import DSAConfig, Experiment, claim1_table, claim3_table, plan_experiments
+from prunerep.studies.dsa import DSAConfig, claim1_table, claim4_table, gain_rows, plan_experiments
 
 X = torch.zeros(1, 3, 32, 32)
 
@@ -324,30 +324,37 @@ def test_config_rejects_unknown_keys_and_bad_budgets():
         get_method("dsa", allocation="greedy")
 
 
-def test_plan_deduplicates_runs_and_puts_the_timing_pair_first():
+def test_plan_deduplicates_runs():
     cfg = from_dict(DSAConfig, {"grids": [{"models": ["resnet20"], "budgets": [0.5], "allocations": ["learned", "uniform"],
-                                           "seeds": [0, 1]}], "timing": {"budget": 0.5}}, "dsa")
+                                           "seeds": [0, 1]},
+                                          {"models": ["resnet20"], "budgets": [0.5], "seeds": [0]}],
+                                "timing": {"enabled": False}}, "dsa")
     plan = plan_experiments(cfg)
-    assert plan[0] == Experiment("resnet20", "pretrained", 0.5, "learned", 0)
-    assert plan[1].kind == "iterative"
-    assert len(plan) == len(set(plan)) == 5
+    assert len(plan) == len(set(plan)) == 4
+    assert all(e.kind == "dsa" for e in plan)
 
 
-def test_claim_tables_pair_seeds_and_check_the_budget():
+def test_claim_tables_pair_seeds_label_calibration_and_check_the_budget():
     rows = []
-    for seed, (a, b) in enumerate([(90.0, 89.0), (91.0, 89.5), (90.5, 89.2)]):
-        for alloc, acc in (("learned", a), ("uniform", b)):
-            rows.append({"model": "resnet20", "init": "pretrained", "budget": 0.5, "allocation": alloc, "seed": seed,
-                         "kind": "dsa", "test_acc": acc, "macs_keep": 0.498, "budget_error": 0.498 / 0.5 - 1})
+    for model, budget in (("resnet20", 0.33), ("resnet56", 0.5)):
+        for seed, (a, b) in enumerate([(90.0, 89.0), (91.0, 89.5), (90.5, 89.2)]):
+            for alloc, acc in (("learned", a), ("uniform", b)):
+                rows.append({"model": model, "init": "pretrained", "budget": budget, "allocation": alloc,
+                             "seed": seed, "kind": "dsa", "test_acc": acc, "macs_keep": 0.498 * budget / 0.5,
+                             "budget_error": 0.498 / 0.5 - 1})
     df = pd.DataFrame(rows)
     c1 = claim1_table(df)
     interval = c1["_interval"].iloc[0]
     assert interval.mean == pytest.approx((1.0 + 1.5 + 1.3) / 3) and interval.n == 3
     assert c1["seeds DSA better"].iloc[0] == 3
+    assert list(c1["calibration setting"]) == ["yes", "no"]     # ResNet-20 at 0.33 is where DSA was calibrated
+    assert [r["label"] for r in gain_rows(c1)] == ["calibration setting", "held-out setting"]
     from prunerep.reporting.stats import SUPPORTED, verdict
     assert verdict(interval, "greater") == SUPPORTED
-    c3 = claim3_table(df)
-    assert bool(c3["within_1pct"].all())
+    c4 = claim4_table(df)
+    assert bool(c4["within 1%"].all())
+    df.loc[0, "budget_error"] = 0.02
+    assert not bool(claim4_table(df)["within 1%"].iloc[0])
 
 
 def test_uniform_widths_keep_one_ratio_and_meet_the_budget():

@@ -37,10 +37,6 @@ PENDING: dict[tuple[str, str], str] = {
         "count_cost's default example input: make it required (every caller has the data)",
     ("src/prunerep/*/greg.py", "input_shape: tuple[int, ...] = (1, 3, 32, 32)"):
         "methods/studies refactor: trace at example_shape(splits)",
-    ("src/prunerep/*/dsa.py", "torch.zeros(1, 3, 32, 32)"):
-        "methods/studies refactor: trace at example_shape(splits)",
-    ("src/prunerep/*/dsa.py", "(CIFAR-10 table): no entry"):
-        "methods/studies refactor: paper_numbers(..., dataset=) decides which rows exist",
     ("src/prunerep/*/gdp.py", "torch.zeros(1, 3, size, size"):
         "methods/studies refactor: trace at example_shape(splits)",
     ("tools/notebooks/gdp.py", "1x3x32x32"): "gdp notebook: caption from describe_data/example_shape",

@@ -4,6 +4,7 @@ from prunerep.methods import baselines as baselines
 from prunerep.methods import dsa as dsa
 from prunerep.methods import gdp as gdp
 from prunerep.methods import greg as greg
+from prunerep.methods import sensitivity as sensitivity
 from prunerep.methods.base import Budget as Budget
 from prunerep.methods.base import MethodContext as MethodContext
 from prunerep.methods.base import PruningMethod as PruningMethod

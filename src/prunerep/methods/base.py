@@ -61,6 +61,9 @@ class MethodContext:
     example_input: torch.Tensor
     budget: Budget
     cost_model: Any   # prunerep.pruning.soft_cost.SoftCostModel
+    # Batches of the validation split, for methods that choose by validation (e.g. an allocation
+    # scan); set by the runner, None elsewhere. Never the test split.
+    val_loader: Any = None
 
 
 class PruningMethod(TrainHooks):

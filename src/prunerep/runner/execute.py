@@ -162,7 +162,7 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
     hyper = to_dict(base.hyper)
     if isinstance(spec, IterativeSpec):
         hyper = {"method": base.method, "hyper": hyper, "steps": spec.steps,
-                 "step_finetune": to_dict(spec.step_finetune)}
+                 "step_finetune": to_dict(spec.step_finetune), "pretrain": to_dict(spec.pretrain)}
     return RunRecord(
         slug=job["slug"], label=result.label, method=result.method, model=base.model, seed=base.seed,
         tags=dict(base.tags), hyper=hyper,

@@ -9,6 +9,10 @@ Li et al., ICLR 2017, arXiv:1608.08710). Every step is one `run_pruning` on the 
 pruned* network of the step before, so later fine-tunings run on smaller networks, as they do
 in practice; the last step uses the spec's fine-tuning, the others ``step_finetune``.
 
+With ``pretrain`` set, the flow starts from scratch, as the traditional pretrain → prune →
+fine-tune flow does: a fresh, seeded initialisation of the dense architecture is trained for
+that recipe (phase ``pretrain``; the checkpoint of the best validation epoch) before step 1.
+
     result = run_iterative(IterativeSpec(RunSpec("l1", Budget(macs_keep=0.5), finetune=ft),
                                          steps=3, step_finetune=ft), dense, splits)
 
@@ -19,6 +23,7 @@ are replayed from their last checkpoint, which skips their training).
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,8 @@ import torch
 from torch import nn
 
 from prunerep.data.describe import example_shape
-from prunerep.engine import OptimConfig
+from prunerep.engine import OptimConfig, fit, pick_device, seed_everything
+from prunerep.engine.device import set_threads
 from prunerep.methods.base import Budget
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
@@ -46,11 +52,14 @@ class IterativeSpec:
             seed, batch size, runtime and label.
         steps: number of prune + fine-tune steps ``K`` (>= 1; 1 is the one-shot method).
         step_finetune: fine-tuning after each intermediate step (None: ``spec.finetune``).
+        pretrain: None (prune the given dense network), or the recipe that trains a fresh
+            initialisation of its architecture first (the traditional flow from scratch).
     """
 
     spec: RunSpec
     steps: int = 3
     step_finetune: OptimConfig | None = None
+    pretrain: OptimConfig | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -68,9 +77,9 @@ def run_iterative(it: IterativeSpec, dense: nn.Module, splits: Any, *, checkpoin
                   run_key: str = "", keep_model: bool = True) -> RunResult:
     """Prune a copy of `dense` in `it.steps` steps; the result is reported like `run_pruning`'s.
 
-    Phase times: ``prune`` (one-shot selection + surgery of every step), ``step_finetune``
-    (intermediate fine-tunings) and ``finetune`` (the last one), so the record's
-    ``pruning_time_s + finetune_time_s`` is the whole pruning process.
+    Phase times: ``pretrain`` (with ``it.pretrain``), ``prune`` (selection + surgery of every
+    step), ``step_finetune`` (intermediate fine-tunings) and ``finetune`` (the last one), so the
+    record's ``pruning_time_s + finetune_time_s`` is the whole pruning process.
     """
     spec = it.spec
     shape = example_shape(splits)
@@ -78,6 +87,10 @@ def run_iterative(it: IterativeSpec, dense: nn.Module, splits: Any, *, checkpoin
     current = dense
     times = {"prune": 0.0, "step_finetune": 0.0, "finetune": 0.0}
     histories: dict[str, list[dict[str, Any]]] = {}
+    if it.pretrain is not None:
+        t0 = time.perf_counter()
+        current, histories["pretrain"] = _pretrain(spec, it.pretrain, dense, splits, checkpoint_dir, run_key)
+        times = {"pretrain": time.perf_counter() - t0, **times}
     steps_info = []
     result = None
     for k, keep in enumerate(step_budgets(spec.budget.macs_keep, it.steps), start=1):
@@ -112,3 +125,28 @@ def run_iterative(it: IterativeSpec, dense: nn.Module, splits: Any, *, checkpoin
         test_acc=result.test_acc, widths=widths, phase_time_s=times, histories=histories,
         method_summary={"steps": steps_info, "widths": widths}, model=current if keep_model else None,
         selection=result.selection)
+
+
+def _pretrain(spec: RunSpec, recipe: OptimConfig, dense: nn.Module, splits: Any, checkpoint_dir: str | Path | None,
+              run_key: str) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """A fresh initialisation of `dense`'s architecture trained for `recipe` on the training split
+    (best validation epoch), seeded by the spec; checkpointed and resumable like every phase."""
+    from prunerep.data import Loader
+    from prunerep.models import build_model
+
+    if not hasattr(dense, "arch_spec"):
+        raise ValueError("IterativeSpec.pretrain: the dense model has no arch_spec to re-initialise from")
+    set_threads(spec.runtime.threads)
+    device = pick_device(spec.runtime.device)
+    seed_everything(spec.seed)
+    model = build_model(dense.arch_spec).to(device).train()
+
+    def loader(ds: Any, train: bool, bs: int) -> Loader:
+        return Loader(ds, bs, mean=splits.mean, std=splits.std, shuffle=train, augment=train, drop_last=train,
+                      device=device, channels_last=spec.runtime.channels_last, seed=spec.seed)
+
+    res = fit(model, loader(splits.train, True, spec.batch_size), optim=recipe, runtime=spec.runtime,
+              val_loader=loader(splits.val, False, spec.eval_batch_size),
+              checkpoint_dir=Path(checkpoint_dir) / "pretrain" if checkpoint_dir else None,
+              run_key=f"{run_key}/pretrain", select="best_val", desc=f"{spec.label or spec.method} pretrain")
+    return model.cpu(), res.history

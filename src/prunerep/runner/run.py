@@ -119,6 +119,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     train_loader = loader(train_set, True, spec.batch_size)
     val_loader = loader(splits.val, False, spec.eval_batch_size)
     test_loader = loader(splits.test, False, spec.eval_batch_size)
+    ctx.val_loader = val_loader
     arch_loader = loader(arch_set, True, spec.batch_size) if arch_set is not None else None
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
