@@ -156,7 +156,7 @@ def test_evidence_judge_computes_the_verdict(small: Path) -> None:
     claims = load_claims(small)
     ev = Evidence.judge(claims["greg.b"], mean_interval([4.0, 5.0, 6.0]), test="t", budget="b")
     assert (ev.verdict, ev.n, ev.ours) == (SUPPORTED, 3, "+5.00 [+2.5, +7.5] (n=3)")
-    ev = Evidence.judge(claims["greg.a"], mean_interval([0.5, 1.5]), test="t", ours="x",
+    ev = Evidence.judge(claims["greg.a"], mean_interval([0.5, 1.5, -0.2]), test="t", ours="x",
                         budget="b")
     assert (ev.verdict, ev.ours) == (INCONCLUSIVE, "x")
     ev = Evidence.judge(claims["greg.a"], None, test="t", budget="b")

@@ -124,8 +124,9 @@ def test_paired_difference_uses_shared_seeds_only() -> None:
         (Interval(-1.0, -2.0, 0.0, 3), "at_most", 0.0, SUPPORTED),
         (Interval(1.0, 0.0, 2.0, 3), "less", 0.0, NOT_SUPPORTED),
         (Interval(1.0, 0.0, 2.0, 3), "at_most", 0.0, INCONCLUSIVE),
-        (Interval(2.0, 1.6, 2.4, 2), "at_least", 1.5, SUPPORTED),
-        (Interval(1.2, 1.0, 1.4, 2), "at_least", 1.5, NOT_SUPPORTED),
+        (Interval(2.0, 1.6, 2.4, 3), "at_least", 1.5, SUPPORTED),
+        (Interval(1.2, 1.0, 1.4, 3), "at_least", 1.5, NOT_SUPPORTED),
+        (Interval(2.0, 1.6, 2.4, 2), "at_least", 1.5, ONE_SEED),   # 2 seeds: no verdict either
         (Interval(5e-6, 1e-6, 9e-6, 4), "at_most", 1e-4, SUPPORTED),
         (Interval(3.0, 3.0, 3.0, 3), "greater", 3.0, NOT_SUPPORTED),  # zero spread at threshold
         (None, "greater", 0.0, NOT_RUN),

@@ -8,8 +8,11 @@ A claim is *supported* when the whole 95% t-interval of our estimate (over seeds
 paired by seed for a difference) lies on the side of the claim's threshold that the paper claims
 (strictly for "greater"/"less", inclusive for "at least"/"at most"), *not supported* when the whole
 interval lies on the other side, and *inconclusive (within noise)* when it straddles the threshold.
-With a single seed there is no interval, so the verdict is "one seed: no verdict", and a claim
-without any run at the profile's budget is "not run at this budget".
+With fewer than 3 seeds (or seed pairs) there is no verdict ("fewer than 3 seeds: no verdict"),
+and a claim without any run at the profile's budget is "not run at this budget".
+
+(Why 3: a 2-seed t-interval has one degree of freedom, its half-width is 12.7 standard errors, and
+the project judges no claim from fewer than 3 seeds.)
 
 The Student-t quantile is computed here (regularized incomplete beta by Lentz's continued
 fraction, inverted by bisection) because scipy is not a dependency of this project.
@@ -26,10 +29,12 @@ SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INCONCLUSIVE = "inconclusive (within noise)"
 NOT_RUN = "not run at this budget"
-ONE_SEED = "one seed: no verdict"
+MIN_SEEDS = 3
+FEW_SEEDS = f"fewer than {MIN_SEEDS} seeds: no verdict"
+ONE_SEED = FEW_SEEDS  # the former name (n = 1 was the only case without a verdict)
 NOT_IMPLEMENTED = "not implemented"
 
-VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN, ONE_SEED, NOT_IMPLEMENTED)
+VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN, FEW_SEEDS, NOT_IMPLEMENTED)
 
 Direction = Literal["greater", "at_least", "less", "at_most"]
 DIRECTIONS: tuple[str, ...] = ("greater", "at_least", "less", "at_most")
@@ -39,9 +44,9 @@ VERDICT_RULE = (
     "seed for a difference) lies on the side of the claim's threshold that the paper claims "
     "(strictly for \"greater\"/\"less\", inclusive for \"at least\"/\"at most\"), *not supported* "
     "when the whole interval lies on the other side, and *inconclusive (within noise)* when it "
-    "straddles the threshold. With a single seed there is no interval, so the verdict is "
-    "\"one seed: no verdict\", and a claim without any run at the profile's budget is "
-    "\"not run at this budget\"."
+    "straddles the threshold. With fewer than 3 seeds (or seed pairs) there is no verdict "
+    "(\"fewer than 3 seeds: no verdict\"), and a claim without any run at the profile's budget "
+    "is \"not run at this budget\"."
 )
 """The rule in two sentences, the same text as in the module docstring (the README quotes it)."""
 
@@ -233,8 +238,8 @@ def verdict(interval: Interval | None, direction: Direction, threshold: float = 
         raise ValueError(f"verdict: direction {direction!r} is not one of {DIRECTIONS}")
     if interval is None:
         return NOT_RUN
-    if interval.n < 2:
-        return ONE_SEED
+    if interval.n < MIN_SEEDS:
+        return FEW_SEEDS
     if not math.isclose(interval.level, 0.95):
         raise ValueError(f"verdict: the rule judges 95% intervals, got level {interval.level}; "
                          "build the interval with the default level")
