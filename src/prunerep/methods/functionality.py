@@ -31,9 +31,12 @@ Per prunable channel group (a layer's filters; a residual stream's coupled filte
    Pearson correlation. A channel whose descriptor is all zero (a dead filter) is identical to
    every other dead one (similarity 1) and unlike the rest (0).
 
-3. **Clustering** per group (``cluster``): agglomerative (``linkage``: average, complete or single,
+3. **Clustering** per group (``cluster``): agglomerative (``linkage``: complete, average or single,
    on the similarity directly: Lance-Williams updates) or kernel k-means on the similarity
-   matrix (k-means++ initialisation seeded by ``seed``). The number of clusters is the group's
+   matrix (k-means++ initialisation seeded by ``seed``). Complete linkage is the default: every
+   pair inside a cluster is at least as similar as the level at which the cluster formed, so a
+   cluster is a set of mutually repeated functions; average and single linkage let moderately
+   similar filters chain into one large cluster that then keeps a single filter. The number of clusters is the group's
    kept width from the budget (``Budget.ratios``: ``C - ceil(r C)``; ``Budget.macs_keep``: the
    same fraction in every prunable group, found by bisection, as for L1), or, with
    ``threshold`` set, agglomerative merging stops when no two clusters are more similar than
@@ -78,7 +81,9 @@ __all__ = [
     "activation_maximization",
     "agglomerate",
     "am_module",
+    "channel_responses",
     "class_gradients",
+    "correlation_from_gram",
     "cosine_from_gram",
     "descriptor_batch",
     "fold_into",
@@ -130,7 +135,7 @@ class FunctionalityHyper:
     images: int = 256                         # size of the descriptor batch (validation split)
     similarity: Literal["cosine", "correlation"] = "cosine"
     cluster: Literal["agglomerative", "kmeans"] = "agglomerative"
-    linkage: Literal["average", "complete", "single"] = "average"
+    linkage: Literal["average", "complete", "single"] = "complete"
     threshold: float | None = None            # set: clusters = agglomerative cut at this similarity
     representative: Literal["medoid", "l1"] = "medoid"
     fold: bool = False                        # fold removed channels' outgoing weights into their twin (ours)
@@ -258,6 +263,23 @@ def response_grams(model: nn.Module, groups: Sequence[ChannelGroup], images: tor
     finally:
         cap.remove()
     return out
+
+
+def channel_responses(model: nn.Module, group: ChannelGroup, images: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """``[C, N*M]``: every channel's response (as its first reader sees it) over the images, explicit
+    (for comparisons across networks, e.g. a filter before and after retraining)."""
+    reader, offset, repeat = _first_reader(group)
+    parts = []
+    cap = _Capture(model, [reader])
+    try:
+        with _EvalMode(model), torch.no_grad():
+            for start in range(0, len(images), chunk):
+                model(images[start: start + chunk])
+                a = _slot(cap.inputs[reader], offset, repeat, group.channels).double().cpu()
+                parts.append(a.transpose(0, 1).reshape(group.channels, -1))
+    finally:
+        cap.remove()
+    return torch.cat(parts, dim=1)
 
 
 def class_gradients(model: nn.Module, groups: Sequence[ChannelGroup], images: torch.Tensor,
