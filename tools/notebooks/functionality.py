@@ -106,7 +106,7 @@ write_table(fn.duplicates_table(cfg, dup), tables, "duplicates",
 # ### What the clusters look like
 #
 # Activation-maximisation patterns (gradient ascent on the input from noise, with L2 decay, blur and
-# jitter) of the dense network's filters in two pruned layers, grouped by the clusters that
+# jitter) of the dense network's filters in the pruned layers named in the titles, grouped by the clusters that
 # functionality-oriented pruning formed (first seed, the figure's ratio): one frame colour per cluster,
 # the kept representative framed thick. Largest clusters first. Then the response similarity matrices of
 # the same layers, channels ordered by cluster, the multi-filter clusters boxed.

@@ -509,13 +509,23 @@ def evidence(cfg: FunctionalityConfig, df: Any, dup: Any, dense_acc: Mapping[str
             a = {int(x.seed): float(x.pairs) for x in sub[sub.method == "l1"].itertuples()}
             b = {int(x.seed): float(x.pairs) for x in sub[sub.method == "functionality"].itertuples()}
             iv = paired_difference(a, b) if set(a) & set(b) else None
+            dense_pairs = [float(x) for x in dd[dd.method == "dense"].pairs]
+            none = (" The dense network has no pair at this threshold in these layers: the count cannot differ."
+                    if dense_pairs and max(dense_pairs) == 0 else "")
             out.append(Evidence.judge(
                 claims["functionality.l1_keeps_duplicates"], iv, budget=budget,
                 test=f"{name}, r = {r:g}: kept pairs with response cosine >= {cfg.duplicate_threshold:g}, L1 − ours",
                 note=(f"Dense responses on each seed's evaluation batch ({cfg.eval_images} validation images outside "
                       f"its descriptor batch), summed over the pruned layers; paired over {_seeds_text(sorted(set(a) & set(b)))}. "
                       "The method clusters by the same kind of descriptor (on other images), so this checks what L1 "
-                      "keeps, not an independent definition of function.")))
+                      "keeps, not an independent definition of function." + none)))
+            a = {int(x.seed): float(x.max_similarity) for x in sub[sub.method == "l1"].itertuples()}
+            b = {int(x.seed): float(x.max_similarity) for x in sub[sub.method == "functionality"].itertuples()}
+            iv = paired_difference(a, b) if set(a) & set(b) else None
+            out.append(Evidence.judge(
+                claims["functionality.l1_keeps_duplicates"], iv, budget=budget,
+                test=f"{name}, r = {r:g}: mean over kept filters of the largest cosine to another kept filter, L1 − ours",
+                note="The same question without a threshold (same responses and seeds)."))
         # claims 2: without retraining
         for r in sorted(s.ratios):
             ours = no_retrain_acc(d, name, "functionality", r, cfg.seeds)
