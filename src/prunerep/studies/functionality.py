@@ -739,7 +739,7 @@ def compensation_figure(cfg: FunctionalityConfig, nets: Mapping[str, Any], comp:
     layer = layer_groups(dense, s, example_shape)[f.compensation_layer]
     methods = [m for m in ("l1", "functionality") if m in nets]
     n = f.compensation_filters
-    fig = plt.figure(figsize=(1.3 * n + 1.5, 1.35 * 2 * len(methods) + 3.2))
+    fig = plt.figure(figsize=(1.3 * n + 1.5, 1.35 * 2 * len(methods) + 3.2), layout="constrained")
     sub = fig.subfigures(2, 1, height_ratios=[1.35 * 2 * max(len(methods), 1), 3.0])
     axes = sub[0].subplots(max(2 * len(methods), 1), n, squeeze=False)
     for ax in axes.flat:
@@ -766,6 +766,7 @@ def compensation_figure(cfg: FunctionalityConfig, nets: Mapping[str, Any], comp:
                 ax.plot(c.layer + (-0.08 if m == "l1" else 0.08), c.cosine, ls="none", marker=marker, ms=5, alpha=0.7,
                         label=LABELS[m])
         ax.legend(fontsize=8)
+        ax.set_xticks(sorted(int(x) for x in comp.layer.unique()))
     ax.set(xlabel="pruned layer (index among the prunable layers)", ylabel="cosine, before vs after retraining",
            title="How much retraining changed the kept filters' responses (1 = unchanged)")
     ax.title.set_fontsize(9)
