@@ -171,7 +171,7 @@ def test_tables_evidence_and_figures(study):
     comp, nets = fn.compensation(cfg, records, {"resnet20": dense}, val, SHAPE)
     assert set(comp.method) == {"l1", "functionality"} and set(nets) == {"l1", "functionality"}
     assert comp.cosine.between(-1 - 1e-9, 1 + 1e-9).all() and not comp.cosine.isna().any()
-    assert len(fn.compensation_table(comp)) == 2 and fn.compensation_gap(comp).n == 3
+    assert len(fn.compensation_table(cfg, comp)) == 2 and fn.compensation_gap(comp).n == 3
     import matplotlib.pyplot as plt
 
     bounds = fn.input_bounds(data)
@@ -214,3 +214,11 @@ def test_claim_3_recovered_share_and_retraining_gains_by_hand():
     assert evs["functionality.retrain_gain_smaller"].verdict == "supported"
     # without retraining runs, claim 2 reads the retraining runs' accuracy right after pruning
     assert evs["functionality.vs_l1_no_retrain"].interval == mean_interval([15.0, 15.0, 15.0])
+
+
+def test_the_functionality_column_is_labelled_by_the_descriptor_that_ran():
+    labels = {d: fn.column_labels(from_dict(FunctionalityConfig, {**BASE, "method": {"descriptor": d}}))["functionality"]
+              for d in ("response", "activation_max", "class_gradient")}
+    assert labels == {"response": "functionality (response descriptor, ours)",
+                      "activation_max": "functionality (activation-maximisation descriptor)",
+                      "class_gradient": "functionality (class-gradient descriptor, after CAPTOR, ours)"}

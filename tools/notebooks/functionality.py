@@ -175,7 +175,7 @@ if nets:
                                  title=f"Functionality compensation, {setting.model}, r = {f.ratio:g}, seed {cfg.seeds[0]}")
     _ = save_figure(fig, figures, "compensation")
 gap = fn.compensation_gap(comp)
-write_table(fn.compensation_table(comp), tables, "compensation",
+write_table(fn.compensation_table(cfg, comp), tables, "compensation",
             "Response cosine of the kept filters before vs after the brief retraining, averaged over the pruned "
             "layers (mean ± std over seeds)"
             + (f"; functionality − L1, paired by seed: {gap}" if gap is not None else "") + ". " + budget)

@@ -23,9 +23,10 @@ Per prunable channel group (a layer's filters; a residual stream's coupled filte
    * ``activation_max``: the channel's activation-maximisation pattern
      (:func:`activation_maximization`: gradient ascent on the input from noise, with L2 decay,
      Gaussian blur and jitter; the usual regularisers of Yosinski et al. 2015), flattened;
-   * ``class_gradient`` (CAPTOR's "class activation preference"): ``gamma[c, y]`` = mean over the
-     batch's images of class ``y`` of the mean absolute gradient of the softmax probability of
-     ``y`` w.r.t. channel ``c``'s feature map (:func:`class_gradients`).
+   * ``class_gradient`` (ours, after CAPTOR's "class activation preference", whose definition
+     was not read; a third-party project takes the gradient w.r.t. the filter's weights):
+     ``gamma[c, y]`` = mean over the batch's images of class ``y`` of the mean absolute gradient
+     of the softmax probability of ``y`` w.r.t. channel ``c``'s feature map (:func:`class_gradients`).
 
 2. **Similarity** of every pair (``similarity``): cosine (``G_ij / sqrt(G_ii G_jj)``), or the
    Pearson correlation. A channel whose descriptor is all zero (a dead filter) is identical to
@@ -284,7 +285,7 @@ def channel_responses(model: nn.Module, group: ChannelGroup, images: torch.Tenso
 
 def class_gradients(model: nn.Module, groups: Sequence[ChannelGroup], images: torch.Tensor,
                     labels: torch.Tensor, num_classes: int, chunk: int = 64) -> dict[str, torch.Tensor]:
-    """CAPTOR's class preference: ``gamma[c, y]`` = mean over images of class y of
+    """A class preference after CAPTOR (ours: w.r.t. feature maps): ``gamma[c, y]`` = mean over images of class y of
     ``mean_positions |d p_y(x) / d a_c(x)|``, ``a_c`` the channel at its first reader's input.
 
     In eval mode every image's output depends on that image only, so one backward of
