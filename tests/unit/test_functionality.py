@@ -312,3 +312,17 @@ def test_fpgm_scores_are_summed_euclidean_distances_and_prune_the_smallest():
     pruned = method.finalize(m, ctx)
     assert pruned.conv2.out_channels == 6
     assert method.summary()["kept"]["conv2"] == sorted(torch.topk(want, 6).indices.tolist())
+
+
+@pytest.mark.parametrize("name", ["l1", "random"])
+def test_one_shot_baselines_record_the_channels_they_keep(name):
+    m = tiny()
+    w = m.conv2.weight.detach().abs().flatten(1).sum(1)       # L1 norms by hand
+    method = get_method(name)
+    ctx = context(m, method, Budget(ratios={"conv2": 0.25}))
+    pruned = method.finalize(m, ctx)
+    kept = method.summary()["kept"]
+    assert set(kept) == {"conv2"} and len(kept["conv2"]) == 6
+    assert torch.equal(pruned.conv2.weight, tiny().conv2.weight[kept["conv2"]])
+    if name == "l1":
+        assert kept["conv2"] == sorted(torch.topk(w, 6).indices.tolist())

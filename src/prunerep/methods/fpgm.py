@@ -28,16 +28,13 @@ Differences from the official method, documented because they change what is com
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from prunerep.methods.base import MethodContext, register_method
-from prunerep.methods.baselines import OneShotHyper, _OneShot, _widths
-from prunerep.methods.budget import top_k_masks
+from prunerep.methods.baselines import OneShot, OneShotHyper
 from prunerep.pruning.groups import ChannelGroup
-from prunerep.pruning.surgery import prune_channels
 
 __all__ = ["FPGM", "fpgm_scores"]
 
@@ -57,20 +54,8 @@ def fpgm_scores(model: nn.Module, groups: Sequence[ChannelGroup]) -> dict[str, t
 
 
 @register_method("fpgm", hyper=OneShotHyper)
-class FPGM(_OneShot):
+class FPGM(OneShot):
     paper = "He et al., CVPR 2019, arXiv:1811.00250 (criterion only, one-shot)"
 
     def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
         return fpgm_scores(model, ctx.prunable)
-
-    def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
-        scores = self.scores(model, ctx)
-        widths = _widths(ctx, scores, self.rule, self.min_keep)
-        self.kept_widths = widths
-        masks = top_k_masks(scores, widths)
-        # which channels stayed, for the study's count of near-duplicate kept pairs
-        self.kept = {gid: sorted(m.nonzero().flatten().tolist()) for gid, m in masks.items() if not bool(m.all())}
-        return prune_channels(model, ctx.groups, masks)
-
-    def summary(self) -> dict[str, Any]:
-        return {"widths": self.kept_widths, "kept": getattr(self, "kept", {})}
