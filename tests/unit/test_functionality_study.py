@@ -11,7 +11,7 @@ import torch
 
 from prunerep.config import ConfigError, from_dict
 from prunerep.data.arrays import ArrayDataset, DataSplits
-from prunerep.methods.functionality import sample_indices
+from prunerep.methods.functionality import class_gradients, sample_indices
 from prunerep.models import get_model
 from prunerep.models.checkpoint import load_model, save_model
 from prunerep.reporting.stats import VERDICTS, mean_interval, paired_difference
@@ -28,7 +28,7 @@ BASE = {
     "seeds": [0, 1, 2],
     "method": {"images": 12},
     "variants": [{"name": "fold", "label": "functionality + fold (ours)", "hyper": {"fold": True}}],
-    "baselines": ["l1"],
+    "baselines": ["l1", "random"],
     "finetune": {"epochs": 1, "max_steps": 1, "lr": 0.01},
     "eval_images": 8,
     "batch_size": 8,
@@ -127,9 +127,9 @@ def test_recorded_kept_sets_are_the_channels_the_pruned_networks_hold(study):
     cfg, dense, _, _, _, records = study
     chosen = fn.chosen_groups(dense, cfg.settings["r20"], SHAPE)
     for rec in records:
-        if rec.tags["retrain"] or rec.tags["variant"] not in ("functionality", "l1"):
+        if rec.tags["retrain"] or rec.tags["variant"] not in ("functionality", "l1", "random"):
             continue
-        kept = rec.summary["kept"] if rec.method == "functionality" else fn.l1_kept(dense, chosen, rec.widths)
+        kept = rec.summary["kept"]
         pruned, _ = load_model(rec.model_path)
         for g in chosen:
             w = pruned.get_submodule(g.id).weight
@@ -139,10 +139,22 @@ def test_recorded_kept_sets_are_the_channels_the_pruned_networks_hold(study):
 def test_tables_evidence_and_figures(study):
     cfg, dense, data, _, _, records = study
     df = fn.results_frame(records, cfg)
-    val = fn.validation_images(data)
-    dup = fn.duplicates_frame(cfg, records, {"resnet20": dense}, val, SHAPE)
-    assert set(dup.method) == {"dense", "l1", "functionality"}
+    val, val_labels = fn.validation_set(data)
+    assert torch.equal(val, fn.validation_images(data)) and val_labels.tolist() == data.val.labels.tolist()
+    dup = fn.duplicates_frame(cfg, records, {"resnet20": dense}, val, SHAPE, val_labels)
+    assert set(dup.method) == {"dense", "l1", "random", "functionality"}
     assert (dup[dup.method == "dense"].pairs >= dup[dup.method == "l1"].pairs.max()).all()
+    # claim 1's dense count is the class-gradient correlation of the dense net on the seed's evaluation batch
+    chosen = fn.chosen_groups(dense, cfg.settings["r20"], SHAPE)
+    idx = fn.eval_indices(len(val), cfg.method.images, 1, cfg.eval_images)
+    grads = class_gradients(dense, chosen, val[idx], val_labels[idx], 3)
+    want = 0
+    for g in chosen:
+        v = grads[g.id] - grads[g.id].mean(1, keepdim=True)
+        c = (v @ v.t()) / torch.outer(v.norm(dim=1), v.norm(dim=1)).clamp_min(1e-300)
+        want += int((torch.triu(c, diagonal=1) >= cfg.duplicate_threshold - 1e-12).sum())
+    got = dup[(dup.method == "dense") & (dup.seed == 1)].pairs
+    assert list(got) == [want]
     dense_acc = {"resnet20": 40.0}
     evs = fn.evidence(cfg, df, dup, dense_acc, "budget")
     ids = [e.claim_id for e in evs]
@@ -217,8 +229,15 @@ def test_claim_3_recovered_share_and_retraining_gains_by_hand():
 
 
 def test_the_functionality_column_is_labelled_by_the_descriptor_that_ran():
-    labels = {d: fn.column_labels(from_dict(FunctionalityConfig, {**BASE, "method": {"descriptor": d}}))["functionality"]
-              for d in ("response", "activation_max", "class_gradient")}
+    labels = {d: fn.column_labels(from_dict(FunctionalityConfig, {**BASE, "method": {"descriptor": d},
+                                                                  "duplicate_descriptor": dup}))["functionality"]
+              for d, dup in (("response", "class_gradient"), ("activation_max", "class_gradient"),
+                             ("class_gradient", "response"))}
     assert labels == {"response": "functionality (response descriptor, ours)",
                       "activation_max": "functionality (activation-maximisation descriptor)",
                       "class_gradient": "functionality (class-gradient descriptor, after CAPTOR, ours)"}
+
+
+def test_claim_1_must_not_count_duplicates_with_the_descriptor_the_method_clusters_by():
+    with pytest.raises(ConfigError, match="circular"):
+        from_dict(FunctionalityConfig, {**BASE, "duplicate_descriptor": "response"})

@@ -74,8 +74,8 @@ Markdown(fn.scope_sentence(cfg, skipped, len(records)) + f" {cfg.workers} worker
 # Dense references on the same test images, and claim 1's similarities on held-out validation images.
 dense_ref = {key: dense_reference(study, key) for key in dense_models}
 dense_acc = {key: ref["test_acc"] for key, ref in dense_ref.items()}
-val_images = fn.validation_images(splits)
-dup = fn.duplicates_frame(cfg, records, dense_models, val_images, study.example_shape)
+val_images, val_labels = fn.validation_set(splits)
+dup = fn.duplicates_frame(cfg, records, dense_models, val_images, study.example_shape, val_labels)
 
 # %% [markdown]
 # ## What we found
@@ -91,15 +91,17 @@ show_verdicts(claims)
 # %% [markdown]
 # ## Claim 1: L1 keeps filters of repeated function
 #
-# Near-duplicate pairs among the kept filters of the pruned layers: pairs whose responses on the dense
-# network have a cosine similarity of at least the study's threshold, measured on validation images that
-# no descriptor batch of that seed used (mean ± std over seeds). "Mean max similarity" is, for every kept
-# filter, its largest similarity to another kept filter of its layer, averaged: the same question without
-# a threshold.
+# Near-duplicate pairs among the kept filters of the pruned layers: pairs of the dense network's filters
+# whose similarity under a descriptor the method did *not* cluster by (`duplicate_descriptor`; by default
+# each filter's class-gradient profile, correlated across classes) is at least the study's threshold,
+# measured on validation images that no descriptor batch of that seed used (mean ± std over seeds).
+# Random channels at the same widths give the base rate. "Mean max similarity" is, for every kept filter,
+# its largest similarity to another kept filter of its layer, averaged: the same question without a
+# threshold.
 
 # %%
 write_table(fn.duplicates_table(cfg, dup), tables, "duplicates",
-            f"Kept near-duplicate pairs (response cosine >= {cfg.duplicate_threshold:g}), summed over the pruned "
+            f"Kept near-duplicate pairs ({fn.duplicate_measure(cfg)} >= {cfg.duplicate_threshold:g}), summed over the pruned "
             "layers; mean ± std over seeds (evaluation batches). " + budget)
 
 # %% [markdown]
