@@ -103,7 +103,8 @@ def test_plan_runs_deterministic_baselines_once_without_retraining():
                      ("functionality:fold", False): 3}
     assert skipped == [{"setting": "off", "model": "resnet56", "reason": "disabled at this profile"}]
     assert len({(r.label, r.seed) for r in runs}) == len(runs)
-    assert all(r.finetune is not None for r in runs if r.tags["retrain"])
+    assert all(r.finetune is not None and r.finetune.batch_size == r.batch_size == cfg.batch_size == 8
+               for r in runs if r.tags["retrain"])
     assert all(r.finetune is None for r in runs if not r.tags["retrain"])
     # the same widths for every column: one budget on the three internal groups of the first stage
     budgets = {tuple(sorted(r.budget.ratios.items())) for r in runs}

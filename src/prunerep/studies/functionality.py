@@ -239,6 +239,8 @@ def plan(cfg: FunctionalityConfig, dense_models: Mapping[str, nn.Module],
     ``variant`` (column id), ``ratio`` and ``retrain``.
     """
     labels = column_labels(cfg)
+    # the retraining's recorded batch size is the one its loader uses
+    finetune = dataclasses.replace(cfg.finetune, batch_size=cfg.batch_size)
     runs: list[RunSpec] = []
     skipped: list[dict[str, str]] = []
     for name, s in cfg.settings.items():
@@ -261,7 +263,7 @@ def plan(cfg: FunctionalityConfig, dense_models: Mapping[str, nn.Module],
                         hyper: Any = (variant_hyper(cfg, variant, seed, s.scope) if method == "functionality"
                                       else OneShotHyper(scope=s.scope, seed=seed))
                         runs.append(RunSpec(
-                            method=method, budget=budget, hyper=hyper, finetune=cfg.finetune if retrain else None,
+                            method=method, budget=budget, hyper=hyper, finetune=finetune if retrain else None,
                             select="last", seed=seed, batch_size=cfg.batch_size, runtime=cfg.runtime,
                             label=f"{labels[column]}{RETRAIN if retrain else ''}@{name} r={r:g}", model=s.model,
                             tags={"setting": name, "variant": column, "ratio": r, "retrain": retrain}))
