@@ -326,3 +326,22 @@ def test_one_shot_baselines_record_the_channels_they_keep(name):
     assert torch.equal(pruned.conv2.weight, tiny().conv2.weight[kept["conv2"]])
     if name == "l1":
         assert kept["conv2"] == sorted(torch.topk(w, 6).indices.tolist())
+
+
+def test_fold_is_refused_on_a_residual_stream_with_several_readers():
+    from prunerep.methods.functionality import check_foldable, fold_into
+    from prunerep.models import get_model
+
+    torch.manual_seed(0)
+    net = get_model("resnet20", shortcut="A", num_classes=3, in_channels=3).eval()
+    groups = find_groups(net, torch.zeros(SHAPE))
+    stream = next(g for g in groups if g.residual and len(g.readers) > 1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="fold needs a group with one reader"):
+        fold_into(net, stream, {1: (0, 1.0)})
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())   # nothing was folded
+    check_foldable(groups["layer1.0.conv1"])                                       # a block's inner conv: one reader
+    method = get_method("functionality", FunctionalityHyper(fold=True, scope="all"))
+    ctx = context(net, method, Budget(ratios={stream.id: 0.5}))
+    with pytest.raises(ValueError, match=stream.id):
+        method.finalize(net, ctx)

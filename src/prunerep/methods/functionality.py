@@ -50,9 +50,10 @@ Per prunable channel group (a layer's filters; a residual stream's coupled filte
 5. **Optional folding** (``fold``, ours): before removal, each removed channel ``j``'s outgoing
    weights (its input columns in every reader) are added to its representative ``i``'s, scaled
    by the least-squares factor ``s = G_ij / G_ii`` (so that ``s a_i`` approximates ``a_j``).
-   For an exact duplicate (``a_j = a_i``) the network's output is unchanged. Channels that an
-   option-A shortcut copies cannot be folded there (the copy has no weights); the summary counts
-   them.
+   For an exact duplicate (``a_j = a_i``) the network's output is unchanged. Only groups with
+   a single reader and no option-A copy can be folded (the scale is fitted where that one reader
+   sees the channels; a residual stream's readers see it after different operations, and a copy
+   has no weights): ``fold`` on any other group is refused.
 
 No retraining: the runner's ``finetune: null``; a brief retraining is the study's option.
 """
@@ -86,6 +87,7 @@ __all__ = [
     "class_gradients",
     "correlation_from_gram",
     "cosine_from_gram",
+    "check_foldable",
     "descriptor_batch",
     "fold_into",
     "gaussian_blur",
@@ -633,17 +635,30 @@ def group_similarities(model: nn.Module, groups: Sequence[ChannelGroup], images:
 # -- folding -------------------------------------------------------------------------------------
 
 
+def check_foldable(group: ChannelGroup) -> None:
+    """Raise unless the group has exactly one reader and no ``ChannelSelect`` copy.
+
+    The fold's scale is fitted to the channels as the first reader sees them; another reader (a
+    residual stream's next block, after its own BN/ReLU) would need its own scale, and an
+    option-A copy carries the removed channel by index with no weights to fold into.
+    """
+    if len(group.readers) != 1 or group.selects_in or group.residual:
+        raise ValueError(f"functionality: fold needs a group with one reader and no shortcut copy; group {group.id!r} "
+                         f"has readers {list(group.readers)}, copies {list(group.selects_in)}"
+                         f"{' (a residual stream)' if group.residual else ''}: set fold: false, or scope: internal")
+
+
 def fold_into(model: nn.Module, group: ChannelGroup, moves: Mapping[int, tuple[int, float]]) -> int:
-    """Add each removed channel's outgoing weights, times its scale, to its twin's, in every reader.
+    """Add each removed channel's outgoing weights, times its scale, to its twin's, in the group's
+    one reader (:func:`check_foldable`).
 
     `moves`: ``{removed channel j: (kept channel i, scale s)}``; reader weight columns of ``j``
     are added (times ``s``) to those of ``i``. Returns the number of readers changed.
     """
+    check_foldable(group)
     changed = 0
     with torch.no_grad():
         for reader, offset, repeat in group.reader_index:
-            if reader not in group.readers:
-                continue   # ChannelSelect copies carry the channel by index: nothing to fold into
             m = model.get_submodule(reader)
             w = m.weight
             dim = 0 if getattr(m, "transposed", False) else 1
@@ -668,7 +683,6 @@ class FunctionalityPruning(PruningMethod):
         self.hp = hp or FunctionalityHyper()
         self.groups_summary: dict[str, dict[str, Any]] = {}
         self.batch_indices: list[int] = []
-        self.unfoldable_copies = 0
 
     @classmethod
     def from_hyper(cls, hyper: FunctionalityHyper) -> FunctionalityPruning:
@@ -713,6 +727,9 @@ class FunctionalityPruning(PruningMethod):
             raise ValueError("functionality: needs ctx.val_loader (held-out images for the descriptors)")
         widths = self._widths(ctx) if hp.threshold is None else {g.id: 1 for g in ctx.prunable}
         groups = [g for g in ctx.prunable if hp.threshold is not None or widths[g.id] < g.channels]
+        if hp.fold:
+            for g in groups:       # before any descriptor is computed
+                check_foldable(g)
         images, labels, idx = descriptor_batch(ctx.val_loader, hp.images, hp.seed)
         self.batch_indices = idx.tolist()
         device = ctx.example_input.device
@@ -742,8 +759,6 @@ class FunctionalityPruning(PruningMethod):
                     gii = float(gram[i, i])
                     moves[j] = (i, float(gram[i, j]) / gii if gii > 0 else 0.0)
                 fold_into(model, g, moves)
-                if g.selects_in:
-                    self.unfoldable_copies += len(moves)
                 info["fold_scales"] = [round(s, 6) for _, s in moves.values()]
             masks[g.id] = keep
             self.groups_summary[g.id] = info
@@ -753,7 +768,7 @@ class FunctionalityPruning(PruningMethod):
         return {"descriptor": self.hp.descriptor, "groups": self.groups_summary,
                 "widths": {gid: s["clusters"] for gid, s in self.groups_summary.items()},
                 "kept": {gid: s["kept"] for gid, s in self.groups_summary.items()},
-                "batch_indices": self.batch_indices, "unfoldable_copies": self.unfoldable_copies}
+                "batch_indices": self.batch_indices}
 
 
 def _eval_forward(model: nn.Module, x: torch.Tensor) -> Any:

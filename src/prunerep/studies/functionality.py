@@ -903,8 +903,8 @@ def assumptions_table(cfg: FunctionalityConfig, paper_cfg: FunctionalityConfig, 
 
     add("filters interpreted by visualisation (the abstract); the descriptor used to compare them is not stated",
         f"`{m.descriptor}` (paper profile: `{pm.descriptor}`); activation-maximisation patterns are drawn in the figures",
-        "CPU budget: patterns for every filter of VGG-16's pruned layers take about an hour per run here; "
-        "feature-map responses cost one forward pass",
+        "CPU budget: the patterns take a gradient ascent per filter of every pruned layer in every run; "
+        "feature-map responses cost one forward pass of the descriptor batch",
         variant_effect("descriptor", "class_gradient"))
     add("similarity and clustering not stated (the digest: cosine; hierarchical, k-means or a threshold)",
         f"{m.similarity} similarity, {m.cluster} clustering"
