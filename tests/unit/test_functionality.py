@@ -16,7 +16,6 @@ from torch import nn
 
 from prunerep.methods import Budget, get_method
 from prunerep.methods.base import MethodContext
-from prunerep.methods.budget import widths_from_ratio
 from prunerep.methods.fpgm import fpgm_scores
 from prunerep.methods.functionality import (
     ActivationMaxHyper,
@@ -142,14 +141,20 @@ def test_identical_filters_land_in_one_cluster():
     assert pruned.conv2.out_channels == 7
 
 
+# Kept widths by hand: C - ceil(r C) of conv1/conv2 (C = 8) and conv3 (C = 6), at least one kept.
+# 0.1: 8 - 1, 6 - 1; 0.25: 8 - 2, 6 - 2 (1.5 -> 2); 0.5: 8 - 4, 6 - 3; 0.7: 8 - 6 (5.6), 6 - 5 (4.2);
+# 0.9: 8 - 8 and 6 - 6 would empty the layer, so one is kept.
+HAND_WIDTHS = {0.1: (7, 5), 0.25: (6, 4), 0.5: (4, 3), 0.7: (2, 1), 0.9: (1, 1)}
+
+
 @pytest.mark.parametrize("cluster", ["agglomerative", "kmeans"])
-@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5, 0.7, 0.9])
+@pytest.mark.parametrize("ratio", sorted(HAND_WIDTHS))
 def test_kept_count_equals_the_requested_ratio(cluster, ratio):
     m = tiny()
     ratios = {"conv1": ratio, "conv2": ratio, "conv3": ratio}
     pruned, method = prune(m, Budget(ratios=ratios), cluster=cluster)
-    groups = find_groups(tiny(), torch.zeros(SHAPE))
-    want = widths_from_ratio([groups[k] for k in ratios], ratio)
+    eight, six = HAND_WIDTHS[ratio]
+    want = {"conv1": eight, "conv2": eight, "conv3": six}
     assert {"conv1": pruned.conv1.out_channels, "conv2": pruned.conv2.out_channels,
             "conv3": pruned.conv3.out_channels} == want
     s = method.summary()
@@ -345,3 +350,29 @@ def test_fold_is_refused_on_a_residual_stream_with_several_readers():
     ctx = context(net, method, Budget(ratios={stream.id: 0.5}))
     with pytest.raises(ValueError, match=stream.id):
         method.finalize(net, ctx)
+
+
+# Channels 4 and 5 are exact copies of 0 and 1; {0, 1, 4, 5} merge first (similarity >= 0.9).
+# Then, by hand: {0,1,4,5} vs 2 has mean similarity (0.7 + 0.1 + 0.7 + 0.1) / 4 = 0.4 and minimum 0.1;
+# vs 3: 0.3 both; 2 vs 3: 0.35. Average linkage merges 2 into the big cluster (0.4 > 0.35),
+# complete linkage merges 2 with 3 (0.35 > 0.3 > 0.1).
+LINKAGE_SIM = torch.tensor([[1.0, 0.9, 0.7, 0.3, 1.0, 0.9],
+                            [0.9, 1.0, 0.1, 0.3, 0.9, 1.0],
+                            [0.7, 0.1, 1.0, 0.35, 0.7, 0.1],
+                            [0.3, 0.3, 0.35, 1.0, 0.3, 0.3],
+                            [1.0, 0.9, 0.7, 0.3, 1.0, 0.9],
+                            [0.9, 1.0, 0.1, 0.3, 0.9, 1.0]], dtype=torch.float64)
+
+
+def test_complete_linkage_is_the_default_and_differs_from_average_by_hand(monkeypatch):
+    assert agglomerate(LINKAGE_SIM, k=2, linkage="complete").tolist() == [0, 0, 1, 1, 0, 0]
+    assert agglomerate(LINKAGE_SIM, k=2, linkage="average").tolist() == [0, 0, 0, 1, 0, 0]
+    from prunerep.methods.functionality import FunctionalityPruning
+
+    monkeypatch.setattr(FunctionalityPruning, "similarities",
+                        lambda self, model, groups, *a: ({g.id: LINKAGE_SIM for g in groups}, {}))
+    budget = Budget(ratios={"conv3": 0.6})            # 6 - ceil(3.6) = 2 clusters
+    _, default = prune(tiny(), budget)
+    _, average = prune(tiny(), budget, linkage="average")
+    assert default.summary()["groups"]["conv3"]["labels"] == [0, 0, 1, 1, 0, 0]
+    assert average.summary()["groups"]["conv3"]["labels"] == [0, 0, 0, 1, 0, 0]
