@@ -185,6 +185,10 @@ def test_tables_evidence_and_figures(study):
     assert set(comp.method) == {"l1", "functionality"} and set(nets) == {"l1", "functionality"}
     assert comp.cosine.between(-1 - 1e-9, 1 + 1e-9).all() and not comp.cosine.isna().any()
     assert len(fn.compensation_table(cfg, comp)) == 2 and fn.compensation_gap(comp).n == 3
+    metrics = fn.metrics("t", len(records), dense_acc, df, dup, fn.compensation_gap(comp))
+    assert metrics["r20/r=0.5/l1/no_retrain/test_acc_mean"] == l1 and metrics["runs"] == len(records)
+    assert metrics["r20/r=0.5/random/duplicate_pairs_mean"] == float(dup[dup.method == "random"].pairs.mean())
+    assert metrics["compensation/cosine_gap_functionality_minus_l1"] == fn.compensation_gap(comp).mean
     import matplotlib.pyplot as plt
 
     bounds = fn.input_bounds(data)

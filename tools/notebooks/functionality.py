@@ -198,16 +198,7 @@ for name, s in cfg.settings.items():
         _ = save_figure(fig, figures, f"accuracy_vs_latency_{name}")
 
 # %%
-summary = {"profile": ctx.profile, "runs": len(records), **{f"dense/{k}/test_acc": v for k, v in dense_acc.items()}}
-if len(df):
-    for (name, v, r, rt), g in df.groupby(["setting", "variant", "ratio", "retrain"]):
-        summary[f"{name}/r={r:g}/{v}/{'retrained' if rt else 'no_retrain'}/test_acc_mean"] = float(g.test_acc.mean())
-if len(dup):
-    for (name, r, m), g in dup.dropna(subset=["ratio"]).groupby(["setting", "ratio", "method"]):
-        summary[f"{name}/r={r:g}/{m}/duplicate_pairs_mean"] = float(g.pairs.mean())
-if gap is not None:
-    summary["compensation/cosine_gap_functionality_minus_l1"] = gap.mean
-_ = write_metrics(summary, ctx.out_dir)
+_ = write_metrics(fn.metrics(ctx.profile, len(records), dense_acc, df, dup, gap), ctx.out_dir)
 
 # %% [markdown]
 # ## Assumptions and deviations

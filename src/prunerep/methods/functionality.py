@@ -34,7 +34,8 @@ Per prunable channel group (a layer's filters; a residual stream's coupled filte
 
 3. **Clustering** per group (``cluster``): agglomerative (``linkage``: complete, average or single,
    on the similarity directly: Lance-Williams updates) or kernel k-means on the similarity
-   matrix (k-means++ initialisation seeded by ``seed``). Complete linkage is the default: every
+   matrix (k-means++ initialisation seeded by ``seed``). Complete linkage is the default (chosen
+   a priori, on a toy case, not after seeing any accuracy): every
    pair inside a cluster is at least as similar as the level at which the cluster formed, so a
    cluster is a set of mutually repeated functions; average and single linkage let moderately
    similar filters chain into one large cluster that then keeps a single filter. The number of clusters is the group's

@@ -46,6 +46,7 @@ from prunerep.pruning.groups import ChannelGroup, find_groups
 from prunerep.reporting.ledger import Evidence, load_claims
 from prunerep.reporting.stats import Interval, fmt_mean_std, mean_interval, paired_difference
 from prunerep.runner import LatencySettings, RunRecord, RunSpec
+from prunerep.studies.base import seeds_text
 
 #: What each baseline column is, as tables and figures name it. "(ours)" marks what the paper does not do.
 LABELS: dict[str, str] = {
@@ -519,11 +520,6 @@ def duplicates_table(cfg: FunctionalityConfig, dup: Any) -> Any:
 # evidence
 
 
-def _seeds_text(seeds: Sequence[int]) -> str:
-    s = sorted(int(x) for x in seeds)
-    return f"seed {s[0]}" if len(s) == 1 else "seeds " + ", ".join(str(x) for x in s)
-
-
 def verdict_budget(cfg: FunctionalityConfig, splits: Any, profile: str) -> str:
     """The budget of a verdict in one phrase (captions carry `budget_text`)."""
     f = cfg.finetune
@@ -580,7 +576,7 @@ def evidence(cfg: FunctionalityConfig, df: Any, dup: Any, dense_acc: Mapping[str
                 test=f"{name}, r = {r:g}: kept pairs with {measure} >= {cfg.duplicate_threshold:g}, L1 − ours",
                 note=(f"Dense network's {measure} on each seed's evaluation batch ({cfg.eval_images} validation images "
                       f"outside its descriptor batch), summed over the pruned layers; paired over "
-                      f"{_seeds_text(sorted(set(a) & set(b)))}. The method clustered by its {cfg.method.descriptor} "
+                      f"{seeds_text(sorted(set(a) & set(b)))}. The method clustered by its {cfg.method.descriptor} "
                       "descriptor on other images: this counts duplicates by another descriptor." + base + none)))
             a = {int(x.seed): float(x.max_similarity) for x in sub[sub.method == "l1"].itertuples()}
             b = {int(x.seed): float(x.max_similarity) for x in sub[sub.method == "functionality"].itertuples()}
@@ -619,7 +615,7 @@ def evidence(cfg: FunctionalityConfig, df: Any, dup: Any, dense_acc: Mapping[str
             out.append(Evidence.judge(
                 claims["functionality.retrain_gain_smaller"], iv, budget=budget,
                 test=f"{name}, r = {r:g}: retraining gain of L1 − retraining gain of {lab['functionality']} (points)",
-                note=f"Paired over {_seeds_text(sorted(set(gain_l1) & set(gain_f)))}; the same retraining for both."))
+                note=f"Paired over {seeds_text(sorted(set(gain_l1) & set(gain_f)))}; the same retraining for both."))
     return out
 
 
@@ -864,6 +860,22 @@ def compensation_gap(comp: Any) -> Interval | None:
     return paired_difference(a, b) if set(a) & set(b) else None
 
 
+def metrics(profile: str, n_runs: int, dense_acc: Mapping[str, float], df: Any, dup: Any,
+            gap: Interval | None) -> dict[str, Any]:
+    """The stage's metrics.json: dense accuracy, mean test accuracy per setting, ratio, column and
+    retraining, mean kept near-duplicate pairs per method, and the compensation gap."""
+    out: dict[str, Any] = {"profile": profile, "runs": n_runs, **{f"dense/{k}/test_acc": v for k, v in dense_acc.items()}}
+    if len(df):
+        for (name, v, r, rt), g in df.groupby(["setting", "variant", "ratio", "retrain"]):
+            out[f"{name}/r={r:g}/{v}/{'retrained' if rt else 'no_retrain'}/test_acc_mean"] = float(g.test_acc.mean())
+    if len(dup):
+        for (name, r, m), g in dup.dropna(subset=["ratio"]).groupby(["setting", "ratio", "method"]):
+            out[f"{name}/r={r:g}/{m}/duplicate_pairs_mean"] = float(g.pairs.mean())
+    if gap is not None:
+        out["compensation/cosine_gap_functionality_minus_l1"] = gap.mean
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # text
 
@@ -911,8 +923,9 @@ def assumptions_table(cfg: FunctionalityConfig, paper_cfg: FunctionalityConfig, 
         + (f" ({m.linkage} linkage)" if m.cluster == "agglomerative" else f" ({m.kmeans_iters} iterations)")
         + (f", cut at similarity {m.threshold:g}" if m.threshold is not None else ", as many clusters as kept filters"),
         "the cluster count then equals the kept width of L1 at the same ratio (the columns compare which filters "
-        "stay); complete linkage makes every cluster a set of mutually similar filters (average linkage chains "
-        "moderately similar ones into one large cluster)")
+        "stay); complete linkage was chosen a priori, on a toy case, before any accuracy was seen: it makes every "
+        "cluster a set of mutually similar filters (average linkage chains moderately similar ones into one large "
+        "cluster)")
     add("one representative per cluster (rule not stated)", f"`{m.representative}`",
         "the filter most similar to its cluster stands for it")
     add("removed filters are dropped", "dropped" + ("; their outgoing weights folded into the twin" if m.fold else
