@@ -183,3 +183,29 @@ def test_dense_checkpoint_paths_come_from_one_place():
     offenders = [str(p.relative_to(ROOT)) for p in SRC.rglob("*.py")
                  if any(q in p.read_text() for q in literals) and p.name != "paths.py"]
     assert not offenders, f"dense checkpoint root written as a literal in {offenders}; use prunerep.paths"
+
+
+@pytest.mark.parametrize("finetune", [None, OptimConfig(epochs=1, max_steps=1, lr=0.01)])
+def test_a_run_without_fine_tuning_evaluates_once_and_reports_that_evaluation(finetune, monkeypatch):
+    import prunerep.runner.run as run_module
+
+    calls = []
+    real = run_module.evaluate
+
+    def counting(model, loader, **kw):
+        out = real(model, loader, **kw)
+        calls.append(out["acc"])
+        return out
+
+    monkeypatch.setattr(run_module, "evaluate", counting)
+    torch.manual_seed(0)
+    dense = get_model("resnet20", shortcut="A", num_classes=3, in_channels=1)
+    spec = RunSpec(method="l1", budget=Budget(macs_keep=0.5), finetune=finetune, batch_size=16, runtime=RUNTIME,
+                   select="last")
+    res = run_pruning(spec, dense, _splits())
+    if finetune is None:
+        assert len(calls) == 2     # validation and test, once each, right after surgery
+        assert (res.val_acc, res.test_acc) == (res.val_acc_before_finetune, res.test_acc_before_finetune)
+    else:
+        assert len(calls) >= 4     # after surgery, (per epoch during fine-tuning,) and after it
+        assert calls[-2:] == [res.val_acc, res.test_acc]

@@ -2,6 +2,8 @@
 
 from prunerep.methods import baselines as baselines
 from prunerep.methods import dsa as dsa
+from prunerep.methods import fpgm as fpgm
+from prunerep.methods import functionality as functionality
 from prunerep.methods import gdp as gdp
 from prunerep.methods import greg as greg
 from prunerep.methods import sensitivity as sensitivity

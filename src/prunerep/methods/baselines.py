@@ -45,7 +45,10 @@ def in_scope(group: ChannelGroup, scope: Scope) -> bool:
     return scope == "all" or not group.residual
 
 
-def _widths(ctx: MethodContext, scores: dict[str, torch.Tensor], rule: str, min_keep: float = 0.0) -> dict[str, int]:
+def one_shot_widths(ctx: MethodContext, scores: dict[str, torch.Tensor], rule: str,
+                    min_keep: float = 0.0) -> dict[str, int]:
+    """Kept width per prunable group: from the budget's ratios, or the same fraction everywhere
+    (`uniform`) / a global score threshold (`global`) meeting its MACs budget."""
     if ctx.budget.ratios is not None:
         return widths_from_ratio(ctx.prunable, {g.id: ctx.budget.ratios.get(g.id, 0.0) for g in ctx.prunable})
     target = ctx.budget.macs_keep * ctx.cost_model.dense_macs()
@@ -73,7 +76,9 @@ class SlimmingHyper:
     min_keep: float = 0.0                    # per-group floor of the global threshold (paper: none)
 
 
-class _OneShot(PruningMethod):
+class OneShot(PruningMethod):
+    """Score every prunable group's channels once, keep the top ones at the budget's widths."""
+
     rule = "uniform"
     min_keep = 0.0  # per-group floor of the global rule (fraction of the group's channels)
 
@@ -81,6 +86,7 @@ class _OneShot(PruningMethod):
         self.scope = scope
         self.seed = seed
         self.kept_widths: dict[str, int] = {}
+        self.kept: dict[str, list[int]] = {}     # pruned group -> channels kept (for studies that compare selections)
 
     def prunable(self, group: ChannelGroup) -> bool:
         return in_scope(group, self.scope)
@@ -90,16 +96,18 @@ class _OneShot(PruningMethod):
 
     def finalize(self, model: nn.Module, ctx: MethodContext) -> nn.Module:
         scores = self.scores(model, ctx)
-        widths = _widths(ctx, scores, self.rule, self.min_keep)
+        widths = one_shot_widths(ctx, scores, self.rule, self.min_keep)
         self.kept_widths = widths
-        return prune_channels(model, ctx.groups, top_k_masks(scores, widths))
+        masks = top_k_masks(scores, widths)
+        self.kept = {gid: sorted(m.nonzero().flatten().tolist()) for gid, m in masks.items() if not bool(m.all())}
+        return prune_channels(model, ctx.groups, masks)
 
     def summary(self) -> dict[str, Any]:
-        return {"widths": self.kept_widths}
+        return {"widths": self.kept_widths, "kept": self.kept}
 
 
 @register_method("l1", hyper=OneShotHyper)
-class L1Norm(_OneShot):
+class L1Norm(OneShot):
     paper = "Li et al., ICLR 2017, arXiv:1608.08710"
 
     def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
@@ -107,7 +115,7 @@ class L1Norm(_OneShot):
 
 
 @register_method("random", hyper=OneShotHyper)
-class RandomPruning(_OneShot):
+class RandomPruning(OneShot):
     paper = "random channels at the same widths (control)"
 
     def scores(self, model: nn.Module, ctx: MethodContext) -> dict[str, torch.Tensor]:
@@ -115,7 +123,7 @@ class RandomPruning(_OneShot):
 
 
 @register_method("slimming", hyper=SlimmingHyper)
-class Slimming(_OneShot):
+class Slimming(OneShot):
     paper = "Liu et al., ICCV 2017, arXiv:1708.06519"
     rule = "global"
 

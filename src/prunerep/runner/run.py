@@ -149,8 +149,10 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
                   select=spec.select, desc=f"{spec.label or spec.method} finetune")
         times["finetune"] = time.perf_counter() - t0
         histories["finetune"] = res.history
-    val_acc = evaluate(model, val_loader)["acc"]
-    test_acc = evaluate(model, test_loader)["acc"]
+        val_acc = evaluate(model, val_loader)["acc"]
+        test_acc = evaluate(model, test_loader)["acc"]
+    else:   # nothing changed the network since the evaluation right after surgery
+        val_acc, test_acc = before_val, before_test
     cost = count_cost(model, shape)
     # The methods' budgets were computed on the soft (bilinear) cost: it must equal the exact
     # count of the network they produced, or every budget built on it was silently off.

@@ -72,3 +72,9 @@ def describe_splits(ctx: StudyContext) -> str:
     from prunerep.data import describe_data, format_shape
 
     return f"{describe_data(ctx.data, ctx.splits)}; MACs counted at {format_shape(ctx.example_shape)}"
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    """``[2, 0]`` -> "seeds 0, 2"; ``[1]`` -> "seed 1" (for notes and captions)."""
+    s = sorted(int(x) for x in seeds)
+    return f"seed {s[0]}" if len(s) == 1 else "seeds " + ", ".join(str(x) for x in s)

@@ -36,6 +36,7 @@ from prunerep.methods.greg import (
 from prunerep.reporting.ledger import Evidence, load_claims
 from prunerep.reporting.stats import Interval, fmt_mean_std, mean_interval, paired_difference
 from prunerep.runner import LatencySettings, RunRecord, RunSpec
+from prunerep.studies.base import seeds_text
 
 METHOD_LABELS = {"l1": "L1 (one-shot)", "greg1": "GReg-1", "greg2": "GReg-2"}
 OURS_SUFFIX = " + BN penalty (ours)"
@@ -378,22 +379,17 @@ def _table(df: Any, name: str) -> Any:
     return df[df.table == name] if len(df) else df
 
 
-def _seeds_text(seeds: Sequence[int]) -> str:
-    s = sorted(int(x) for x in seeds)
-    return f"seed {s[0]}" if len(s) == 1 else "seeds " + ", ".join(str(x) for x in s)
-
-
 def _calibration_note(cfg: GRegConfig) -> str:
     c = cfg.calibration
     if not c.model:
         return ""
-    where = f"{c.model}, r = {c.ratio:g}, {_seeds_text(c.seeds)}" if c.ratio is not None else c.model
+    where = f"{c.model}, r = {c.ratio:g}, {seeds_text(c.seeds)}" if c.ratio is not None else c.model
     shared = (f" (r = {c.ratio:g} shares the ratio and the dense checkpoint with it, not the seed)"
               if c.ratio is not None and any(abs(c.ratio - r) < 1e-9 for r in cfg.table1.ratios) else "")
     return (f"This profile's {c.chose} were chosen on the validation split at {where}"
             + (f" (`{c.command}`)" if c.command else "")
             + f". No reported run is a calibration run: runs at that setting are left out of every verdict, "
-            f"and this profile reports {_seeds_text(cfg.seeds)}{shared}. The official conv-only penalty "
+            f"and this profile reports {seeds_text(cfg.seeds)}{shared}. The official conv-only penalty "
             "(plain GReg-1) was not tuned: it runs the compressed schedule chosen there.")
 
 
@@ -453,9 +449,9 @@ def evidence(cfg: GRegConfig, df: Any, budget: str, records: Sequence[RunRecord]
             sub = t1[t1.ratio == r]
             interval, excluded = _paired(sub, "greg1", "l1", cfg, r, cfg.model)
             seeds = sorted(set(_acc_by_seed(sub, "greg1")) & set(_acc_by_seed(sub, "l1")) - set(excluded))
-            notes = [f"Paired over {_seeds_text(seeds)}." if seeds else "No paired seeds."]
+            notes = [f"Paired over {seeds_text(seeds)}." if seeds else "No paired seeds."]
             if excluded:
-                notes.append(f"{_seeds_text(excluded).capitalize()} left out: the calibration setting.")
+                notes.append(f"{seeds_text(excluded).capitalize()} left out: the calibration setting.")
             for column, label in labels.items():
                 if column.startswith("greg1:") and (column, r) in gains:
                     iv = gains[(column, r)]
@@ -485,7 +481,7 @@ def evidence(cfg: GRegConfig, df: Any, budget: str, records: Sequence[RunRecord]
             ratios = s.stage_pr or s.layer_pr
             out.append(Evidence.judge(
                 claims[claim_id], interval, budget=budget,
-                note=f"Paired over {_seeds_text(sorted(set(_acc_by_seed(sub, a)) & set(_acc_by_seed(sub, b))))}.",
+                note=f"Paired over {seeds_text(sorted(set(_acc_by_seed(sub, a)) & set(_acc_by_seed(sub, b))))}.",
                 test=f"{method_label(a, reg)} − {method_label(b, reg)} test accuracy (points), {net}, layer ratios "
                      f"{ratios} (Table 2's), paired by seed"))
         if not done:
@@ -498,7 +494,7 @@ def evidence(cfg: GRegConfig, df: Any, budget: str, records: Sequence[RunRecord]
         its = trace[-1]["iteration"] if trace else 0
         out.append(Evidence.judge(
             claims["greg.figure1_std_rises"], mean_interval(list(slopes.values())), budget=budget,
-            note=f"{_seeds_text(list(slopes)).capitalize()}; at this profile the uniform rise lasts {its} "
+            note=f"{seeds_text(list(slopes)).capitalize()}; at this profile the uniform rise lasts {its} "
                  "iterations (from λ = 0 until every layer picks).",
             test=f"least-squares slope of std/mean of the filter L1 norms (mean over {n_layers} pruned layers) against "
                  f"iteration, GReg-2's uniform rise on the dense {cfg.model}, per seed"))
@@ -770,15 +766,15 @@ def assumptions_table(cfg: GRegConfig, paper_cfg: GRegConfig, df: Any, paper: An
                 "; ".join(effects) or "not run at this profile")
     if cfg.calibration.model:
         c = cfg.calibration
-        where = f"{c.model}, r = {c.ratio:g}, {_seeds_text(c.seeds)}" if c.ratio is not None else c.model
+        where = f"{c.model}, r = {c.ratio:g}, {seeds_text(c.seeds)}" if c.ratio is not None else c.model
         add("hyper-parameters chosen on validation",
             f"{c.chose} chosen on the validation split at {where}" + (f" (`{c.command}`)" if c.command else ""),
             "no reported number may come from the runs the choice was made on",
-            f"runs at that setting are left out of every verdict; this profile reports {_seeds_text(cfg.seeds)}")
+            f"runs at that setting are left out of every verdict; this profile reports {seeds_text(cfg.seeds)}")
     for s in cfg.table2.values():
         if s.enabled and s.paper_model and s.paper_model != s.model:
             add(f"Table 2 on {s.paper_model}",
-                f"Table 2's layer ratios on {s.model}, {_seeds_text(s.seeds or cfg.seeds)}",
+                f"Table 2's layer ratios on {s.model}, {seeds_text(s.seeds or cfg.seeds)}",
                 "one seed per method on the paper's network gives no verdict; the smaller network affords "
                 "paired seeds (the claims compare methods)")
     if r.kept_reg == "code":
