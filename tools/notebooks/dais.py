@@ -56,7 +56,7 @@ recipe_summary(ctx)
 # kill; latency is measured afterwards, one network at a time.
 
 # %%
-records = execute(dais.plan(cfg), study)
+records = execute(dais.plan(cfg, n_train=len(study.splits.train)), study)
 write_records(records, ctx.out_dir / "runs.jsonl")
 _ = write_table(dais.runs_table(records), tables, "runs", "One row per run. " + budget_note)   # not shown
 

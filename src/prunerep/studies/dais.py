@@ -182,10 +182,28 @@ class DAISConfig:
 # -- runs ---------------------------------------------------------------------------------------------
 
 
-def equal_steps(optim: OptimConfig, arch_fraction: float) -> OptimConfig:
-    """`optim` with its epochs scaled by ``1 - arch_fraction``: over the whole training split it
-    takes as many SGD steps as DAIS takes over the part it trains its weights on."""
-    return dataclasses.replace(optim, epochs=optim.epochs * (1.0 - arch_fraction))
+def weight_images(n_train: int, arch_fraction: float, batch_size: int) -> int:
+    """Training images a bi-level method trains its weights on: the runner holds out
+    ``max(batch, round(arch_fraction * n))`` of the training split for the indicators."""
+    return n_train - max(batch_size, round(arch_fraction * n_train))
+
+
+def equal_steps(optim: OptimConfig, arch_fraction: float, n_train: int | None = None,
+                batch_size: int | None = None) -> OptimConfig:
+    """The recipe `optim` for a run on the whole training split that takes as many SGD steps as DAIS
+    takes with `optim` over the part it trains its weights on.
+
+    With the data size (``n_train``, ``batch_size``) the count is exact: the same epochs, capped
+    at DAIS's steps (``max_steps``; the learning-rate schedule spans exactly those steps). Without
+    it the epochs are scaled by ``1 - arch_fraction`` (equal up to the rounding of each epoch).
+    """
+    if n_train is None or batch_size is None:
+        return dataclasses.replace(optim, epochs=optim.epochs * (1.0 - arch_fraction))
+    per_epoch = weight_images(n_train, arch_fraction, batch_size) // batch_size   # the loader drops the last batch
+    steps = max(1, round(optim.epochs * per_epoch))
+    if optim.max_steps is not None:
+        steps = min(steps, optim.max_steps)
+    return dataclasses.replace(optim, max_steps=steps)
 
 
 def dais_hyper(cfg: DAISConfig, variant: str = "dais") -> DAISHyper:
@@ -197,8 +215,10 @@ def dais_hyper(cfg: DAISConfig, variant: str = "dais") -> DAISHyper:
                      **fields)
 
 
-def run_spec(cfg: DAISConfig, variant: str, model: str, budget: float, seed: int) -> RunSpec:
-    """The run of one variant (see `VARIANTS`) at one model, MACs budget and seed."""
+def run_spec(cfg: DAISConfig, variant: str, model: str, budget: float, seed: int,
+             n_train: int | None = None) -> RunSpec:
+    """The run of one variant (see `VARIANTS`) at one model, MACs budget and seed; `n_train` (the
+    training split's size) makes the baselines' steps equal to DAIS's exactly (`equal_steps`)."""
     if variant not in VARIANTS:
         raise KeyError(f"unknown variant {variant!r}; variants: {sorted(VARIANTS)}")
     ft = dataclasses.replace(cfg.finetune, batch_size=cfg.batch_size)
@@ -212,9 +232,9 @@ def run_spec(cfg: DAISConfig, variant: str, model: str, budget: float, seed: int
         if variant == "slimming":
             fields.update(sparsity=cfg.slimming_sparsity, min_keep=cfg.slimming_min_keep,
                           sparse_train=equal_steps(dataclasses.replace(cfg.search, batch_size=cfg.batch_size),
-                                                   cfg.arch_fraction))
+                                                   cfg.arch_fraction, n_train, cfg.batch_size))
         hyper = dataclasses.replace(build_hyper(method), **fields)
-        finetune = equal_steps(ft, cfg.arch_fraction)
+        finetune = equal_steps(ft, cfg.arch_fraction, n_train, cfg.batch_size)
     return RunSpec(method=method, hyper=hyper, finetune=finetune, select=SELECT, budget=Budget(macs_keep=budget),
                    seed=seed, batch_size=cfg.batch_size, arch_fraction=cfg.arch_fraction, runtime=cfg.runtime,
                    model=model, label=f"{variant}@{budget:g}", tags={"variant": variant, "target": budget})
@@ -234,9 +254,9 @@ def experiments(cfg: DAISConfig) -> list[tuple[str, str, float, int]]:
     return list(dict.fromkeys(keys))
 
 
-def plan(cfg: DAISConfig) -> list[RunSpec]:
-    """The spec of every run of the section (:func:`experiments`), in order."""
-    return [run_spec(cfg, *key) for key in experiments(cfg)]
+def plan(cfg: DAISConfig, n_train: int | None = None) -> list[RunSpec]:
+    """The spec of every run of the section (:func:`experiments`), in order (`n_train`: see `run_spec`)."""
+    return [run_spec(cfg, *key, n_train=n_train) for key in experiments(cfg)]
 
 
 # -- what a record holds ----------------------------------------------------------------------------
@@ -532,11 +552,11 @@ def _epochs(o: OptimConfig) -> str:
 def budget_text(cfg: DAISConfig, ctx: StudyContext) -> str:
     """One sentence on the compute budget behind every number (captions and the ledger)."""
     n_train = len(ctx.splits.train)
-    n_arch = max(cfg.batch_size, round(cfg.arch_fraction * n_train))
+    n_arch = n_train - weight_images(n_train, cfg.arch_fraction, cfg.batch_size)
     a, c = cfg.ablation, cfg.compare
     return (f"Profile `{ctx.profile}`: {n_train} training images ({n_train - n_arch} for DAIS's weights, {n_arch} held "
             f"out for its indicators), batch {cfg.batch_size}; DAIS search {_epochs(cfg.search)}; every arm's "
-            f"fine-tuning {_epochs(cfg.finetune)} over DAIS's part (equal SGD steps for the baselines), best "
+            f"fine-tuning {_epochs(cfg.finetune)} over DAIS's part (as many SGD steps for the baselines), best "
             f"validation epoch; slimming's sparse training as many steps as DAIS's search; comparison on "
             f"{', '.join(c.models)} at {', '.join(f'{b:g}' for b in c.budgets)} of the MACs, seeds {list(c.seeds)}; "
             f"ablations on {a.model} at {a.budget:g}, seeds {list(a.seeds)}; {describe_splits(ctx)}.")
