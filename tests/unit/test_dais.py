@@ -366,3 +366,43 @@ def test_hyper_parameters_are_checked():
         get_method("dais", t_start=0.1, t_end=1.0)
     with pytest.raises(ValueError, match="lam_flops"):
         get_method("dais", lam_flops=-1.0)
+
+
+def _synthetic_search(schedule: str, betas: tuple[float, float], steps: int = 60) -> tuple[float, object]:
+    """DAIS's indicator steps on ResNet-20's cost model with a synthetic task loss ``-sum_c u_c I_c``
+    (a fixed positive utility per indicator, plus noise): the dynamics of the search without a
+    network to train."""
+    torch.manual_seed(0)
+    model, method, _ = _prepared(schedule=schedule)
+    ind = model.dais
+    g = torch.Generator().manual_seed(0)
+    util = [torch.exp(torch.randn(a.shape, generator=g)) * 3e-3 for a in ind.alpha]
+    opt = torch.optim.Adam(list(ind.alpha), lr=0.05, betas=betas)
+    state = TrainState(total_steps=steps, steps_per_epoch=steps)
+    method.on_train_start(model, state)
+    for _ in range(steps):
+        state.phase = "arch"
+        values = ind.all_values()
+        task = -sum(((u + torch.randn(u.shape, generator=g) * 3e-3) * v).sum() for u, v in zip(util, values, strict=True))
+        opt.zero_grad()
+        (task + method.objective()).backward()
+        opt.step()
+        state.step += 1
+        state.phase = "weights"
+        method.after_step(model, state)
+    method.util = util
+    return method.binary_macs() / method.dense, method
+
+
+def test_the_default_search_meets_its_flops_target_on_a_synthetic_task_and_keeps_useful_channels():
+    macs, method = _synthetic_search("exponential", (0.5, 0.9))
+    assert abs(macs / 0.5 - 1) <= 0.01
+    assert method._histogram(0)["undecided"] < 0.1                        # annealed to (nearly) binary
+    masks, _ = method.final_masks()
+    merged = [u.mean(0) for u in method.util]
+    kept = torch.cat([u[m] for u, m in zip(merged, masks, strict=True)]).mean()
+    pruned = torch.cat([u[~m] for u, m in zip(merged, masks, strict=True)]).mean()
+    assert kept > 2 * pruned                                                # the task term decides which go
+    # the third party's hyperbolic schedule with Adam's usual memory: the logits saturate first
+    late, _ = _synthetic_search("hyperbolic", (0.5, 0.999))
+    assert late / 0.5 - 1 > 0.05
