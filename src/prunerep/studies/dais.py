@@ -483,7 +483,7 @@ def gap_figure(records: Sequence[RunRecord], model: str, target: float):
                Line2D([], [], color="C3", lw=4, label=variant_name("dais-no-anneal")),
                Line2D([], [], color="0.3", marker="o", ms=3, label="continuous network (indicators as they are)"),
                Line2D([], [], color="0.3", ls="--", marker="x", ms=4, label="binarised network (indicator > 0.5 → 1)")]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.legend(handles=handles, fontsize=7, loc="best")
     ax.set(xlabel="search epoch", ylabel="validation accuracy (%)",
            title=f"{model}, MACs target {target:g}: continuous vs binarised over the search (seeds {sorted(seeds)})")
     ax.title.set_fontsize(9)
