@@ -304,7 +304,7 @@ def test_binary_mode_equals_the_pruned_network_and_repair_meets_the_budget():
     assert method.binary_macs(masks) <= 0.4 * method.dense + 1e-6
     pruned = method.finalize(model, ctx)
     s = method.summary()
-    assert s["surgery_check"]["max_abs_diff"] <= 1e-4
+    assert s["exactness"]["max_abs_diff"] <= 1e-4
     assert count_cost(pruned, tuple(X.shape)).macs <= 0.4 * method.dense
     assert s["macs_keep_final_model"] == pytest.approx(count_cost(pruned, tuple(X.shape)).macs / method.dense)
     assert not hasattr(pruned, "dais")
@@ -403,6 +403,3 @@ def test_the_default_search_meets_its_flops_target_on_a_synthetic_task_and_keeps
     kept = torch.cat([u[m] for u, m in zip(merged, masks, strict=True)]).mean()
     pruned = torch.cat([u[~m] for u, m in zip(merged, masks, strict=True)]).mean()
     assert kept > 2 * pruned                                                # the task term decides which go
-    # the third party's hyperbolic schedule with Adam's usual memory: the logits saturate first
-    late, _ = _synthetic_search("hyperbolic", (0.5, 0.999))
-    assert late / 0.5 - 1 > 0.05

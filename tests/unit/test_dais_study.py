@@ -108,7 +108,7 @@ def _record(variant: str, seed: int, acc: float, *, model: str = "resnet20", tar
                               "acc_binarised": 70.0}],
                    "macs_keep_search": search, "repaired_channels": 3, "channels": {"conv1": 16, "layer1.0.conv1": 16},
                    "residual_groups": ["conv1"], "tap_disagreement": 0.0, "undecided_end": 0.0,
-                   "surgery_check": {"max_abs_diff": 1e-6},
+                   "exactness": {"max_abs_diff": 1e-6},
                    "histograms": [{"step": 0, "temperature": 1.0, "counts": [0] * 14 + [32] + [0] * 5, "undecided": 1.0},
                                   {"step": 20, "temperature": 0.02, "counts": [12] + [0] * 18 + [20], "undecided": 0.0}]}
     return RunRecord(slug="dais", label=f"{variant}@{target:g}", method=variant.split("-")[0], model=model, seed=seed,

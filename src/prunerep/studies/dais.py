@@ -643,7 +643,7 @@ def deviations_table(cfg: DAISConfig, records: Sequence[RunRecord]) -> pd.DataFr
     undecided = [r.summary.get("undecided_end") for r in dais_runs]
     disagree = {v: [r.summary.get("tap_disagreement") for r in records if r.tags["variant"] == v]
                 for v in ("dais", "dais-no-residual")}
-    checks = [r.summary.get("surgery_check", {}).get("max_abs_diff") for r in records if is_dais(r)]
+    checks = [r.summary.get("exactness", {}).get("max_abs_diff") for r in records if is_dais(r)]
     c4 = claim4_table(records)
     tie = c4[c4["_variant"] == "dais-stream-tie"] if len(c4) else c4
     rows = [
