@@ -40,6 +40,10 @@ def test_every_arm_gets_the_same_fine_tuning_and_selection(profile):
         if s.method == "dais":
             assert s.finetune.epochs == cfg.finetune.epochs
             assert s.hyper.search.epochs == cfg.search.epochs
+        elif s.tags["variant"] == "l1-long":       # DAIS's search + fine-tuning steps
+            assert s.finetune.epochs == pytest.approx((cfg.search.epochs + cfg.finetune.epochs) * keep)
+            assert s.hyper.scope == cfg.baseline_scope
+            continue
         else:
             assert s.finetune.epochs == pytest.approx(cfg.finetune.epochs * keep)
             assert s.hyper.scope == cfg.baseline_scope
@@ -65,13 +69,21 @@ def test_baselines_take_exactly_daiss_weight_steps(n, f, bs, epochs, cap):
 
 def test_plan_with_the_data_size_caps_the_baselines_at_daiss_steps():
     cfg = _cfg("default")
+    per_epoch = (4000 - 800) // cfg.batch_size
+    variants = set()
     for s in dais.plan(cfg, n_train=4000):
+        variants.add(s.tags["variant"])
         if s.method == "dais":
             assert s.finetune.max_steps is None
+        elif s.tags["variant"] == "l1-long":
+            assert s.method == "l1"
+            assert s.finetune.max_steps == round(cfg.search.epochs * per_epoch) + round(cfg.finetune.epochs * per_epoch)
+            assert s.finetune.epochs == cfg.search.epochs + cfg.finetune.epochs
         else:
-            assert s.finetune.max_steps == round(cfg.finetune.epochs * ((4000 - 800) // cfg.batch_size))
+            assert s.finetune.max_steps == round(cfg.finetune.epochs * per_epoch)
         if s.method == "slimming":
             assert s.hyper.sparse_train.max_steps == round(cfg.search.epochs * (3200 // cfg.batch_size))
+    assert {"dais", "l1", "l1-long", "slimming"} <= variants
 
 
 def test_ablations_change_only_their_own_knob_and_shared_runs_are_planned_once():
@@ -99,7 +111,7 @@ def test_config_rejects_unknown_variants_baselines_and_budgets():
 
 
 def _record(variant: str, seed: int, acc: float, *, model: str = "resnet20", target: float = 0.5,
-            gap: float = 0.0, search: float = 0.5, steps: int = 75) -> RunRecord:
+            gap: float = 0.0, search: float = 0.5, steps: int = 75, phase_steps: int = 0) -> RunRecord:
     summary = {}
     if variant.startswith("dais"):
         summary = {"trace": [{"step": 10.0, "epoch": 0.5, "temperature": 0.1, "acc_continuous": 60.0,
@@ -117,19 +129,22 @@ def _record(variant: str, seed: int, acc: float, *, model: str = "resnet20", tar
                      val_acc=acc, test_acc=acc, val_acc_before_finetune=acc - 5, test_acc_before_finetune=acc - 5,
                      selection="best_val", phase_time_s={"search": 1.0, "finetune": 1.0},
                      tags={"variant": variant, "target": target}, summary=summary,
-                     histories={"finetune": [{"epoch": 1, "step": steps}]})
+                     histories={"finetune": [{"epoch": 1, "step": steps}],
+                                **({"search": [{"epoch": 1, "step": phase_steps}]} if phase_steps else {})},
+                     hyper={"min_keep": 0.1} if variant == "slimming" else {})
 
 
 def _records(seeds=(0, 1, 2)) -> list[RunRecord]:
     out = []
     for s in seeds:
-        out += [_record("dais", s, 70.0 + s, gap=0.2 + 0.1 * s, search=0.5 + 0.001 * s),
+        out += [_record("dais", s, 70.0 + s, gap=0.2 + 0.1 * s, search=0.5 + 0.001 * s, phase_steps=100),
                 _record("dais-no-anneal", s, 66.0 + s, gap=20.0 + s, search=0.9),
                 _record("dais-no-sparsity", s, 69.0 + s + 0.2 * s),
                 _record("dais-no-flops", s, 64.0 + s + 0.1 * s, search=0.8),
                 _record("dais-no-residual", s, 71.0 + s + 0.1 * s),
                 _record("l1", s, 68.0 + s - 0.1 * s, steps=74),
-                _record("slimming", s, 70.5 + s + 0.1 * s, steps=74)]
+                _record("l1-long", s, 71.0 + s, steps=175),
+                _record("slimming", s, 70.5 + s + 0.1 * s, steps=74, phase_steps=100)]
     return out
 
 
@@ -145,9 +160,18 @@ def test_claim_tables_pair_by_seed():
     assert not c2[c2["variant"] == "dais-no-flops"]["within 1%"].any()
     c3 = dais.claim3_table(recs)
     assert set(c3["baseline"]) == {"l1", "slimming"}
-    l1 = c3[c3["baseline"] == "l1"].iloc[0]
+    by_claim = {row["claim"] if row["verdict pair"] == "yes" else row["protocol"]: row for _, row in c3.iterrows()}
+    l1 = by_claim[dais.EQUAL_FINETUNE]                                 # equal fine-tuning only: reported
     assert l1["_interval"].mean == pytest.approx(2.0 + 0.1)           # mean of 2.0, 2.1, 2.2
     assert l1["fine-tuning steps, DAIS / baseline"] == "75 / 74"
+    assert l1["weight steps after the checkpoint, DAIS / baseline"] == "175 / 74"
+    long = by_claim["dais.acc_vs_l1"]                                  # the verdict pair: equal weight training
+    assert long["weight steps after the checkpoint, DAIS / baseline"] == "175 / 175"
+    assert long["_interval"].mean == pytest.approx(-1.0) and long["verdict pair"] == "yes"
+    slim = by_claim["dais.acc_vs_slimming"]
+    assert slim["weight steps after the checkpoint, DAIS / baseline"] == "175 / 174"
+    assert "(10% per-layer floor, ours)" in slim["baseline arm"]
+    assert {"claim", "baseline", "_interval"}.isdisjoint(dais.display(c3).columns)
     c4 = dais.claim4_table(recs)
     judged = c4[c4["judged (claim 4)"] == "yes"]
     assert set(judged["_variant"]) == set(dais.REGULARISERS)
@@ -163,7 +187,8 @@ def test_evidence_verdicts_come_from_the_rule():
     assert [e.verdict for e in by_claim["dais.annealing_gap"]] == [SUPPORTED]
     assert [e.verdict for e in by_claim["dais.budget_met"]] == [SUPPORTED]       # errors 0, 0.2%, 0.4%
     assert "final / target" in by_claim["dais.budget_met"][0].note
-    assert [e.verdict for e in by_claim["dais.acc_vs_l1"]] == [SUPPORTED]
+    assert [e.verdict for e in by_claim["dais.acc_vs_l1"]] == [NOT_SUPPORTED]   # vs l1-long: exactly -1 each seed
+    assert "equal fine-tuning only" in by_claim["dais.acc_vs_l1"][0].note     # the other pair is reported, not judged
     assert [e.verdict for e in by_claim["dais.acc_vs_slimming"]] == [NOT_SUPPORTED]   # -0.5 - 0.1 s
     verdicts = sorted(e.verdict for e in by_claim["dais.regularisers"])
     assert len(verdicts) == 3 and verdicts.count(NOT_SUPPORTED) == 1           # removing the residual term helps here

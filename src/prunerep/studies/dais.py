@@ -7,8 +7,15 @@ dense checkpoints and turns their records into the claims' evidence:
   same MACs budgets and seeds. Every arm gets the same post-pruning fine-tuning: the same recipe,
   the same number of SGD steps (DAIS trains its weights on the part of the training split it
   does not hold out for its indicators, so the baselines' epochs are scaled by that share) and
-  the same selection rule (`SELECT`); slimming's sparse training takes as many steps as DAIS's
-  search.
+  the same selection rule (`SELECT`). DAIS also trains its weights during its search, so two
+  protocols (`COMPARISONS`):
+
+  - **equal weight training after the checkpoint** (the verdicts): every arm takes as many SGD
+    steps on its weights after the dense checkpoint as DAIS (search + fine-tuning): slimming's
+    sparse training as many as DAIS's search, then the same fine-tuning; L1 (``l1-long``)
+    fine-tunes for the search's and the fine-tuning's steps together (one schedule over both).
+  - **equal fine-tuning only** (reported): L1 fine-tuned as long as DAIS is after its surgery,
+    so DAIS has trained its weights for its search's steps more.
 * **ablation** (claims 1 and 4): DAIS and DAIS without annealing (fixed temperature), without
   each regulariser, and optionally with one indicator vector per residual stream (the engine's
   structural tie alone), on one model, budget and set of seeds; paired by seed.
@@ -55,7 +62,8 @@ VARIANTS: dict[str, str] = {
     "dais-no-flops": "DAIS without the FLOPs term",
     "dais-no-residual": "DAIS without the residual-structure term",
     "dais-stream-tie": "DAIS, one vector per residual stream (structural tie only)",
-    "l1": "L1-norm + fine-tuning",
+    "l1": "L1-norm + fine-tuning (DAIS's fine-tuning steps)",
+    "l1-long": "L1-norm + fine-tuning for DAIS's search + fine-tuning steps",
     "slimming": "slimming: sparse training + fine-tuning",
 }
 
@@ -75,7 +83,27 @@ REGULARISERS: dict[str, str] = {
     "dais-no-residual": "residual-structure term (Eq. 11)",
 }
 
-BASELINES = ("l1", "slimming")
+BASELINES = ("l1", "l1-long", "slimming")
+
+EQUAL_TRAINING = "equal weight training after the checkpoint"
+EQUAL_FINETUNE = "equal fine-tuning only"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """DAIS minus one baseline arm at the same model, MACs budget and seed, under one protocol."""
+
+    protocol: str
+    baseline: str                # variant of the baseline arm
+    claim: str | None = None     # claims.yaml id judged on this pair (None: reported only)
+
+
+#: Every comparison of claim 3; its verdicts come from the pairs with equal weight training.
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison(EQUAL_TRAINING, "l1-long", "dais.acc_vs_l1"),
+    Comparison(EQUAL_TRAINING, "slimming", "dais.acc_vs_slimming"),
+    Comparison(EQUAL_FINETUNE, "l1"),
+)
 
 
 # -- the params section -------------------------------------------------------------------------
@@ -206,6 +234,18 @@ def equal_steps(optim: OptimConfig, arch_fraction: float, n_train: int | None = 
     return dataclasses.replace(optim, max_steps=steps)
 
 
+def equal_total_steps(search: OptimConfig, finetune: OptimConfig, arch_fraction: float,
+                      n_train: int | None = None, batch_size: int | None = None) -> OptimConfig:
+    """The fine-tuning recipe `finetune` stretched over as many SGD steps on the whole training split
+    as DAIS takes on its weights in its search and its fine-tuning together (`equal_steps` of each,
+    summed; one learning-rate schedule over them all)."""
+    both = dataclasses.replace(finetune, epochs=search.epochs + finetune.epochs, max_steps=None)
+    if n_train is None or batch_size is None:
+        return equal_steps(both, arch_fraction)
+    steps = sum(int(equal_steps(o, arch_fraction, n_train, batch_size).max_steps) for o in (search, finetune))
+    return dataclasses.replace(both, max_steps=steps)
+
+
 def dais_hyper(cfg: DAISConfig, variant: str = "dais") -> DAISHyper:
     """DAIS's hyper-parameters of one variant (``dais`` or a key of `ABLATIONS`)."""
     if variant != "dais" and variant not in ABLATIONS:
@@ -233,8 +273,13 @@ def run_spec(cfg: DAISConfig, variant: str, model: str, budget: float, seed: int
             fields.update(sparsity=cfg.slimming_sparsity, min_keep=cfg.slimming_min_keep,
                           sparse_train=equal_steps(dataclasses.replace(cfg.search, batch_size=cfg.batch_size),
                                                    cfg.arch_fraction, n_train, cfg.batch_size))
+        if variant == "l1-long":
+            method = "l1"
+            finetune = equal_total_steps(dataclasses.replace(cfg.search, batch_size=cfg.batch_size), ft,
+                                         cfg.arch_fraction, n_train, cfg.batch_size)
+        else:
+            finetune = equal_steps(ft, cfg.arch_fraction, n_train, cfg.batch_size)
         hyper = dataclasses.replace(build_hyper(method), **fields)
-        finetune = equal_steps(ft, cfg.arch_fraction, n_train, cfg.batch_size)
     return RunSpec(method=method, hyper=hyper, finetune=finetune, select=SELECT, budget=Budget(macs_keep=budget),
                    seed=seed, batch_size=cfg.batch_size, arch_fraction=cfg.arch_fraction, runtime=cfg.runtime,
                    model=model, label=f"{variant}@{budget:g}", tags={"variant": variant, "target": budget})
@@ -266,6 +311,14 @@ def variant_name(variant: str) -> str:
     return VARIANTS.get(variant, variant)
 
 
+def run_name(record: RunRecord) -> str:
+    """What a run is, as tables and figures name it: its variant's name, with slimming's per-layer
+    floor when it had one (the floor is ours, not network slimming's)."""
+    name = variant_name(str(record.tags.get("variant")))
+    floor = float(record.hyper.get("min_keep", 0.0) or 0.0) if record.tags.get("variant") == "slimming" else 0.0
+    return f"{name} ({floor:.0%} per-layer floor, ours)" if floor > 0 else name
+
+
 def is_dais(record: RunRecord) -> bool:
     return str(record.tags.get("variant", "")).startswith("dais")
 
@@ -284,9 +337,15 @@ def search_error(record: RunRecord) -> float:
 
 
 def post_pruning_steps(record: RunRecord) -> int:
-    """SGD steps of the fine-tuning after surgery (the same for every arm of a comparison)."""
+    """SGD steps of the fine-tuning after surgery."""
     hist = record.histories.get("finetune")
     return int(hist[-1]["step"]) if hist else 0
+
+
+def weight_steps(record: RunRecord) -> int:
+    """SGD steps on the weights after the dense checkpoint: every phase of the run (DAIS's search,
+    slimming's sparse training) and its fine-tuning."""
+    return sum(int(h[-1]["step"]) for h in record.histories.values() if h)
 
 
 # -- tables -----------------------------------------------------------------------------------------------
@@ -315,10 +374,10 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
 def summary_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Mean ± std over seeds per model, budget and variant."""
     rows = []
-    for (model, target, variant), rs in group(records, "model", "target", "variant").items():
+    for (model, target, _), rs in group(records, "model", "target", "variant").items():
         accs = [r.test_acc for r in rs]
         lat = [r.latency_ms(1) for r in rs if r.latency_ms(1) is not None]
-        rows.append({"model": model, "MACs target": target, "what ran": variant_name(variant), "n": len(rs),
+        rows.append({"model": model, "MACs target": target, "what ran": run_name(rs[0]), "n": len(rs),
                      "MACs kept (fraction of dense)": sum(r.macs_keep for r in rs) / len(rs),
                      "fine-tuning steps": sum(post_pruning_steps(r) for r in rs) / len(rs),
                      "test acc (%)": fmt_mean_std(accs),
@@ -395,19 +454,34 @@ def claim2_table(records: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def claim3_table(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """Claim 3: DAIS minus each baseline, test accuracy, paired by seed (``_interval``)."""
+    """Every comparison of `COMPARISONS` that ran: DAIS minus the baseline arm, test accuracy,
+    paired by seed (``_interval``). The step columns are means over seeds (`weight_steps`,
+    `post_pruning_steps`), so a reader sees which pairs are equal in what; ``verdict pair`` marks
+    the comparisons the claims are judged on."""
+    arms = _arms(records)
     rows = []
-    for base in BASELINES:
-        for model, target, a, b in _pairs(records, "dais", base):
+    for model, target in dict.fromkeys((m, t) for m, t, _ in arms):
+        for c in COMPARISONS:
+            ra, rb = arms.get((model, target, "dais")), arms.get((model, target, c.baseline))
+            if not ra or not rb:
+                continue
+            a, b = records_by_seed(ra), records_by_seed(rb)
             seeds = sorted(set(a) & set(b))
+            if not seeds:
+                continue
             diff = paired_difference(a, b)
-            arms = _arms(records)
-            steps = {v: _mean(post_pruning_steps(r) for r in arms[(model, target, v)]) for v in ("dais", base)}
-            rows.append({"model": model, "MACs target": target, "baseline": base, "n": len(seeds),
+            rows.append({"protocol": c.protocol, "model": model, "MACs target": target,
+                         "baseline arm": run_name(rb[0]), "n": len(seeds),
                          "DAIS (%)": fmt_mean_std([a[s] for s in seeds]),
                          "baseline (%)": fmt_mean_std([b[s] for s in seeds]),
-                         "fine-tuning steps, DAIS / baseline": f"{steps['dais']:.0f} / {steps[base]:.0f}",
-                         "DAIS − baseline (points, 95% CI)": str(diff), "_interval": diff})
+                         "weight steps after the checkpoint, DAIS / baseline":
+                             f"{_mean(weight_steps(r) for r in ra):.0f} / {_mean(weight_steps(r) for r in rb):.0f}",
+                         "fine-tuning steps, DAIS / baseline":
+                             f"{_mean(post_pruning_steps(r) for r in ra):.0f} / "
+                             f"{_mean(post_pruning_steps(r) for r in rb):.0f}",
+                         "DAIS − baseline (points, 95% CI)": str(diff),
+                         "verdict pair": "yes" if c.claim else "no",
+                         "baseline": c.baseline.split("-")[0], "claim": c.claim, "_interval": diff})
     return pd.DataFrame(rows)
 
 
@@ -429,8 +503,9 @@ def claim4_table(records: Sequence[RunRecord]) -> pd.DataFrame:
 
 
 def display(table: pd.DataFrame) -> pd.DataFrame:
-    """A claim table without its internal columns (those starting with "_")."""
-    return table[[c for c in table.columns if not str(c).startswith("_")]] if len(table) else table
+    """A claim table without its internal columns (those starting with "_", and claim 3's ids)."""
+    hidden = {"baseline", "claim"} if "verdict pair" in table.columns else set()
+    return table[[c for c in table.columns if not str(c).startswith("_") and c not in hidden]] if len(table) else table
 
 
 def gain_rows(table: pd.DataFrame, x: str, label: str | None = None) -> list[dict[str, Any]]:
@@ -534,7 +609,7 @@ def widths_figure(records: Sequence[RunRecord]):
     ax.bar([x - 0.4 + width / 2 for x in xs], [dense[g] for g in ids], width, color="0.8", label="dense")
     for i, r in enumerate(records, start=1):
         ax.bar([x - 0.4 + width / 2 + i * width for x in xs], [r.widths.get(g, 0) for g in ids], width,
-               label=f"{variant_name(r.tags['variant'])} ({r.macs_keep:.0%} MACs)")
+               label=f"{run_name(r)} ({r.macs_keep:.0%} MACs)")
     ax.set_xticks(xs, [f"{g} (stream)" if g in residual else g for g in ids], rotation=90, fontsize=6)
     ax.set(ylabel="channels", title=f"{ref.model}, seed {ref.seed}: kept channels per group")
     ax.legend(fontsize=7)
@@ -557,7 +632,8 @@ def budget_text(cfg: DAISConfig, ctx: StudyContext) -> str:
     return (f"Profile `{ctx.profile}`: {n_train} training images ({n_train - n_arch} for DAIS's weights, {n_arch} held "
             f"out for its indicators), batch {cfg.batch_size}; DAIS search {_epochs(cfg.search)}; every arm's "
             f"fine-tuning {_epochs(cfg.finetune)} over DAIS's part (as many SGD steps for the baselines), best "
-            f"validation epoch; slimming's sparse training as many steps as DAIS's search; comparison on "
+            f"validation epoch; slimming's sparse training as many steps as DAIS's search; L1 also fine-tuned for "
+            f"DAIS's search + fine-tuning steps (the verdicts' pair); comparison on "
             f"{', '.join(c.models)} at {', '.join(f'{b:g}' for b in c.budgets)} of the MACs, seeds {list(c.seeds)}; "
             f"ablations on {a.model} at {a.budget:g}, seeds {list(a.seeds)}; {describe_splits(ctx)}.")
 
@@ -590,17 +666,27 @@ def evidence(cfg: DAISConfig, records: Sequence[RunRecord], budget: str) -> list
         note=(f"after the repair every final network is within the budget: final / target − 1 from "
               f"{min(final):+.2e} to {max(final):+.2e}" if final else "")))
     c3 = claim3_table(records)
-    for base, cid in (("l1", "dais.acc_vs_l1"), ("slimming", "dais.acc_vs_slimming")):
-        rows = c3[c3["baseline"] == base] if len(c3) else c3
+    for cid in ("dais.acc_vs_l1", "dais.acc_vs_slimming"):
+        rows = c3[c3["claim"] == cid] if len(c3) else c3
+        if not len(rows):
+            out.append(Evidence.judge(claims[cid], None, test="DAIS − baseline at equal MACs and equal weight "
+                                      "training after the checkpoint: not run at this profile", budget=budget))
+            continue
         for _, row in rows.iterrows():
+            others = c3[(c3["baseline"] == row["baseline"]) & (c3["verdict pair"] == "no")
+                        & (c3["model"] == row["model"]) & (c3["MACs target"] == row["MACs target"])]
+            other_text = "; ".join(f"{o['protocol']} ({o['baseline arm']}): {o['DAIS − baseline (points, 95% CI)']}"
+                                   for _, o in others.iterrows())
             out.append(Evidence.judge(
                 claims[cid], row["_interval"],
-                test=f"DAIS − {variant_name(base)}, test accuracy (points), {row['model']} at "
-                     f"{row['MACs target']:g} of the MACs, same fine-tuning steps and selection, paired by seed",
-                budget=budget, note=f"fine-tuning steps, DAIS / baseline: {row['fine-tuning steps, DAIS / baseline']}"))
-        if not len(rows):
-            out.append(Evidence.judge(claims[cid], None, test=f"DAIS vs {base}: not run at this profile",
-                                      budget=budget))
+                test=f"DAIS − {row['baseline arm']}, test accuracy (points), {row['model']} at "
+                     f"{row['MACs target']:g} of the MACs, equal weight training after the checkpoint and the same "
+                     f"selection, paired by seed",
+                budget=budget,
+                note=(f"weight steps after the checkpoint, DAIS / baseline: "
+                      f"{row['weight steps after the checkpoint, DAIS / baseline']}; fine-tuning steps: "
+                      f"{row['fine-tuning steps, DAIS / baseline']}"
+                      + (f". Not judged: {other_text}" if other_text else ""))))
     c4 = claim4_table(records)
     judged = c4[c4["judged (claim 4)"] == "yes"] if len(c4) else c4
     for _, row in judged.iterrows():
