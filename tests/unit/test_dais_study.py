@@ -92,6 +92,8 @@ def test_ablations_change_only_their_own_knob_and_shared_runs_are_planned_once()
     full = specs[("dais", "resnet20", 0)].hyper
     for variant, change in ABLATIONS.items():
         hyper = specs[(variant, "resnet20", 0)].hyper
+        if variant == "dais-cold":                     # held at the final temperature from the first step
+            change = {**change, "t_start": full.t_end}
         assert dataclasses.replace(full, **change) == hyper, variant
     # the comparison and the ablation share the DAIS runs of resnet20 at 0.5: one run per seed
     assert [k for k in specs if k[0] == "dais"] == [("dais", "resnet20", 0), ("dais", "resnet20", 1)]
@@ -185,6 +187,7 @@ def test_evidence_verdicts_come_from_the_rule():
     for (cid, _), e in ev.items():
         by_claim.setdefault(cid, []).append(e)
     assert [e.verdict for e in by_claim["dais.annealing_gap"]] == [SUPPORTED]
+    assert [e.verdict for e in by_claim["dais.annealing_converges"]] == [SUPPORTED]   # gaps 0.2-0.4 <= 1 point
     assert [e.verdict for e in by_claim["dais.budget_met"]] == [SUPPORTED]       # errors 0, 0.2%, 0.4%
     assert "final / target" in by_claim["dais.budget_met"][0].note
     assert [e.verdict for e in by_claim["dais.acc_vs_l1"]] == [NOT_SUPPORTED]   # vs l1-long: exactly -1 each seed
@@ -201,8 +204,24 @@ def test_two_seeds_give_no_verdict_and_missing_arms_are_not_run():
     only_dais = [r for r in _records() if r.tags["variant"] == "dais"]
     ev = dais.evidence(_cfg(), only_dais, "b")
     assert {e.claim_id: e.verdict for e in ev if e.claim_id != "dais.budget_met"} == {
-        "dais.annealing_gap": NOT_RUN, "dais.acc_vs_l1": NOT_RUN, "dais.acc_vs_slimming": NOT_RUN,
+        "dais.annealing_gap": NOT_RUN, "dais.annealing_converges": SUPPORTED, "dais.acc_vs_l1": NOT_RUN, "dais.acc_vs_slimming": NOT_RUN,
         "dais.regularisers": NOT_RUN, "dais.cifar100_imagenet": NOT_RUN}
+
+
+def test_claim1_absolute_bound_and_the_cold_control():
+    recs = [_record("dais", s, 70.0, gap=2.5 + 0.5 * s) for s in (0, 1, 2)]       # gaps 2.5, 3, 3.5
+    conv = dais.convergence_table(recs)
+    assert len(conv) == 1 and conv.iloc[0]["_interval"].mean == pytest.approx(3.0)
+    ev = [e for e in dais.evidence(_cfg(), recs, "b") if e.claim_id == "dais.annealing_converges"]
+    assert [e.verdict for e in ev] == [NOT_SUPPORTED]            # 3 ± 1.24: the whole interval above 1 point
+    recs += [_record("dais-no-anneal", s, 66.0, gap=20.0) for s in (0, 1, 2)]
+    recs += [_record("dais-cold", s, 60.0, gap=0.0, search=0.9) for s in (0, 1, 2)]
+    row = dais.claim1_table(recs).iloc[0]
+    assert row["annealed − final temperature throughout (points, 95% CI)"].startswith("+3")
+    assert row["search's MACs error at the final temperature throughout"].startswith("0.800")
+    cfg = _cfg()
+    cold = dais.dais_hyper(cfg, "dais-cold")
+    assert cold.schedule == "constant" and cold.t_start == cold.t_end == cfg.method.t_end
 
 
 def test_end_gap_and_search_error():
