@@ -224,6 +224,19 @@ def test_claim1_absolute_bound_and_the_cold_control():
     assert cold.schedule == "constant" and cold.t_start == cold.t_end == cfg.method.t_end
 
 
+def test_claim2_one_row_per_setting_and_the_cold_share_of_each_schedule():
+    recs = [_record("dais", s, 70.0, search=0.5) for s in (0, 1, 2)]
+    recs += [_record("dais", s, 70.0, model="resnet56", search=0.45) for s in (0, 1, 2)]   # 10% off: never pooled
+    ev = [e for e in dais.evidence(_cfg(), recs, "b") if e.claim_id == "dais.budget_met"]
+    assert sorted((e.test.split("), ")[-1], e.verdict) for e in ev) == [
+        ("resnet20 at 0.5 of the MACs", SUPPORTED), ("resnet56 at 0.5 of the MACs", NOT_SUPPORTED)]
+    m = dais.DAISMethodConfig(t_start=1.0, t_end=0.02)
+    # hyperbolic: T < 0.1 once s > (1/0.1 - 1) / 49 = 0.184; exponential: once s > log 10 / log 50 = 0.589
+    assert dais.cold_share(m, "hyperbolic") == pytest.approx(1 - 9 / 49, abs=2e-3)
+    assert dais.cold_share(m, "exponential") == pytest.approx(1 - math.log(10) / math.log(50), abs=2e-3)
+    assert dais.cold_share(dais.DAISMethodConfig(t_start=1.0, t_end=0.2), "exponential") == 0.0
+
+
 def test_end_gap_and_search_error():
     r = _record("dais", 0, 70.0, gap=-1.5, search=0.49)
     assert dais.end_gap(r) == pytest.approx(1.5)

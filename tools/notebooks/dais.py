@@ -24,6 +24,7 @@ data: dict = {}                 # resolved `data` section
 out_dir: str = "results/dais"   # tables/, figures/, metrics.json go here
 
 # %%
+from prunerep.methods.dais import UNDECIDED
 from prunerep.reporting import (
     paper_numbers,
     save_figure,
@@ -101,7 +102,7 @@ if a.seeds:
     save_figure(dais.gap_figure(records, a.model, a.budget), figures, "continuous_vs_binarised")
 write_table(dais.gap_table(records), tables, "gap_per_run",
             "Last measurement of every DAIS run: accuracies, temperature, share of indicators not yet binary "
-            "(strictly inside (0.01, 0.99)) and of stream channels whose layers disagree. " + budget_note)
+            f"(strictly inside {UNDECIDED}) and of stream channels whose layers disagree. " + budget_note)
 
 # %% [markdown]
 # Indicator values across annealing: all indicators of one run at evenly spaced steps of its
