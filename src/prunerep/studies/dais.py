@@ -48,7 +48,16 @@ from prunerep.reporting.stats import (
     paired_difference,
 )
 from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
-from prunerep.studies.base import describe_splits, group, records_by_seed
+from prunerep.studies.base import arms as _arms
+from prunerep.studies.base import (
+    describe_splits,
+    equal_steps,
+    group,
+    records_by_seed,
+    weight_images,
+)
+from prunerep.studies.base import mean_of as _mean
+from prunerep.studies.base import optim_text as _epochs
 
 #: The one selection rule of every fine-tuning in this study: the epoch with the best validation
 #: accuracy (the validation split is for choices; the test split is only reported).
@@ -212,30 +221,6 @@ class DAISConfig:
 # -- runs ---------------------------------------------------------------------------------------------
 
 
-def weight_images(n_train: int, arch_fraction: float, batch_size: int) -> int:
-    """Training images a bi-level method trains its weights on: the runner holds out
-    ``max(batch, round(arch_fraction * n))`` of the training split for the indicators."""
-    return n_train - max(batch_size, round(arch_fraction * n_train))
-
-
-def equal_steps(optim: OptimConfig, arch_fraction: float, n_train: int | None = None,
-                batch_size: int | None = None) -> OptimConfig:
-    """The recipe `optim` for a run on the whole training split that takes as many SGD steps as DAIS
-    takes with `optim` over the part it trains its weights on.
-
-    With the data size (``n_train``, ``batch_size``) the count is exact: the same epochs, capped
-    at DAIS's steps (``max_steps``; the learning-rate schedule spans exactly those steps). Without
-    it the epochs are scaled by ``1 - arch_fraction`` (equal up to the rounding of each epoch).
-    """
-    if n_train is None or batch_size is None:
-        return dataclasses.replace(optim, epochs=optim.epochs * (1.0 - arch_fraction))
-    per_epoch = weight_images(n_train, arch_fraction, batch_size) // batch_size   # the loader drops the last batch
-    steps = max(1, round(optim.epochs * per_epoch))
-    if optim.max_steps is not None:
-        steps = min(steps, optim.max_steps)
-    return dataclasses.replace(optim, max_steps=steps)
-
-
 def equal_total_steps(search: OptimConfig, finetune: OptimConfig, arch_fraction: float,
                       n_train: int | None = None, batch_size: int | None = None) -> OptimConfig:
     """The fine-tuning recipe `finetune` stretched over as many SGD steps on the whole training split
@@ -388,10 +373,6 @@ def summary_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                      "test acc before fine-tuning (%)": fmt_mean_std([r.test_acc_before_finetune for r in rs]),
                      "latency bs1 (ms)": sum(lat) / len(lat) if lat else None})
     return pd.DataFrame(rows)
-
-
-def _arms(records: Sequence[RunRecord]) -> dict[tuple[str, float, str], list[RunRecord]]:
-    return group(records, "model", "target", "variant")
 
 
 def _pairs(records: Sequence[RunRecord], a: str, b: str,
@@ -554,11 +535,6 @@ def gain_rows(table: pd.DataFrame, x: str, label: str | None = None) -> list[dic
     return out
 
 
-def _mean(values: Any) -> float:
-    xs = list(values)
-    return sum(xs) / len(xs) if xs else math.nan
-
-
 # -- figures ------------------------------------------------------------------------------------------
 
 
@@ -654,10 +630,6 @@ def widths_figure(records: Sequence[RunRecord]):
 
 
 # -- captions and evidence --------------------------------------------------------------------------------
-
-
-def _epochs(o: OptimConfig) -> str:
-    return f"{o.epochs:g} epoch" + ("" if o.epochs == 1 else "s") + (f" (max {o.max_steps} steps)" if o.max_steps else "")
 
 
 def budget_text(cfg: DAISConfig, ctx: StudyContext) -> str:
