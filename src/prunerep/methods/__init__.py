@@ -1,6 +1,7 @@
 """Pruning methods on one interface: the six papers and the baselines (imported to register)."""
 
 from prunerep.methods import baselines as baselines
+from prunerep.methods import dais as dais
 from prunerep.methods import dsa as dsa
 from prunerep.methods import fpgm as fpgm
 from prunerep.methods import functionality as functionality

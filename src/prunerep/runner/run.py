@@ -85,6 +85,12 @@ class RunResult:
         return self.macs / self.dense_macs
 
 
+def held_out_size(n_train: int, arch_fraction: float, batch_size: int) -> int:
+    """Training images a bi-level method holds out for its architecture parameters (at least one
+    batch); it trains its weights on the rest."""
+    return max(batch_size, round(arch_fraction * n_train))
+
+
 def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir: str | Path | None = None,
                 run_key: str = "", keep_model: bool = True) -> RunResult:
     """Prune a copy of `dense` with `spec` and report accuracy, cost and timings."""
@@ -109,7 +115,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     if method.bilevel:
         g = torch.Generator().manual_seed(spec.seed)
         order = torch.randperm(len(splits.train), generator=g)
-        n_arch = max(spec.batch_size, round(spec.arch_fraction * len(order)))
+        n_arch = held_out_size(len(order), spec.arch_fraction, spec.batch_size)
         arch_set, train_set = splits.train.subset(order[:n_arch]), splits.train.subset(order[n_arch:])
 
     def loader(ds, train: bool, bs: int) -> Loader:

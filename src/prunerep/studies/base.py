@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prunerep.config import resolve_section
 from prunerep.data import SubsetConfig
+from prunerep.engine import OptimConfig
 from prunerep.runner import LatencySettings, RunRecord, StudyContext
+from prunerep.runner.run import held_out_size
 
-__all__ = ["dense_reference", "open_study", "records_by_seed"]
+__all__ = ["arms", "dense_reference", "equal_steps", "mean_of", "open_study", "optim_text", "records_by_seed",
+           "weight_images"]
 
 
 def open_study(nb: Any, cfg: Any) -> StudyContext:
@@ -78,3 +82,43 @@ def seeds_text(seeds: Sequence[int]) -> str:
     """``[2, 0]`` -> "seeds 0, 2"; ``[1]`` -> "seed 1" (for notes and captions)."""
     s = sorted(int(x) for x in seeds)
     return f"seed {s[0]}" if len(s) == 1 else "seeds " + ", ".join(str(x) for x in s)
+
+
+def arms(records: Sequence[RunRecord]) -> dict[tuple[str, float, str], list[RunRecord]]:
+    """Records by (model, MACs target, variant): the arms of a study's comparisons."""
+    return {k: v for k, v in group(records, "model", "target", "variant").items()}
+
+
+def mean_of(values: Iterable[float]) -> float:
+    """Plain mean (NaN when empty), for table cells."""
+    xs = list(values)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def weight_images(n_train: int, arch_fraction: float, batch_size: int) -> int:
+    """Training images a bi-level method trains its weights on (the runner's split: `held_out_size`)."""
+    return n_train - held_out_size(n_train, arch_fraction, batch_size)
+
+
+def equal_steps(optim: OptimConfig, arch_fraction: float, n_train: int | None = None,
+                batch_size: int | None = None) -> OptimConfig:
+    """The recipe `optim` for a run on the whole training split that takes as many SGD steps as a
+    bi-level method takes with `optim` over the part it trains its weights on.
+
+    Without the data size the epochs are scaled by ``1 - arch_fraction`` (equal up to the rounding
+    of each epoch). With it (``n_train``, ``batch_size``) the count is exact: the same epochs,
+    capped at the bi-level method's steps (``max_steps``; the learning-rate schedule spans exactly
+    those steps).
+    """
+    if n_train is None or batch_size is None:
+        return dataclasses.replace(optim, epochs=optim.epochs * (1.0 - arch_fraction))
+    per_epoch = weight_images(n_train, arch_fraction, batch_size) // batch_size   # the loader drops the last batch
+    steps = max(1, round(optim.epochs * per_epoch))
+    if optim.max_steps is not None:
+        steps = min(steps, optim.max_steps)
+    return dataclasses.replace(optim, max_steps=steps)
+
+
+def optim_text(o: OptimConfig) -> str:
+    """``"2 ep"``, ``"1.5 ep (max 40 steps)"``: a recipe's length for captions."""
+    return f"{o.epochs:g} ep" + (f" (max {o.max_steps} steps)" if o.max_steps else "")

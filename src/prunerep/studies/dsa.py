@@ -27,6 +27,8 @@ from prunerep.reporting.ledger import Evidence, load_claims
 from prunerep.reporting.paper import NOT_TRANSCRIBED
 from prunerep.reporting.stats import Interval, fmt_mean_std, mean_interval, paired_difference
 from prunerep.runner import IterativeSpec, LatencySettings, RunRecord, RunSpec, StudyContext
+from prunerep.studies.base import equal_steps
+from prunerep.studies.base import optim_text as _epochs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,12 +191,6 @@ def plan_experiments(cfg: DSAConfig) -> list[Experiment]:
                         for seed in grid.seeds:
                             runs.append(Experiment(model, init, float(budget), allocation, seed))
     return list(dict.fromkeys(runs))
-
-
-def equal_steps(optim: OptimConfig, arch_fraction: float) -> OptimConfig:
-    """`optim` with its epochs scaled by ``1 - arch_fraction``: over the whole training split it
-    takes as many SGD steps as DSA takes over the part it trains its weights on."""
-    return dataclasses.replace(optim, epochs=optim.epochs * (1.0 - arch_fraction))
 
 
 def build_spec(cfg: DSAConfig, exp: Experiment) -> RunSpec | IterativeSpec:
@@ -550,10 +546,6 @@ def time_figure(runs2: pd.DataFrame) -> Figure:
 
 # ---------------------------------------------------------------------------------------------
 # captions and claim evidence
-
-
-def _epochs(o: OptimConfig) -> str:
-    return f"{o.epochs:g} ep" + (f" (max {o.max_steps} steps)" if o.max_steps else "")
 
 
 def describe_budget(cfg: DSAConfig, n_train: int, profile: str, n_val: int | None = None) -> str:

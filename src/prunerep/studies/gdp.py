@@ -46,7 +46,9 @@ from prunerep.reporting.stats import (
     paired_difference,
 )
 from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
+from prunerep.studies.base import arms as _arms
 from prunerep.studies.base import describe_splits, group, records_by_seed
+from prunerep.studies.base import mean_of as _mean
 
 #: The one epoch-selection rule of every fine-tuning in this study: the last weights. GDP's
 #: paper protocol has no fine-tuning, so its reported network is its last one; choosing the best
@@ -420,10 +422,6 @@ def summary_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                                           ignore_index=True)
 
 
-def _arms(records: Sequence[RunRecord]) -> dict[tuple[str, float, str], list[RunRecord]]:
-    return {k: v for k, v in group(records, "model", "target", "variant").items()}
-
-
 def claim3_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """Every comparison of `COMPARISONS` that ran: GDP arm minus baseline arm, paired by seed.
 
@@ -461,11 +459,6 @@ def claim3_display(claim3: pd.DataFrame) -> pd.DataFrame:
     if "verdict pair" in out:
         out["verdict pair"] = out["verdict pair"].map({True: "yes", False: "no"})
     return out
-
-
-def _mean(values: Iterable[float]) -> float:
-    xs = list(values)
-    return sum(xs) / len(xs) if xs else float("nan")
 
 
 def claim1_table(records: Sequence[RunRecord]) -> pd.DataFrame:
