@@ -235,3 +235,22 @@ def test_a_file_of_another_format_is_refused(tmp_path):
     path.write_text(json.dumps({"format": "something else", "rows": []}))
     with pytest.raises(LatencyDatasetError, match="not a latency dataset of this project"):
         _ensure_again(tmp_path)
+
+
+def test_given_configurations_are_appended_without_measuring_the_rest_again(tmp_path):
+    ds = _built(tmp_path)
+    given = [[max(1, c // 3) for c in ds.channels]]
+    measure = FakeMeasure()
+
+    def ensure(**kw):
+        return ensure_dataset(tmp_path, "resnet20", _net(), torch.zeros(SHAPE), sampler=SAMPLER, settings=SETTINGS,
+                              measure_fn=measure, fingerprint=FP_A, progress=False, given=given, **kw)
+
+    with pytest.raises(LatencyDatasetError, match="dvc repro latency_dataset"):
+        ensure(allow_build=False)          # a reader never measures
+    ds2, measured = ensure()
+    assert measured and measure.calls == len(SETTINGS.batch_sizes)     # one chunk: the new network + dense
+    assert len(ds2) == len(ds) + 1 and ds2.rows[:len(ds)] == ds.rows
+    assert ds2.rows[-1]["source"] == "given" and ds2.rows[-1]["widths"] == given[0]
+    _, measured = ensure(allow_build=False)
+    assert not measured and measure.calls == len(SETTINGS.batch_sizes)

@@ -841,6 +841,7 @@ def ensure_dataset(
     measure_fn: MeasureFn | None = None,
     fingerprint: Mapping[str, Any] | None = None,
     given: Sequence[Sequence[int] | Mapping[str, int]] = (),
+    allow_build: bool = True,
     progress: bool = True,
 ) -> tuple[LatencyDataset, bool]:
     """The dataset of network ``name`` on this device: reused if its file exists, else built.
@@ -848,12 +849,16 @@ def ensure_dataset(
     The file name carries :func:`device_key` (device fingerprint, threads, measurement settings,
     network structure), so another device or other settings build a new file beside the old
     one. An existing file is checked (digest, format, key, network, device) and refused with a
-    :class:`LatencyDatasetError` if it does not match. A valid file of this device whose sampled
-    configurations differ from the ones asked for (``sampler``, ``given``) is rebuilt in place,
-    with a message.
+    :class:`LatencyDatasetError` if it does not match. A valid file of this device is reused;
+    ``given`` configurations it lacks are measured and appended (the same chunk protocol, with
+    the dense reference); one sampled with another ``sampler`` is rebuilt, with a message.
+
+    Args:
+        allow_build: False: never measure (raise if the file is missing or incomplete), e.g. in
+            a notebook that must only read what the dataset stage measured.
 
     Returns:
-        ``(dataset, built)``: ``built`` is False when the file was reused.
+        ``(dataset, measured)``: ``measured`` is False when the file was reused as it was.
     """
     fp = dict(fingerprint) if fingerprint is not None else device_fingerprint(settings.device)
     builder = NetworkBuilder(model.eval(), example_input)
@@ -861,24 +866,60 @@ def ensure_dataset(
     structure = _structure(builder, arch, tuple(example_input.shape[1:]))
     key = device_key(fp, settings, structure)
     path = dataset_path(directory, name, key)
+    wanted = [[builder.widths_dict(v)[g] for g in builder.ids] if isinstance(v, Mapping) else [int(x) for x in v]
+              for v in given]
+    stop = (f"no complete latency dataset of {name} for this device and these settings at {path}; measure it "
+            "first (dvc repro latency_dataset) with nothing else running")
     if path.exists():
         ds = load_dataset(path, key=key, structure=structure, fingerprint=fp)
-        if ds.data["sampler"] == dataclasses.asdict(sampler) and _same_given(ds, given, builder):
-            _progress(f"[latency dataset] reusing {path} (same device and settings)", progress)
-            return ds, False
+        if ds.data["sampler"] == dataclasses.asdict(sampler):
+            have = {tuple(r["widths"]) for r in ds.rows}
+            missing = [w for w in dict.fromkeys(map(tuple, wanted)) if w not in have]
+            if not missing:
+                _progress(f"[latency dataset] reusing {path} (same device and settings)", progress)
+                return ds, False
+            if not allow_build:
+                raise LatencyDatasetError(stop)
+            _progress(f"[latency dataset] {path}: measuring {len(missing)} given configurations it lacks", progress)
+            data = _append_given(dict(ds.data), builder, [list(w) for w in missing], settings,
+                                 measure_fn or harness_measure(settings.threads, settings.device), progress)
+            save_dataset(data, path)
+            return load_dataset(path, key=key), True
         _progress(f"[latency dataset] {path}: other sampled configurations asked for; rebuilding", progress)
+    if not allow_build:
+        raise LatencyDatasetError(stop)
     data = build_dataset(model, example_input, sampler=sampler, settings=settings, measure_fn=measure_fn,
-                         fingerprint=fp, given=given, groups=builder.groups, progress=progress)
+                         fingerprint=fp, given=wanted, groups=builder.groups, progress=progress)
     save_dataset(data, path)
     _progress(f"[latency dataset] wrote {path} ({len(data['rows'])} networks, "
               f"{data['timing']['total_s'] / 60:.1f} min)", progress)
     return load_dataset(path, key=key), True
 
 
-def _same_given(ds: LatencyDataset, given: Sequence[Any], builder: NetworkBuilder) -> bool:
-    want = [[builder.widths_dict(v)[g] for g in builder.ids] if isinstance(v, Mapping) else [int(x) for x in v]
-            for v in given]
-    return ds.data.get("given", []) == want
+def _append_given(data: dict[str, Any], builder: NetworkBuilder, vectors: list[list[int]],
+                  settings: MeasureSettings, measure_fn: MeasureFn, progress: bool) -> dict[str, Any]:
+    """``data`` with the configurations ``vectors`` measured (chunks with the dense reference)."""
+    t0 = time.perf_counter()
+    input_shape = tuple(data["structure"]["input_shape"])
+    dense_net = builder.build(builder.channels)
+    rows, reference = list(data["rows"]), list(data["reference"])
+    first_chunk = 1 + max((r["chunk"] for r in reference), default=-1)
+    for k in range(math.ceil(len(vectors) / settings.chunk)):
+        part = vectors[k * settings.chunk:(k + 1) * settings.chunk]
+        nets = {"dense": dense_net, **{f"g{i}": builder.build(w) for i, w in enumerate(part)}}
+        stats = _measure_chunk(measure_fn, nets, input_shape, settings, settings.repeats)
+        chunk = first_chunk + k
+        reference.append({"chunk": chunk, "latency": {bs: s["median_ms"] for bs, s in stats["dense"].items()}})
+        for i, w in enumerate(part):
+            lat = {bs: {**s, "ratio_to_dense": s["median_ms"] / stats["dense"][bs]["median_ms"]}
+                   for bs, s in stats[f"g{i}"].items()}
+            rows.append({"source": "given", "widths": list(w), "chunk": chunk, "latency": lat,
+                         "macs": round(float(builder.cost_model.macs(dict(zip(builder.ids, w, strict=True)))))})
+        _progress(f"[latency dataset] given chunk {k + 1}: {len(part)} networks", progress)
+    timing = dict(data["timing"])
+    timing["appended_s"] = timing.get("appended_s", 0.0) + time.perf_counter() - t0
+    return {**data, "rows": rows, "reference": reference, "given": [*data.get("given", []), *vectors],
+            "timing": timing}
 
 
 # ----------------------------------------------------------------------------- reading a dataset
