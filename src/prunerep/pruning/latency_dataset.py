@@ -135,7 +135,7 @@ class MeasureSettings:
     chunk: int = 16                   # configurations timed together (plus the dense reference)
     recheck: int = 32                 # configurations measured a second time at the end (noise)
     threads: int | None = None        # torch threads while timing (None: this process's default)
-    device: str = "cpu"
+    device: str = "cpu"               # cpu | cuda | cuda:N | auto (CUDA when present)
     layer_levels: int = 6             # widths per dimension of the per-layer lookup table (0: none)
     layer_repeats: list[int] = field(default_factory=lambda: [10, 3])
 
@@ -153,6 +153,12 @@ class MeasureSettings:
 
     def resolved_threads(self) -> int:
         return int(self.threads) if self.threads is not None else torch.get_num_threads()
+
+    def resolved_device(self) -> str:
+        """``device`` with ``auto`` resolved (CUDA when present, else CPU)."""
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
 
 @dataclass(frozen=True)
@@ -503,8 +509,8 @@ def build_dataset(
     t_start = time.perf_counter()
     model = model.eval()
     builder = NetworkBuilder(model, example_input, groups)
-    measure_fn = measure_fn or harness_measure(settings.threads, settings.device)
-    fp = dict(fingerprint) if fingerprint is not None else device_fingerprint(settings.device)
+    measure_fn = measure_fn or harness_measure(settings.threads, settings.resolved_device())
+    fp = dict(fingerprint) if fingerprint is not None else device_fingerprint(settings.resolved_device())
     arch = getattr(model, "arch_spec", {"name": type(model).__name__})
     input_shape = tuple(int(d) for d in example_input.shape[1:])
     structure = _structure(builder, arch, input_shape)
@@ -860,7 +866,7 @@ def ensure_dataset(
     Returns:
         ``(dataset, measured)``: ``measured`` is False when the file was reused as it was.
     """
-    fp = dict(fingerprint) if fingerprint is not None else device_fingerprint(settings.device)
+    fp = dict(fingerprint) if fingerprint is not None else device_fingerprint(settings.resolved_device())
     builder = NetworkBuilder(model.eval(), example_input)
     arch = getattr(model, "arch_spec", {"name": type(model).__name__})
     structure = _structure(builder, arch, tuple(example_input.shape[1:]))
@@ -882,7 +888,7 @@ def ensure_dataset(
                 raise LatencyDatasetError(stop)
             _progress(f"[latency dataset] {path}: measuring {len(missing)} given configurations it lacks", progress)
             data = _append_given(dict(ds.data), builder, [list(w) for w in missing], settings,
-                                 measure_fn or harness_measure(settings.threads, settings.device), progress)
+                                 measure_fn or harness_measure(settings.threads, settings.resolved_device()), progress)
             save_dataset(data, path)
             return load_dataset(path, key=key), True
         _progress(f"[latency dataset] {path}: other sampled configurations asked for; rebuilding", progress)
