@@ -219,15 +219,21 @@ def given_widths(cfg: WGatesConfig, model_key: str, results: Path = paths.RESULT
 def ensure_datasets(cfg: WGatesConfig, example_shape: Sequence[int], load_dense: Callable[[str], nn.Module], *,
                     directory: Path = DATASET_DIR, measure_fn: MeasureFn | None = None,
                     fingerprint: Mapping[str, Any] | None = None, allow_build: bool = True,
-                    results: Path = paths.RESULTS, progress: bool = True) -> dict[str, LatencyDataset]:
-    """The dataset of every model of ``dataset.models`` on this device (measured if missing and
-    ``allow_build``; the notebook passes False and only reads)."""
+                    include_given: bool = True, results: Path = paths.RESULTS, progress: bool = True
+                    ) -> dict[str, LatencyDataset]:
+    """The dataset of every model of ``dataset.models`` on this device.
+
+    The stage measures what is missing (``allow_build``); the notebook passes ``allow_build=False``
+    and ``include_given=False``: it reads the file as the stage left it (with whatever other
+    methods' networks it holds) and never measures.
+    """
     out = {}
     for key in cfg.dataset.models:
         dense = load_dense(key).cpu().eval()
+        given = given_widths(cfg, key, results) if include_given else []
         ds, _ = ensure_dataset(directory, key, dense, torch.zeros(tuple(example_shape)), sampler=cfg.dataset.sampler,
                                settings=cfg.dataset.measure, measure_fn=measure_fn, fingerprint=fingerprint,
-                               given=given_widths(cfg, key, results), allow_build=allow_build, progress=progress)
+                               given=given, allow_build=allow_build, progress=progress)
         out[key] = ds
     return out
 
