@@ -254,3 +254,21 @@ def test_given_configurations_are_appended_without_measuring_the_rest_again(tmp_
     assert ds2.rows[-1]["source"] == "given" and ds2.rows[-1]["widths"] == given[0]
     _, measured = ensure(allow_build=False)
     assert not measured and measure.calls == len(SETTINGS.batch_sizes)
+
+
+def test_the_default_measure_function_reads_the_engines_harness(monkeypatch):
+    import prunerep.pruning.latency as latency
+    from prunerep.pruning.latency_dataset import harness_measure
+
+    calls = {}
+
+    def fake_compare(models, input_shape, **kw):
+        calls.update(kw, input_shape=input_shape)
+        return [{"model": name, "median_ms": 2.0 + i, "iqr_ms": 0.1, "min_ms": 1.9, "repeats": kw["repeats"],
+                 "paired_ratio": (2.0 + i) / 2.0} for i, name in enumerate(models)]
+
+    monkeypatch.setattr(latency, "compare_latency", fake_compare)
+    out = harness_measure(threads=2, device="cpu")({"dense": _net(), "c1": _net()}, (1, 8, 8), 64, 3, 7)
+    assert calls == {"batch_sizes": (64,), "warmup": 3, "repeats": 7, "threads": 2, "device": "cpu",
+                     "input_shape": (1, 8, 8)}
+    assert out["c1"] == {"median_ms": 3.0, "iqr_ms": 0.1, "min_ms": 1.9, "repeats": 7, "paired_ratio": 1.5}

@@ -454,6 +454,13 @@ def _measure_chunk(measure_fn: MeasureFn, nets: Mapping[str, nn.Module], input_s
     return out
 
 
+def _ratio(stats: Mapping[str, float], dense: Mapping[str, float]) -> float:
+    """Latency relative to the dense network of the same chunk: the median of the per-round ratios
+    when the measure function gives it (robust to drift within the chunk), else the ratio of medians."""
+    paired = stats.get("paired_ratio", math.nan)
+    return float(paired) if math.isfinite(paired) and paired > 0 else stats["median_ms"] / dense["median_ms"]
+
+
 def _fingerprint_part(fp: Mapping[str, Any], threads: int) -> dict[str, Any]:
     """The parts of a device fingerprint that change latency (not the OS string or Python)."""
     keep = ("device_type", "device_name", "cpu", "cpu_count", "usable_cpus", "torch", "mkldnn", "capability",
@@ -542,7 +549,7 @@ def build_dataset(
         for i in idx:
             lat = {}
             for bs, s in stats[f"c{i}"].items():
-                lat[bs] = {**s, "ratio_to_dense": s["median_ms"] / stats["dense"][bs]["median_ms"]}
+                lat[bs] = {**s, "ratio_to_dense": _ratio(s, stats["dense"][bs])}
             rows[i] = {"source": configs[i].source, "widths": list(configs[i].widths), "macs": macs[i],
                        "chunk": k, "latency": lat}
         _progress(f"[latency dataset] chunk {k + 1}/{n_chunks}: {len(idx)} networks, dense "
@@ -917,8 +924,7 @@ def _append_given(data: dict[str, Any], builder: NetworkBuilder, vectors: list[l
         chunk = first_chunk + k
         reference.append({"chunk": chunk, "latency": {bs: s["median_ms"] for bs, s in stats["dense"].items()}})
         for i, w in enumerate(part):
-            lat = {bs: {**s, "ratio_to_dense": s["median_ms"] / stats["dense"][bs]["median_ms"]}
-                   for bs, s in stats[f"g{i}"].items()}
+            lat = {bs: {**s, "ratio_to_dense": _ratio(s, stats["dense"][bs])} for bs, s in stats[f"g{i}"].items()}
             rows.append({"source": "given", "widths": list(w), "chunk": chunk, "latency": lat,
                          "macs": round(float(builder.cost_model.macs(dict(zip(builder.ids, w, strict=True)))))})
         _progress(f"[latency dataset] given chunk {k + 1}: {len(part)} networks", progress)
