@@ -174,6 +174,13 @@ def test_the_study_from_dataset_to_claims(tmp_path):
     assert all(math.isfinite(v) for k, v in metrics.items() if k.endswith("_mean"))
     wgates.scatter_figure(fit, 1)
     wgates.widths_figure(widths, "resnet20", 0.7)
+    assert len(wgates.gain_rows(comp)) == 3
+    table = wgates.predictor_table({"resnet20": fit})
+    assert set(table["predictor"]) == set(wgates.PREDICTORS.values())
+    info = wgates.dataset_table(datasets, 1).iloc[0]
+    assert info["networks"] == 41 and info["uniform"] == 8
+    assert "40 sampled networks" in wgates.describe_budget(cfg, 48, "test")
+    assert wgates.large_scale_table(cfg).empty
 
 
 class _Batches:

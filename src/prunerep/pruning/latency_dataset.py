@@ -469,8 +469,13 @@ def _fingerprint_part(fp: Mapping[str, Any], threads: int) -> dict[str, Any]:
 
 
 def device_key(fingerprint: Mapping[str, Any], settings: MeasureSettings, structure: Mapping[str, Any]) -> str:
-    """Key of a dataset file: the device (fingerprint, threads), the settings, the network."""
-    blob = json.dumps({"device": _fingerprint_part(fingerprint, settings.resolved_threads()),
+    """Key of a dataset file: the device, the measurement settings, the network.
+
+    ``settings.threads`` enters as configured: ``None`` (torch's default, which follows the
+    machine's usable CPUs, part of the fingerprint) keys the same in the stage that measures and in
+    the notebook that reads, whatever threads either process happens to run with.
+    """
+    blob = json.dumps({"device": _fingerprint_part(fingerprint, 0),
                        "settings": dataclasses.asdict(settings), "structure": structure}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -249,7 +250,7 @@ def save_lpnet(net: LPNet, path: str | Path, meta: Mapping[str, Any]) -> str:
     layers = sum(isinstance(m, nn.Linear) for m in net.net) - 1
     atomic_torch_save({"format": LPNET_FORMAT, "groups": groups, "hidden": hidden, "layers": layers,
                        "batch_sizes": list(net.batch_sizes), "state_dict": net.state_dict(),
-                       "meta": dict(meta)}, path)
+                       "meta": json.loads(json.dumps(dict(meta)))}, path)   # plain types only
     return file_sha256(path)
 
 
