@@ -164,6 +164,27 @@ def test_freezing_meets_the_target_and_rounds_widths_to_multiples():
         assert w % 8 == 0 or w == c, (gid, w)
 
 
+def test_freezing_below_the_target_reopens_the_best_closed_channels_up_to_it():
+    model = _net()
+    method = get_method("wgates", offset_init=-100.0)            # every gate closed but one per group
+    ctx = _ctx(model, Budget(macs_keep=0.4))
+    model = method.prepare(model, ctx)
+    assert method.hard_ratio() < 0.1
+    scores = {gid: gate.scores().detach() for gid, gate in method.gates.items()}
+    method.freeze(step=0)
+    ratio = method.hard_ratio()
+    assert method.forced == 0 and method.reopened > 0 and 0.35 < ratio <= 0.4
+    # one more channel in any group would exceed the target, and the kept channels are the best-scored
+    widths = method.hard_widths()
+    for gid in widths:
+        if widths[gid] < method.gates[gid].channels:
+            assert method.hard_ratio({**widths, gid: widths[gid] + 1}) > 0.4, gid
+    for gid, gate in method.gates.items():
+        kept = gate.hard_mask()
+        if 0 < int(kept.sum()) < gate.channels:
+            assert scores[gid][kept].min() >= scores[gid][~kept].max(), gid
+
+
 def _splits(n_train: int = 48):
     from prunerep.data.arrays import ArrayDataset, DataSplits
 

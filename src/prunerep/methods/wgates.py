@@ -29,8 +29,10 @@ is our reconstruction, each choice a named field of :class:`WGatesHyper`:
   geometrically from ``lam_init`` to ``lam_max`` over ``ramp_epochs``, then holds.
 * **Freezing**: after ``freeze_at`` of the gated training the gates are fixed. If the hard
   network still exceeds the target, the open channels with the lowest scores are closed, one at
-  a time, until it meets it (counted as ``forced``); optionally every width is then rounded down
-  to a multiple of ``round_to`` (hardware-friendly widths). The weights train on with the
+  a time, until it meets it (counted as ``forced``); if it is below the target (the one-sided
+  hinge lets the gates overshoot), the closed channels with the highest scores are reopened
+  while it stays within it (``reopened``); optionally every width is then rounded down to a
+  multiple of ``round_to`` (hardware-friendly widths). The weights train on with the
   frozen gates until the phase ends, so they adapt to the network that will be kept.
 * **Removal**: the gates are 0/1, so :func:`~prunerep.pruning.surgery.apply_gates` removes the
   closed channels and the pruned network computes exactly what the gated one did (measured on a
@@ -232,6 +234,7 @@ class WGates(PruningMethod):
         self.reached_step: int | None = None
         self.frozen_step: int | None = None
         self.forced = 0
+        self.reopened = 0
         self.trace: list[dict[str, float]] = []
         self.exactness: dict[str, float] = {}
         self._freeze_step = 0
@@ -387,6 +390,18 @@ class WGates(PruningMethod):
             masks[gid][c] = False
             widths[gid] -= 1
             self.forced += 1
+        if not self.forced:
+            # Below the target (the one-sided hinge lets momentum overshoot): reopen the best-scored
+            # closed channels while the network stays within it, so no arm gets less than its budget.
+            closed = sorted(((float(scores[gid][c]), gid, c) for gid, m in masks.items()
+                             for c in (~m).nonzero().flatten().tolist()), reverse=True)
+            for _, gid, c in closed:
+                widths[gid] += 1
+                if self.hard_ratio(widths) <= self.target:
+                    masks[gid][c] = True
+                    self.reopened += 1
+                else:
+                    widths[gid] -= 1
         if self.hp.round_to:
             m = self.hp.round_to
             for gid, mask in masks.items():
@@ -427,7 +442,7 @@ class WGates(PruningMethod):
         channels = {gid: gate.channels for gid, gate in self._gate_items()} if self.gates is not None else {}
         offsets = {gid: float(gate.offset.detach()) for gid, gate in self._gate_items()} if self.gates else {}
         return {"mode": self.mode, "target": self.target, "final_ratio": getattr(self, "final_ratio", None),
-                "reached_step": self.reached_step, "frozen_step": self.frozen_step, "forced_closures": self.forced,
+                "reached_step": self.reached_step, "frozen_step": self.frozen_step, "forced_closures": self.forced, "reopened": self.reopened,
                 "channels": channels, "widths": getattr(self, "final_widths", {}), "offsets": offsets,
                 "latency_batch": self.hp.latency_batch if self.mode == "latency" else None,
                 "trace": self.trace, "exactness": self.exactness}
@@ -435,10 +450,11 @@ class WGates(PruningMethod):
     def state_dict(self) -> dict[str, Any]:
         # Generators, offsets and frozen masks live in the model's state dict; this is the rest.
         return {"reached_step": self.reached_step, "frozen_step": self.frozen_step, "forced": self.forced,
-                "trace": self.trace}
+                "reopened": self.reopened, "trace": self.trace}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reached_step = state["reached_step"]
         self.frozen_step = state["frozen_step"]
         self.forced = int(state["forced"])
+        self.reopened = int(state.get("reopened", 0))
         self.trace = list(state["trace"])

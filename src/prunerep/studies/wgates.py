@@ -503,7 +503,7 @@ def target_table(records: Sequence[RunRecord], final: pd.DataFrame, datasets: Ma
                      "LPNet's ratio (at freezing)": r.summary.get("final_ratio"),
                      "measured ratio": measured, "measured / target − 1": measured / t - 1,
                      "repeat noise p90": noise, "excess beyond noise": measured / t - 1 - noise,
-                     "forced closures": r.summary.get("forced_closures")})
+                     "forced closures": r.summary.get("forced_closures"), "reopened": r.summary.get("reopened")})
     return pd.DataFrame(rows)
 
 
