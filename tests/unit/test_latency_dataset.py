@@ -246,7 +246,7 @@ def test_given_configurations_are_appended_without_measuring_the_rest_again(tmp_
         return ensure_dataset(tmp_path, "resnet20", _net(), torch.zeros(SHAPE), sampler=SAMPLER, settings=SETTINGS,
                               measure_fn=measure, fingerprint=FP_A, progress=False, given=given, **kw)
 
-    with pytest.raises(LatencyDatasetError, match="dvc repro latency_dataset"):
+    with pytest.raises(LatencyDatasetError, match="measuring was not allowed"):
         ensure(allow_build=False)          # a reader never measures
     ds2, measured = ensure()
     assert measured and measure.calls == len(SETTINGS.batch_sizes)     # one chunk: the new network + dense
@@ -254,6 +254,29 @@ def test_given_configurations_are_appended_without_measuring_the_rest_again(tmp_
     assert ds2.rows[-1]["source"] == "given" and ds2.rows[-1]["widths"] == given[0]
     _, measured = ensure(allow_build=False)
     assert not measured and measure.calls == len(SETTINGS.batch_sizes)
+
+
+def test_given_rows_of_an_earlier_request_are_left_out_and_rechecks_follow_their_rows(tmp_path):
+    import dataclasses
+
+    channels = [g.channels for g in find_groups(_net(), torch.zeros(SHAPE))]
+    g1, g2 = [max(1, c // 3) for c in channels], [max(1, c // 2) for c in channels]
+    every = dataclasses.replace(SETTINGS, recheck=100)       # every row measured twice: given ones too
+    ds, _ = ensure_dataset(tmp_path, "resnet20", _net(), torch.zeros(SHAPE), sampler=SAMPLER, settings=every,
+                           measure_fn=FakeMeasure(), fingerprint=FP_A, progress=False, given=[g1, g2])
+    assert ds.sources().count("given") == 2 and len(ds.data["recheck"]) == len(ds) - 1   # all but dense
+
+    def rechecked(d):
+        return sorted((tuple(d.rows[c["row"]]["widths"]), c["latency"]["1"]) for c in d.data["recheck"])
+
+    only_g2 = ds.restrict_given([dict(zip(ds.group_ids, g2, strict=True))])     # a mapping, as records hold it
+    assert len(only_g2) == len(ds) - 1 and [r["widths"] for r in only_g2.rows if r["source"] == "given"] == [g2]
+    assert rechecked(only_g2) == [x for x in rechecked(ds) if x[0] != tuple(g1)]
+    assert only_g2.digest == ds.digest and only_g2.path == ds.path          # still names the file
+    assert only_g2.noise(1)["rechecked"] == len(ds) - 2
+    none = ds.restrict_given([])
+    assert "given" not in none.sources() and len(none) == len(ds) - 2
+    assert ds.restrict_given([g1, g2]) is ds
 
 
 def test_the_default_measure_function_reads_the_engines_harness(monkeypatch):

@@ -6,7 +6,9 @@ settings on tiny synthetic inputs."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -69,6 +71,72 @@ def test_params_section_resolves_in_every_profile():
     assert {e.model for e in paper.large_scale} == {"tv_resnet34", "tv_resnet50", "tv_mobilenet_v2"}
 
 
+def test_the_wgates_stage_declares_what_it_reads_and_no_stage_always_runs():
+    """CI runs `dvc repro` twice and fails if the second reruns a stage: no stage may be
+    always_changed. The latency datasets are a per-device cache, not an output the stage depends
+    on; the checkpoints of every model and other studies' records (given_from) it reads are deps."""
+    import yaml
+
+    stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    assert not [name for name, st in stages.items() if st.get("always_changed")]
+    deps = stages["wgates"]["deps"]
+    assert not [d for d in deps if "latency_dataset" in d]
+    assert {"notebooks/wgates.ipynb", "artifacts/data/dataset.pt", "src/prunerep", "references/claims.yaml"} <= set(deps)
+    read = set()
+    params = read_params("params.yaml")
+    for profile in ("smoke", "default", "paper"):
+        cfg = resolve_section("wgates", params, profile=profile)
+        read |= {f"artifacts/pretrain/{m}/model.pt" for m in [*cfg.models, *cfg.dataset.models]}
+        read |= {f"results/{slug}/runs.jsonl" for slug in cfg.dataset.given_from}
+    declared = {d for d in deps if d.startswith(("artifacts/pretrain/", "results/"))}
+    assert declared == read
+
+
+def test_given_networks_come_only_from_the_studies_named(tmp_path):
+    from prunerep.runner import write_records
+
+    def rec(model: str, widths: dict[str, int]) -> RunRecord:
+        return RunRecord(slug="gdp", label="x", method="l1", model=model, seed=0, budget={}, dense_macs=1,
+                         dense_params=1, macs=1, params=1, widths=widths, val_acc=0.0, test_acc=0.0,
+                         val_acc_before_finetune=0.0, test_acc_before_finetune=0.0, selection="last",
+                         phase_time_s={})
+
+    (tmp_path / "gdp").mkdir()
+    write_records([rec("resnet20", {"a": 3, "b": 2}), rec("resnet56", {"a": 1}), rec("resnet20", {"a": 0, "b": 2})],
+                  tmp_path / "gdp" / "runs.jsonl")
+    assert wgates.given_widths(_cfg(), "resnet20", tmp_path) == []            # default: nothing read
+    on = _cfg(dataset={**dataclasses.asdict(_cfg().dataset), "given_from": ["gdp", "dsa"]})
+    assert wgates.given_widths(on, "resnet20", tmp_path) == [{"a": 3, "b": 2}]   # a removed group is left out
+
+
+def test_the_command_line_measures_with_the_notebooks_section_and_context(monkeypatch):
+    seen = {}
+
+    class FakeContext:
+        def __init__(self, **kw):
+            seen["context"] = kw
+
+        example_shape = (1, 3, 32, 32)
+
+        def load_dense(self, key):
+            raise AssertionError("not called by the fake ensure_datasets")
+
+    def fake_ensure(cfg, shape, load_dense, **kw):
+        seen.update(cfg=cfg, shape=shape, kw=kw)
+        return {}
+
+    monkeypatch.setattr(wgates, "StudyContext", FakeContext)
+    monkeypatch.setattr(wgates, "ensure_datasets", fake_ensure)
+    assert wgates.main(["--profile", "smoke"]) == 0
+    params = read_params("params.yaml")
+    assert seen["cfg"] == resolve_section("wgates", params, profile="smoke") and seen["shape"] == (1, 3, 32, 32)
+    assert seen["context"]["subset"] == seen["cfg"].subset and seen["context"]["profile"] == "smoke"
+    assert seen["context"]["expected_arch"]["resnet20"] == "resnet20"
+    from prunerep.studies.__main__ import COMMANDS
+
+    assert COMMANDS["latency_dataset"] is wgates.main
+
+
 def test_a_held_out_share_below_a_fifth_is_refused():
     with pytest.raises(ValueError, match="test_share"):
         _cfg(predictor={"test_share": 0.1})
@@ -111,12 +179,19 @@ def test_the_study_from_dataset_to_claims(tmp_path):
                                       measure_fn=fake_measure, fingerprint=FP, results=tmp_path, progress=False)
     ds = datasets["resnet20"]
     assert len(ds) == 41
-    # the notebook only reads: with another device's fingerprint it refuses to measure
-    with pytest.raises(ValueError, match="dvc repro latency_dataset"):
+    # another device's fingerprint keys another file: nothing to reuse, and measuring is refused here
+    with pytest.raises(ValueError, match="measuring was not allowed"):
         wgates.ensure_datasets(cfg, SHAPE, lambda key: _dense(), directory=tmp_path / "ds", measure_fn=fake_measure,
                                fingerprint={**FP, "device_name": "other"}, allow_build=False, results=tmp_path)
 
     fit = wgates.fit_predictors(cfg, ds, "resnet20", directory=tmp_path / "lp")
+    # the results name the file (by its stored digest) and the device the predictors were fitted on
+    stored = json.loads(ds.path.read_text())
+    assert fit.dataset_digest == stored["digest"] and fit.dataset_key == stored["key"] and fit.fingerprint == FP
+    prov = wgates.provenance_table({"resnet20": fit}).set_index("field")["value"]
+    assert prov["dataset digest (sha256 of its content)"] == stored["digest"] and prov["device key"] == ds.key
+    assert prov["device: device_name"] == "fake CPU" and prov["dataset file"] == ds.path.name
+    assert prov["LPNet digest (sha256 of the file)"] == fit.lpnet_digest
     m = fit.metrics
     assert set(m["predictor"]) == {"lpnet", "macs", "lookup"} and set(m["seed"]) == {0, 1, 2}
     n_held = m["n"].iloc[0]
@@ -171,6 +246,8 @@ def test_the_study_from_dataset_to_claims(tmp_path):
     assert set(claims[claims["claim"] == "wgates.resnet50_top1"]["verdict"]) == {"not run at this budget"}
     metrics = wgates.headline_metrics("test", {"resnet20": fit}, records, final, claims, 1)
     assert "resnet20/t0.7/wgates/test_acc_mean" in metrics
+    assert metrics["resnet20/latency_dataset/digest"] == stored["digest"]
+    assert metrics["resnet20/latency_dataset/device"] == "fake CPU"
     assert all(math.isfinite(v) for k, v in metrics.items() if k.endswith("_mean"))
     wgates.scatter_figure(fit, 1)
     wgates.widths_figure(widths, "resnet20", 0.7)

@@ -50,15 +50,17 @@ recipe_summary(ctx)
 # %% [markdown]
 # ## The runs
 #
-# The latency datasets were measured by the `latency_dataset` stage on this machine, with nothing
-# else running (this notebook only reads them and refuses a file of another device). LPNet is
+# The latency datasets are measured on this machine the first time this notebook runs on it,
+# serially, before any run (progress in `artifacts/wgates/logs/latency_dataset.log`), and reused
+# afterwards: they are a cache under `artifacts/latency_dataset/` keyed by the device fingerprint
+# and the measurement settings, and a corrupt file or one of another device is refused. The
+# tables below name the device and the digest of the file every predictor was fitted on. LPNet is
 # fitted here, once per held-out split; the runs use the LPNet of the first split. Independent runs
 # go to `workers` processes; every run is one record in `runs.jsonl`. After all runs, every final
 # network is measured again, interleaved with its dense network.
 
 # %%
-datasets = wgates.ensure_datasets(cfg, study.example_shape, study.load_dense, allow_build=False,
-                                  include_given=False, progress=False)
+datasets = wgates.ensure_datasets(cfg, study.example_shape, study.load_dense, log=wgates.DATASET_LOG)
 fits = {model: wgates.fit_predictors(cfg, ds, model) for model, ds in datasets.items()}
 specs, targets = wgates.plan(cfg, datasets, fits)
 results = execute(specs, study)
@@ -80,13 +82,21 @@ show_verdicts(claims)
 # ## Claim 1: LPNet on networks it never saw
 #
 # How each dataset was measured: the networks by kind (uniform grid, per-stage and per-layer random
-# widths, other methods' final networks), the time it took, and how noisy repeats are (a second
-# measurement of some networks at the end of the build, and the dense network's drift over the
-# build).
+# widths, other methods' final networks if `dataset.given_from` asks for them), the time it took,
+# and how noisy repeats are (a second measurement of some networks at the end of the build, and the
+# dense network's drift over the build).
 
 # %%
 write_table(wgates.dataset_table(datasets, batch), tables, "latency_dataset",
-            f"The latency datasets (stage latency_dataset). {budget}")
+            f"The latency datasets, measured on this device (time and noise as recorded in each file). {budget}")
+
+# %% [markdown]
+# The measurements every predictor below was fitted on: the dataset file, the digest of its content,
+# its key, and the fingerprint of the device it was measured on.
+
+# %%
+write_table(wgates.provenance_table(fits), tables, "latency_provenance",
+            "Which dataset file (content digest, key) and which device every latency predictor was fitted on.")
 
 # %% [markdown]
 # Per held-out split (`predictor.seeds`), a random share `predictor.test_share` (at least a fifth) of
@@ -189,7 +199,7 @@ _ = write_metrics(wgates.headline_metrics(ctx.profile, fits, results, final, cla
 # | efficiency term | loss on LPNet's prediction (form not retrieved) | `lambda * max(0, log(E / E_dense) - log(target))`, `lambda` ramped geometrically | zero once the target is met, scale-free | claim 2 |
 # | end of the search | fix the gates, remove, fine-tune | gates fixed after `freeze_at` of the gated training; if still above the target the lowest-scored open channels close until the predictor meets it (`forced closures`), if below it the best-scored closed channels reopen while it stays met (`reopened`); the weights train on with the fixed gates | every arm uses its whole budget; the network kept is the one the weights adapt to | claim 2 table |
 # | LPNet | an MLP on per-layer widths, its size and data not retrieved | `predictor.lpnet` hidden layers (SiLU), widths as fractions of dense, log latency at every measured batch size, Adam full batch, stopping point chosen on a validation split; `predictor.test_share` held out per split | smooth in its input for the penalty's gradient; log targets make the error relative | claim 1 |
-# | latency dataset | measured on the target hardware (size not retrieved) | uniform grid, per-stage and per-layer random widths, other methods' networks; `dataset.measure` batch sizes, chunks timed in interleaved rounds with the dense network, median | what the issue asks; interleaving spreads drift over every network | noise columns of the dataset table |
+# | latency dataset | measured on the target hardware (size not retrieved) | uniform grid, per-stage and per-layer random widths (other methods' networks only if `dataset.given_from` names them: off); `dataset.measure` batch sizes, chunks timed in interleaved rounds with the dense network, median | what the issue asks; interleaving spreads drift over every network | noise columns of the dataset table |
 # | alternatives to LPNet | — | MACs and a per-layer lookup table (every conv/linear alone on a grid of widths, interpolated), each `a·x + b` on the training networks | the two predictors anyone could build; the intercept absorbs fixed costs | claim 1 |
 # | baselines | uniform and other pruned networks at lower latency (not named) | uniform widths with random channels, and L1-norm filter pruning, at the MACs of the largest uniform network measured at or below the target; W-Gates in FLOPs mode at the same MACs | equal latency through the measured uniform curve | the measured latency of every arm is in the tables |
 # | training | ImageNet recipes not retrieved | CPU profile: short search and fine-tuning on a training subset; the one-shot arms fine-tune as long as W-Gates trains in all | equal total training per arm | recipe table |

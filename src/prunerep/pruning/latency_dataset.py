@@ -32,8 +32,11 @@ builds that dataset once per device and refuses to reuse it anywhere else:
    that is corrupt (unreadable, digest mismatch) or foreign (another format, network or device
    than its name says) is refused with a :class:`LatencyDatasetError` that says what to do.
 
-Command line (the ``latency_dataset`` DVC stage calls :func:`ensure_dataset` through
-``python -m prunerep.stages latency_dataset``; this entry is for direct use)::
+The files are a cache, not a pipeline output: what they hold depends on the machine, which no
+content hash of the inputs can see. A study calls :func:`ensure_dataset` when it needs the
+dataset (W-Gates' notebook does, before its runs) and records the key and digest of the file it
+used. To measure one ahead of time, with nothing else running, either through a study's settings
+(``python -m prunerep.studies latency_dataset`` for W-Gates' ``params.yaml`` section) or directly::
 
     python -m prunerep.pruning.latency_dataset --checkpoint artifacts/pretrain/resnet20/model.pt \\
         --input-shape 3 32 32 --out artifacts/latency_dataset --key resnet20 --configs 1000
@@ -790,7 +793,7 @@ _REQUIRED = ("format", "key", "structure", "fingerprint", "settings", "sampler",
 
 
 def _read(path: Path) -> dict[str, Any]:
-    fix = f"delete {path} and rebuild it (dvc repro -f latency_dataset)"
+    fix = f"delete {path}; the next use measures it again (with nothing else running)"
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -835,8 +838,8 @@ def load_dataset(path: str | Path, *, key: str | None = None, structure: Mapping
         if mine != theirs:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise LatencyDatasetError(f"{foreign}: it was measured on another device (differs in {diff}); "
-                                      "latency does not transfer between devices. Build one here "
-                                      "(dvc repro -f latency_dataset)")
+                                      "latency does not transfer between devices. Remove it; the next use "
+                                      "measures this device's own file")
     if key is not None and data["key"] != key:
         raise LatencyDatasetError(f"{foreign}: its key {data['key']} is not {key} (another device, network or "
                                   "measurement settings than its file name says); remove it and rebuild")
@@ -872,8 +875,8 @@ def ensure_dataset(
     the dense reference); one sampled with another ``sampler`` is rebuilt, with a message.
 
     Args:
-        allow_build: False: never measure (raise if the file is missing or incomplete), e.g. in
-            a notebook that must only read what the dataset stage measured.
+        allow_build: False: never measure (raise if the file is missing or incomplete), for a
+            reader that must only use what was measured before.
 
     Returns:
         ``(dataset, measured)``: ``measured`` is False when the file was reused as it was.
@@ -886,8 +889,8 @@ def ensure_dataset(
     path = dataset_path(directory, name, key)
     wanted = [[builder.widths_dict(v)[g] for g in builder.ids] if isinstance(v, Mapping) else [int(x) for x in v]
               for v in given]
-    stop = (f"no complete latency dataset of {name} for this device and these settings at {path}; measure it "
-            "first (dvc repro latency_dataset) with nothing else running")
+    stop = (f"no complete latency dataset of {name} for this device and these settings at {path}, and measuring "
+            "was not allowed here (allow_build=False); measure it first, with nothing else running")
     if path.exists():
         ds = load_dataset(path, key=key, structure=structure, fingerprint=fp)
         if ds.data["sampler"] == dataclasses.asdict(sampler):
@@ -959,6 +962,36 @@ class LatencyDataset:
     @property
     def key(self) -> str:
         return str(self.data["key"])
+
+    @property
+    def digest(self) -> str:
+        """The digest of the file's content (checked when it was loaded): which measurements these are."""
+        return str(self.data["digest"])
+
+    def restrict_given(self, wanted: Sequence[Sequence[int] | Mapping[str, int]]) -> LatencyDataset:
+        """This dataset with only the ``given`` rows whose widths are among ``wanted``.
+
+        A file keeps the given configurations of every earlier request (they were measured once);
+        a reader that asks for other ones (or none) must not see those, or what it reports would
+        depend on the file's history rather than on its own inputs. The sampled rows, fixed by the
+        key and the sampler, all stay. ``digest`` and ``path`` still name the file.
+        """
+        channels, variable = self.channels, self.data.get("variable", [True] * len(self.channels))
+
+        def vector(w: Sequence[int] | Mapping[str, int]) -> tuple[int, ...]:
+            v = [int(w.get(g, c)) for g, c in zip(self.group_ids, channels, strict=True)] if isinstance(w, Mapping) \
+                else [int(x) for x in w]
+            # as the sampler stores them: groups that do not vary keep their dense width
+            return tuple(x if var else c for x, c, var in zip(v, channels, variable, strict=True))
+
+        keep_w = {vector(w) for w in wanted}
+        keep = [i for i, r in enumerate(self.rows) if r["source"] != "given" or vector(r["widths"]) in keep_w]
+        if len(keep) == len(self.rows):
+            return self
+        new = {old: k for k, old in enumerate(keep)}
+        data = {**self.data, "rows": [self.rows[i] for i in keep],
+                "recheck": [{**c, "row": new[c["row"]]} for c in self.data["recheck"] if c["row"] in new]}
+        return LatencyDataset(data, self.path)
 
     def widths(self) -> torch.Tensor:
         """``[N, G]`` widths (float64)."""

@@ -1,11 +1,10 @@
-"""Stage commands: `python -m prunerep.stages pretrain <model> [--params params.yaml]`,
-`python -m prunerep.stages latency_dataset [--params params.yaml]`."""
+"""Stage commands: `python -m prunerep.stages pretrain <model> [--params params.yaml]`."""
 
 import sys
 
-from prunerep.stages import latency_dataset, pretrain
+from prunerep.stages import pretrain
 
-COMMANDS = {"pretrain": pretrain.main, "latency_dataset": latency_dataset.main}
+COMMANDS = {"pretrain": pretrain.main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

@@ -4,14 +4,22 @@ measured-latency target against uniform, L1 and FLOPs-targeted pruning (notebook
 The algorithm is :mod:`prunerep.methods.wgates`; the dataset and the predictors are shared
 infrastructure (:mod:`prunerep.pruning.latency_dataset`, :mod:`prunerep.pruning.latency_model`).
 
-* **Dataset** (stage ``latency_dataset``, ``python -m prunerep.stages latency_dataset``): per
-  model of ``dataset.models``, sampled width configurations measured on this device, one file per
-  device under ``artifacts/latency_dataset/``; the notebook only reads it (never measures).
+* **Dataset** (:func:`ensure_datasets`, called by the notebook before any run): per model of
+  ``dataset.models``, sampled width configurations measured on this device, serially, one file
+  per device under ``artifacts/latency_dataset/``. Those files are a cache keyed by the device
+  fingerprint, the measurement settings and the network, not a DVC output (what they hold
+  depends on the machine, which DVC's content hashes cannot see), like the runs' resume
+  checkpoints: the first run on a device measures them, later runs reuse them, and a corrupt or
+  foreign file is refused. The results name the device, the key and the digest of the file every
+  predictor was fitted on (:func:`provenance_table`, ``metrics.json``).
+  ``python -m prunerep.studies latency_dataset`` measures them ahead of time (:func:`main`).
 * **Claim 1** (LPNet's held-out accuracy): for every split seed of ``predictor.seeds``, a random
   ``test_share`` of the sampled networks is held out (never used to fit or choose), LPNet is
   fitted on the rest (its stopping iteration chosen on ``val_share``), and the MACs and
   per-layer lookup predictors are fitted (two coefficients each) on the same non-held-out rows.
-  Networks other methods produced (``dataset.given_from``) are scored apart, never fitted.
+  Networks other methods produced are scored apart, never fitted, if ``dataset.given_from``
+  names their studies: off by default, since it reads ``results/<slug>/runs.jsonl`` of those
+  stages, which the ``wgates`` stage must then list as dependencies in dvc.yaml.
 * **Runs** at each latency target ``t`` (fraction of the dense network's latency at
   ``latency_batch``): W-Gates with ``Budget(latency_keep=t)`` through the LPNet of the first
   split seed; and at the MACs of the largest *uniform* network the dataset measured at or
@@ -28,11 +36,13 @@ infrastructure (:mod:`prunerep.pruning.latency_dataset`, :mod:`prunerep.pruning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,8 +84,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-DATASET_DIR = paths.ARTIFACTS / "latency_dataset"   # output of the latency_dataset stage (one file per device)
+DATASET_DIR = paths.ARTIFACTS / "latency_dataset"   # a cache, one file per device and settings (not a DVC output)
 LPNET_DIR = paths.ARTIFACTS / "wgates" / "lpnet"
+DATASET_LOG = paths.run_logs("wgates") / "latency_dataset.log"   # progress of a measurement in the notebook
 
 Arm = Literal["wgates", "wgates_flops", "l1", "random"]
 
@@ -99,12 +110,14 @@ PREDICTORS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """The latency dataset (stage ``latency_dataset``)."""
+    """The latency dataset of every model (measured on first use on a device, then reused)."""
 
     models: list[str] = field(default_factory=lambda: ["resnet20"])   # pretrain.models keys measured
     sampler: SamplerConfig = SamplerConfig()
     measure: MeasureSettings = MeasureSettings()
-    given_from: list[str] = field(default_factory=list)   # studies whose final widths are measured too
+    # Studies whose final networks are measured too and scored apart (opt in): reads
+    # results/<slug>/runs.jsonl, so each must be a dependency of the wgates stage in dvc.yaml.
+    given_from: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -216,26 +229,49 @@ def given_widths(cfg: WGatesConfig, model_key: str, results: Path = paths.RESULT
     return out
 
 
+@contextlib.contextmanager
+def _output_to(log: Path | None) -> Iterator[None]:
+    """Progress lines appended to ``log`` meanwhile (a measurement of many minutes prints one line
+    per chunk: the log file, not the notebook, is the place for them)."""
+    if log is None:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", buffering=1) as f, contextlib.redirect_stdout(f):
+        print(f"=== latency datasets: {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        yield
+
+
 def ensure_datasets(cfg: WGatesConfig, example_shape: Sequence[int], load_dense: Callable[[str], nn.Module], *,
                     directory: Path = DATASET_DIR, measure_fn: MeasureFn | None = None,
                     fingerprint: Mapping[str, Any] | None = None, allow_build: bool = True,
-                    include_given: bool = True, results: Path = paths.RESULTS, progress: bool = True
+                    results: Path = paths.RESULTS, progress: bool = True, log: Path | None = None
                     ) -> dict[str, LatencyDataset]:
-    """The dataset of every model of ``dataset.models`` on this device.
+    """The dataset of every model of ``dataset.models`` on this device: reused, or measured now.
 
-    The stage measures what is missing (``allow_build``); the notebook passes ``allow_build=False``
-    and ``include_given=False``: it reads the file as the stage left it (with whatever other
-    methods' networks it holds) and never measures.
+    Measured serially, before any run (call it with nothing else running); reused for the same
+    device fingerprint and settings; a corrupt or foreign file is refused
+    (:func:`~prunerep.pruning.latency_dataset.ensure_dataset`). ``allow_build=False``: never
+    measure (raise instead). Other methods' networks: only those of ``dataset.given_from``
+    (measured and appended if the file lacks them); given rows of earlier requests the file
+    still holds are left out, so what is reported depends on this configuration only.
     """
     out = {}
-    for key in cfg.dataset.models:
-        dense = load_dense(key).cpu().eval()
-        given = given_widths(cfg, key, results) if include_given else []
-        ds, _ = ensure_dataset(directory, key, dense, torch.zeros(tuple(example_shape)), sampler=cfg.dataset.sampler,
-                               settings=cfg.dataset.measure, measure_fn=measure_fn, fingerprint=fingerprint,
-                               given=given, allow_build=allow_build, progress=progress)
-        out[key] = ds
+    with _output_to(log):
+        for key in cfg.dataset.models:
+            dense = load_dense(key).cpu().eval()
+            given = given_widths(cfg, key, results)
+            ds, _ = ensure_dataset(directory, key, dense, torch.zeros(tuple(example_shape)),
+                                   sampler=cfg.dataset.sampler, settings=cfg.dataset.measure, measure_fn=measure_fn,
+                                   fingerprint=fingerprint, given=given, allow_build=allow_build, progress=progress)
+            _progress_line(f"[latency dataset] {key}: {ds.path}, digest {ds.digest} ({ds.describe()})", progress)
+            out[key] = ds.restrict_given(given)
     return out
+
+
+def _progress_line(msg: str, on: bool) -> None:
+    if on:
+        print(msg, flush=True)
 
 
 def macs_for_latency(ds: LatencyDataset, target: float, batch_size: int) -> tuple[float, float] | None:
@@ -263,6 +299,11 @@ class PredictorFit:
     lpnet_path: str                  # the LPNet of the first split seed (the runs' predictor)
     lpnet_digest: str
     info: list[dict[str, Any]]
+    dataset_path: str = ""           # the dataset file every predictor was fitted on ...
+    dataset_digest: str = ""         # ... its content digest (as stored in the file and checked on load)
+    dataset_key: str = ""            # ... its key (device fingerprint, measurement settings, network)
+    fingerprint: dict[str, Any] = field(default_factory=dict)   # the device it was measured on
+    threads: int | None = None       # torch threads while timing
 
 
 def _rows_digest(ds: LatencyDataset, idx: Sequence[int]) -> str:
@@ -288,7 +329,8 @@ def _lpnet(ds: LatencyDataset, model_key: str, cfg: PredictorConfig, seed: int, 
             pass   # refit below
     net, info = fit_lpnet(x[train], y[train], x[val], y[val], ds.batch_sizes, lp_cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    digest = save_lpnet(net, path, {**meta, "fit": info})
+    # the file's digest is recorded, not compared: LPNet depends on its train / val rows only
+    digest = save_lpnet(net, path, {**meta, "fit": info, "dataset_digest": ds.digest})
     return net, str(path), digest, info
 
 
@@ -337,7 +379,9 @@ def fit_predictors(cfg: WGatesConfig, ds: LatencyDataset, model_key: str, *,
                     scatter += [{"model": model_key, "batch": b, "predictor": name, "measured_ms": float(y[i, j]),
                                  "predicted_ms": float(pred[i]), "source": ds.rows[i]["source"]} for i in test]
     assert first is not None
-    return PredictorFit(model_key, pd.DataFrame(rows), pd.DataFrame(scatter), first[0], first[1], info)
+    return PredictorFit(model_key, pd.DataFrame(rows), pd.DataFrame(scatter), first[0], first[1], info,
+                        dataset_path=str(ds.path or ""), dataset_digest=ds.digest, dataset_key=ds.key,
+                        fingerprint=dict(ds.data["fingerprint"]), threads=ds.data.get("threads"))
 
 
 def predictor_table(fits: Mapping[str, PredictorFit], tolerance: float = 0.10) -> pd.DataFrame:
@@ -355,6 +399,23 @@ def predictor_table(fits: Mapping[str, PredictorFit], tolerance: float = 0.10) -
                         "Spearman": fmt_mean_std(list(g["spearman"]), 3),
                         f"within ±{tolerance:.0%} (%)": fmt_mean_std(list(100 * g["within"]), 1)})
     return pd.DataFrame(out)
+
+
+def provenance_table(fits: Mapping[str, PredictorFit]) -> pd.DataFrame:
+    """Which measurements every predictor was fitted on: the dataset file (name, content digest,
+    key) and the device fingerprint it was measured on, one row per (model, field)."""
+    import pandas as pd
+
+    rows = []
+    for fit in fits.values():
+        items = [("dataset file", Path(fit.dataset_path).name), ("dataset digest (sha256 of its content)",
+                                                                fit.dataset_digest),
+                 ("device key", fit.dataset_key), ("torch threads while timing", fit.threads),
+                 *((f"device: {k}", v) for k, v in fit.fingerprint.items()),
+                 ("LPNet of the runs", Path(fit.lpnet_path).name), ("LPNet digest (sha256 of the file)",
+                                                                    fit.lpnet_digest)]
+        rows += [{"model": fit.model, "field": k, "value": str(v)} for k, v in items]
+    return pd.DataFrame(rows)
 
 
 def dataset_table(datasets: Mapping[str, LatencyDataset], batch: int) -> pd.DataFrame:
@@ -724,6 +785,9 @@ def headline_metrics(profile: str, fits: Mapping[str, PredictorFit], records: Se
     """Scalars for the stage's metrics.json."""
     out: dict[str, Any] = {"profile": profile, "runs": len(records)}
     for model, fit in fits.items():
+        out[f"{model}/latency_dataset/digest"] = fit.dataset_digest
+        out[f"{model}/latency_dataset/device_key"] = fit.dataset_key
+        out[f"{model}/latency_dataset/device"] = str(fit.fingerprint.get("device_name", "?"))
         df = fit.metrics[fit.metrics["rows"] == "held_out"]
         for (b, name), g in df.groupby(["batch", "predictor"], sort=False):
             out[f"{model}/b{b}/{name}/mape_mean"] = float(g["mape"].mean())
@@ -784,3 +848,35 @@ def build_large_scale(entry: LargeScaleConfig, *, lpnet_path: str, lpnet_digest:
                         cost_model=SoftCostModel.from_model(model, example, groups))
     return method.prepare(model, ctx), method, ctx
 
+
+
+# ---------------------------------------------------------------------------------------------
+# command line: the latency datasets ahead of time
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m prunerep.studies latency_dataset [--params params.yaml] [--profile NAME]``.
+
+    Measures (or reuses) the latency dataset of every model of ``wgates.dataset.models`` on this
+    device, exactly as the notebook would (same section, data shape and checkpoints, so the
+    notebook reuses the files). Run it with nothing else on the machine. Not a DVC stage: the
+    files are a per-device cache (see the module docstring).
+    """
+    import argparse
+
+    from prunerep.config import active_profile, check_params, read_params, resolve_section
+
+    p = argparse.ArgumentParser(prog="python -m prunerep.studies latency_dataset",
+                                description="Measure (or reuse) W-Gates' latency datasets on this device.")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None, help="default: the active profile of params.yaml")
+    args = p.parse_args(argv)
+    params = read_params(args.params)
+    check_params(params)
+    profile = args.profile or active_profile(params)
+    cfg = resolve_section("wgates", params, profile=profile)
+    pretrain = resolve_section("pretrain", params, profile=profile)
+    study = StudyContext(slug="wgates", profile=profile, data=resolve_section("data", params, profile=profile),
+                         subset=cfg.subset, expected_arch={k: e.name for k, e in pretrain.models.items()})
+    ensure_datasets(cfg, study.example_shape, study.load_dense)
+    return 0
