@@ -8,6 +8,7 @@ from prunerep.methods import functionality as functionality
 from prunerep.methods import gdp as gdp
 from prunerep.methods import greg as greg
 from prunerep.methods import sensitivity as sensitivity
+from prunerep.methods import wgates as wgates
 from prunerep.methods.base import Budget as Budget
 from prunerep.methods.base import MethodContext as MethodContext
 from prunerep.methods.base import PruningMethod as PruningMethod

@@ -29,19 +29,23 @@ from prunerep.pruning.groups import ChannelGroup, ChannelGroups
 class Budget:
     """What the pruned network may cost.
 
-    Exactly one of: ``macs_keep`` (fraction of the dense MACs to keep, e.g. 0.5), or
+    Exactly one of: ``macs_keep`` (fraction of the dense MACs to keep, e.g. 0.5),
     ``ratios`` (fraction of channels to *remove* per prunable group, chosen by a method-specific
-    rule such as GReg's per-stage ratios).
+    rule such as GReg's per-stage ratios), or ``latency_keep`` (fraction of the dense network's
+    latency to keep, as the method's latency predictor sees it; methods without one refuse it).
     """
 
     macs_keep: float | None = None
     ratios: Mapping[str, float] | None = None
+    latency_keep: float | None = None
 
     def __post_init__(self) -> None:
-        if (self.macs_keep is None) == (self.ratios is None):
-            raise ValueError("Budget: give exactly one of macs_keep or ratios")
+        if sum(v is not None for v in (self.macs_keep, self.ratios, self.latency_keep)) != 1:
+            raise ValueError("Budget: give exactly one of macs_keep, ratios or latency_keep")
         if self.macs_keep is not None and not 0 < self.macs_keep <= 1:
             raise ValueError(f"Budget.macs_keep must be in (0, 1], got {self.macs_keep}")
+        if self.latency_keep is not None and not 0 < self.latency_keep <= 1:
+            raise ValueError(f"Budget.latency_keep must be in (0, 1], got {self.latency_keep}")
         for gid, r in (self.ratios or {}).items():
             if not 0 <= r < 1:
                 raise ValueError(f"Budget.ratios[{gid!r}] must be in [0, 1), got {r}")
@@ -49,6 +53,8 @@ class Budget:
     def describe(self) -> str:
         if self.macs_keep is not None:
             return f"keep {self.macs_keep:.0%} of dense MACs ({1 / self.macs_keep:.2f}x)"
+        if self.latency_keep is not None:
+            return f"keep {self.latency_keep:.0%} of dense latency (predicted, {1 / self.latency_keep:.2f}x)"
         return f"fixed per-group ratios ({len(self.ratios or {})} groups)"
 
 
