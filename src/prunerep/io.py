@@ -72,6 +72,10 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return _atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def atomic_write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    return _atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Pretty JSON, atomically (NaN/inf are written as null so the file stays valid JSON)."""
     return atomic_write_text(json.dumps(_finite(obj), indent=2, sort_keys=False) + "\n", path)

@@ -44,9 +44,10 @@ def resolved_sections(slug: str, params_path: str | Path = "params.yaml") -> dic
 
 
 def notebook_parameters(slug: str, params_path: str | Path = "params.yaml",
-                        out_root: str | Path = "results") -> dict[str, Any]:
-    """The parameters papermill injects into notebook `slug` (params.yaml validated first)."""
-    resolved = resolved_sections(slug, params_path)
+                        out_root: str | Path = "results", resolved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parameters papermill injects into notebook `slug` (params.yaml validated first, unless
+    `resolved`, what `resolved_sections` returned, is given)."""
+    resolved = resolved if resolved is not None else resolved_sections(slug, params_path)
     return {"profile": resolved["profile"], "out_dir": str(Path(out_root) / slug)}
 
 
@@ -59,8 +60,8 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
     source = Path(notebooks) / f"{slug}.ipynb"
     if not source.exists():
         raise FileNotFoundError(f"{source}: notebook not found (slug {slug!r}).")
-    parameters = notebook_parameters(slug, params_path, out_root)
-    resolved = resolved_sections(slug, params_path)
+    resolved = resolved_sections(slug, params_path)      # params.yaml read and validated once
+    parameters = notebook_parameters(slug, params_path, out_root, resolved)
     out_dir = Path(out_root) / slug
     if out_dir.exists():
         shutil.rmtree(out_dir)  # stale tables/figures of an earlier run must not survive this one

@@ -11,7 +11,7 @@ import hashlib
 import json
 import platform
 import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,41 @@ from prunerep.config import to_dict
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
     """Hash of the package's source: a checkpoint written by other code is never resumed."""
+    return _source_digest(lambda rel: True)
+
+
+#: Parts of the package that cannot change what a pruning run computes: studies plan runs (the
+#: resolved spec of each run is hashed into its identity), reporting and the notebook runner
+#: present records, stages/ trains the dense checkpoints (whose *bytes* are hashed).
+NOT_RUN_CODE = ("studies/", "reporting/", "stages/", "nbrun.py")
+
+
+@cache
+def run_code_fingerprint(method_module: str) -> str:
+    """Hash of the source a pruning run with the method of `method_module` executes.
+
+    The whole package except `NOT_RUN_CODE` and the modules of the *other* registered methods, so
+    that editing a paper's tables or adding another paper's method does not rerun finished runs,
+    while any change to the shared layers, the baselines or this method's module does.
+    """
+    from prunerep.methods.base import _METHODS, list_methods
+
+    list_methods()
+    own = method_module.removeprefix("prunerep.").replace(".", "/") + ".py"
+    shared = {"methods/baselines.py"}     # l1, random, slimming: every study's baselines
+    others = {cls.__module__.removeprefix("prunerep.").replace(".", "/") + ".py" for cls in _METHODS.values()}
+    others -= {own, *shared}
+    return _source_digest(lambda rel: not rel.startswith(NOT_RUN_CODE) and rel not in others)
+
+
+def _source_digest(include: Any) -> str:
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
     for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode())
-        digest.update(path.read_bytes())
+        rel = path.relative_to(package).as_posix()
+        if include(rel):
+            digest.update(rel.encode())
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -40,9 +70,12 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_key(*parts: Any) -> str:
-    """Stable identity of a run from its configs, input digests and code (matches resume checkpoints)."""
-    blob = json.dumps([code_fingerprint(), *(to_dict(p) for p in parts)], sort_keys=True, default=str)
+def run_key(*parts: Any, code: str | None = None) -> str:
+    """Stable identity of a run from its configs, input digests and code (matches resume checkpoints).
+
+    `code`: the source digest to key on (default: the whole package, `code_fingerprint`).
+    """
+    blob = json.dumps([code or code_fingerprint(), *(to_dict(p) for p in parts)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -29,7 +29,7 @@ from prunerep.reporting.paper import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-PAPERS = ROOT / "references" / "paper_results.yaml"
+PAPERS = ROOT / "references" / "paper_results"
 
 
 def _cache(path: Path, *, dataset: str, shape: tuple[int, int, int], classes: int, n: int = 40,

@@ -150,3 +150,17 @@ def test_gate_histogram_counts_exact_zeros_in_their_own_bin():
     first = min((p for p in last.patches if p.get_x() >= -0.01), key=lambda p: p.get_x())
     assert first.get_height() == 2 and math.isclose(first.get_x(), 0.0, abs_tol=1e-9)
     assert not [p for p in fig.axes[0].patches if p.get_x() < -0.01]   # no zeros, no zero bar
+
+
+def test_slimming_with_our_per_layer_floor_is_named_as_ours_wherever_it_is_shown():
+    import dataclasses
+
+    floored = [dataclasses.replace(record("slimming+ft", seed, 80.0), hyper={"min_keep": 0.1}) for seed in (0, 1, 2)]
+    plain = [dataclasses.replace(r, hyper={"min_keep": 0.0}) for r in floored]
+    gdp_runs = [record("gdp+ft", seed, 81.0) for seed in (0, 1, 2)]
+    assert gdp.variant_name("slimming+ft", floored).endswith("(10% per-layer floor, ours)")
+    assert "ours" not in gdp.variant_name("slimming+ft", plain)
+    row = gdp.claim3_table(gdp_runs + floored)
+    row = row[row["claim"] == "gdp.acc_vs_slimming"].iloc[0]
+    assert row["baseline arm"].endswith("(10% per-layer floor, ours)")
+    assert gdp.summary_table(floored)["what ran"].iloc[0].endswith("(10% per-layer floor, ours)")

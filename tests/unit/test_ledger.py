@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from prunerep.reporting import ledger as L
+from prunerep.reporting.paper import load_paper_results
 from prunerep.reporting.ledger import (
     Evidence,
     build_ledger,
@@ -19,11 +20,11 @@ from prunerep.reporting.ledger import (
     write_claims,
 )
 from prunerep.reporting.stats import (
+    FEW_SEEDS,
     INCONCLUSIVE,
     NOT_IMPLEMENTED,
     NOT_RUN,
     NOT_SUPPORTED,
-    ONE_SEED,
     SUPPORTED,
     VERDICT_RULE,
     Interval,
@@ -31,8 +32,8 @@ from prunerep.reporting.stats import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-CLAIMS = REPO / "references" / "claims.yaml"
-PAPER_RESULTS = REPO / "references" / "paper_results.yaml"
+CLAIMS = REPO / "references" / "claims"
+PAPER_RESULTS = REPO / "references" / "paper_results"
 
 # Ids the studies emit evidence for: renaming one breaks a notebook.
 STUDY_IDS = {
@@ -85,7 +86,7 @@ def test_committed_claims_load_and_cover_the_six_papers() -> None:
 
 def test_committed_paper_values_agree_with_paper_results() -> None:
     claims = load_claims(CLAIMS)
-    rows = yaml.safe_load(PAPER_RESULTS.read_text())["results"]
+    rows = load_paper_results(PAPER_RESULTS)
     tables = {(r["paper"], r["table"]) for r in rows}
     for c in claims.values():
         if c.paper_values_from is not None:
@@ -172,7 +173,7 @@ def test_claims_table_order_multiplicity_and_not_run(small: Path) -> None:
     df = claims_table("greg", evs, claims)
     assert list(df.columns) == list(L.TABLE_COLUMNS)
     assert list(df["claim"]) == ["greg.b", "greg.a", "greg.a"]  # yaml order, both rows kept
-    assert list(df["verdict"]) == [NOT_RUN, NOT_SUPPORTED, ONE_SEED]
+    assert list(df["verdict"]) == [NOT_RUN, NOT_SUPPORTED, FEW_SEEDS]
     assert list(df["n"]) == [0, 3, 1]
     assert df["paper value"].iloc[1] == "0.5%"
     assert list(df["our test"]) == ["—", "r=0.9", "r=0.95"]

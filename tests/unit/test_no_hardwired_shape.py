@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import re
-import warnings
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -35,12 +34,6 @@ ALLOWED: dict[tuple[str, str], str] = {}
 PENDING: dict[tuple[str, str], str] = {
     ("src/prunerep/pruning/cost.py", "input_shape: tuple[int, ...] = (1, 3, 32, 32)"):
         "count_cost's default example input: make it required (every caller has the data)",
-    ("src/prunerep/*/greg.py", "input_shape: tuple[int, ...] = (1, 3, 32, 32)"):
-        "methods/studies refactor: trace at example_shape(splits)",
-    ("src/prunerep/*/gdp.py", "torch.zeros(1, 3, size, size"):
-        "methods/studies refactor: trace at example_shape(splits)",
-    ("tools/notebooks/gdp.py", "1x3x32x32"): "gdp notebook: caption from describe_data/example_shape",
-    ("tools/notebooks/greg.py", "ResNet-56 / CIFAR-10"): "greg notebook: caption from describe_data",
 }
 
 _CITATION = re.compile(r"arXiv:\d{4}\.\d{4,5}\s*\(CIFAR-10[^)]*\)")
@@ -121,8 +114,7 @@ def test_no_hardwired_input_shape_or_dataset_caption() -> None:
         + "\n  ".join(unlisted))
     used = {_listed(rel, line, PENDING) for (rel, _), line in found.items()}
     stale = sorted(set(PENDING) - used)
-    if stale:
-        warnings.warn(f"fixed, delete from PENDING in {Path(__file__).name}: {stale}", stacklevel=1)
+    assert not stale, f"fixed: delete from PENDING in {Path(__file__).name}: {stale}"
 
 
 def test_the_scan_sees_what_it_must(tmp_path: Path) -> None:

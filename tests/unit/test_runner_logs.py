@@ -56,8 +56,9 @@ def test_execute_in_process_writes_the_run_output_to_its_log(tmp_path, monkeypat
     assert "epoch 1/1" in text  # the training loop's epoch line
     assert "epoch 1/1" not in out.out and out.err == ""
     lines = out.out.splitlines()
-    assert lines[0] == f"[1/1] {name}: test acc {record.test_acc:.2f}%, {record.wall_time_s:.0f} s"
-    assert lines[1] == "1 runs on 1 worker(s); per-run logs in artifacts/logtest/logs/"
+    assert lines[0] == f"[1/1] {name}: test acc {record.test_acc:.2f}% ({record.wall_time_s:.0f} s)"
+    assert lines[1] == ("1 runs on 1 worker(s), 0 reused (same identity: spec, data, dense checkpoint, code); "
+                        "per-run logs in artifacts/logtest/logs/")
     assert len(lines) == 2
     assert str(tmp_path) not in out.out  # no absolute path of this machine
 
@@ -76,7 +77,10 @@ def _noisy_job(job: dict[str, Any]) -> str:
     """A worker body that prints, warns and draws a progress bar (module level: spawn pickles it)."""
     with _output_to(job["log_path"], job["name"]):
         print(f"hello from {job['name']}")
-        warnings.warn("a warning in the worker", UserWarning, stacklevel=1)
+        with warnings.catch_warnings():
+            # one worker may take both jobs; Python shows a warning once per place per process
+            warnings.simplefilter("always")
+            warnings.warn("a warning in the worker", UserWarning, stacklevel=1)
         bar = _progress_bar()(total=3, desc="bar", file=sys.stdout, mininterval=0)
         for _ in range(3):
             bar.update(1)

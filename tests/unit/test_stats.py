@@ -8,10 +8,10 @@ import pytest
 
 from prunerep.reporting import stats
 from prunerep.reporting.stats import (
+    FEW_SEEDS,
     INCONCLUSIVE,
     NOT_RUN,
     NOT_SUPPORTED,
-    ONE_SEED,
     SUPPORTED,
     Interval,
     fmt_mean_std,
@@ -126,11 +126,11 @@ def test_paired_difference_uses_shared_seeds_only() -> None:
         (Interval(1.0, 0.0, 2.0, 3), "at_most", 0.0, INCONCLUSIVE),
         (Interval(2.0, 1.6, 2.4, 3), "at_least", 1.5, SUPPORTED),
         (Interval(1.2, 1.0, 1.4, 3), "at_least", 1.5, NOT_SUPPORTED),
-        (Interval(2.0, 1.6, 2.4, 2), "at_least", 1.5, ONE_SEED),   # 2 seeds: no verdict either
+        (Interval(2.0, 1.6, 2.4, 2), "at_least", 1.5, FEW_SEEDS),   # 2 seeds: no verdict either
         (Interval(5e-6, 1e-6, 9e-6, 4), "at_most", 1e-4, SUPPORTED),
         (Interval(3.0, 3.0, 3.0, 3), "greater", 3.0, NOT_SUPPORTED),  # zero spread at threshold
         (None, "greater", 0.0, NOT_RUN),
-        (Interval(9.0, math.nan, math.nan, 1), "greater", 0.0, ONE_SEED),
+        (Interval(9.0, math.nan, math.nan, 1), "greater", 0.0, FEW_SEEDS),
     ],
 )
 def test_verdict_rule(interval: Interval | None, direction: str, threshold: float,
@@ -157,5 +157,5 @@ def test_rule_is_stated_once_in_the_docstring_with_every_verdict() -> None:
     doc = " ".join((stats.__doc__ or "").split())
     rule = " ".join(stats.VERDICT_RULE.split())
     assert rule in doc
-    for label in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, ONE_SEED, NOT_RUN):
+    for label in (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, FEW_SEEDS, NOT_RUN):
         assert label in rule

@@ -81,7 +81,8 @@ def test_the_wgates_stage_declares_what_it_reads_and_no_stage_always_runs():
     assert not [name for name, st in stages.items() if st.get("always_changed")]
     deps = stages["wgates"]["deps"]
     assert not [d for d in deps if "latency_dataset" in d]
-    assert {"notebooks/wgates.ipynb", "artifacts/data/dataset.pt", "src/prunerep", "references/claims.yaml"} <= set(deps)
+    assert {"notebooks/wgates.ipynb", "artifacts/data/dataset.pt", "src/prunerep/methods/wgates.py",
+            "src/prunerep/studies/wgates.py", "references/claims/wgates.yaml"} <= set(deps)
     read = set()
     params = read_params("params.yaml")
     for profile in ("smoke", "default", "paper"):

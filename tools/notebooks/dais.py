@@ -11,7 +11,7 @@
 # towards 0 so that the indicators become binary, and three regularisers: sparsity, a FLOPs term
 # pulling the expected MACs to the target, and a residual-structure term tying the layers of a
 # residual stream. At the end the indicators are binarised (`> 0.5`), the channels removed and
-# the network fine-tuned. **Claims tested**, in the order of `references/claims.yaml`: (1)
+# the network fine-tuned. **Claims tested**, in the order of `references/claims/dais.yaml`: (1)
 # annealing closes the gap between the continuous and the binarised network; (2) the FLOPs target
 # is met within 1 %; (3) at equal MACs DAIS is at least as accurate as L1-norm pruning and network
 # slimming from the same dense checkpoint with equal weight training after it; (4) each
@@ -64,7 +64,7 @@ _ = write_table(dais.runs_table(records), tables, "runs", "One row per run. " + 
 # %% [markdown]
 # ## What we found
 #
-# One row per claim and setting (`references/claims.yaml`), judged from the records above by the
+# One row per claim and setting (`references/claims/dais.yaml`), judged from the records above by the
 # project's one rule (95% t-interval over seeds against the claim's threshold).
 
 # %%
@@ -81,7 +81,7 @@ show_verdicts(claims)
 # falls from `method.t_start` to `method.t_end`; the ablation keeps it at `method.t_start`. Two
 # tests: the gap at the end of the search, annealed against fixed, paired by seed; and, since the
 # annealed arm ends at a much lower temperature by construction, the annealed arm's gap against an
-# absolute bound (`dais.annealing_converges` in `references/claims.yaml`). A control held at
+# absolute bound (`dais.annealing_converges` in `references/claims/dais.yaml`). A control held at
 # `method.t_end` from the first step (when it ran) is reported beside: its gap is small by
 # construction, and its search's MACs error shows whether it still searched.
 
@@ -217,14 +217,14 @@ write_table(dais.dense_rows(dense), tables, "dense", "The dense checkpoints on t
 #
 # Configured in the `paper` profile (`other_datasets`); they need those datasets, which this
 # project does not ship, and a GPU. The paper's tables could not be transcribed; a user with the
-# PDF can fill `references/paper_results.yaml`.
+# PDF can fill `references/paper_results/dais.yaml`.
 
 # %%
 write_table(dais.other_datasets_table(cfg), tables, "other_datasets", "Configured settings on other datasets (not run).")
 
 # %%
 write_table(paper_numbers("dais", dataset=ctx.data)[["table", "row", "metric", "display", "unit", "source"]],
-            tables, "paper_numbers", "The paper's numbers (references/paper_results.yaml). "
+            tables, "paper_numbers", "The paper's numbers (references/paper_results/dais.yaml). "
             + paper_rows_note("dais", ctx.data))
 
 # %%

@@ -14,7 +14,7 @@
 # budget on the differentiable FLOPs `F(α) = αᵀAα + Bᵀα`. At the end each group keeps its most
 # important channels, the network is physically pruned and fine-tuned.
 #
-# **Claims tested** (`references/claims.yaml`, in its order; the paper's result tables could not
+# **Claims tested** (`references/claims/dsa.yaml`, in its order; the paper's result tables could not
 # be transcribed, so the only paper number beside ours is the abstract's 1.5x):
 #
 # 1. At the same FLOPs budget, DSA's learned allocation beats a **uniform** allocation with the

@@ -58,7 +58,7 @@ summary = gdp.summary_table(records)
 # %% [markdown]
 # ## What we found
 #
-# One row per claim of the paper (`references/claims.yaml`), judged from the records above by the
+# One row per claim of the paper (`references/claims/gdp.yaml`), judged from the records above by the
 # project's one rule (95% t-interval over seeds against the claim's threshold).
 
 # %%
@@ -199,14 +199,14 @@ for m in cfg.all_models:
 # `gdp.run_large_scale(entry, train_loader, val_loader)` where those datasets exist; this project
 # does not ship them. Unit tests attach GDP to each model, train a few steps on tiny synthetic
 # inputs and check that surgery leaves the outputs unchanged. The paper's tables could not be
-# transcribed; a user with the PDF can fill `references/paper_results.yaml`.
+# transcribed; a user with the PDF can fill `references/paper_results/gdp.yaml`.
 
 # %%
 write_table(gdp.large_scale_table(cfg), tables, "large_scale_configs", "Configured large-scale settings (not run here).")
 
 # %%
 write_table(paper_numbers("gdp", dataset=ctx.data)[["table", "row", "metric", "display", "unit", "source"]],
-            tables, "paper_numbers", "The paper's numbers (references/paper_results.yaml).")
+            tables, "paper_numbers", "The paper's numbers (references/paper_results/gdp.yaml).")
 
 # %%
 saved = write_metrics(gdp.metrics(cfg, records, claim3, dense, ctx.profile), ctx.out_dir)

@@ -17,7 +17,7 @@
 # "GReg-1" and "GReg-2" name the official penalty (on the pruned filters' conv weights). A column that
 # also penalises the pruned channels' BatchNorm is a variant of ours and says so: "+ BN penalty
 # (ours)"; it never decides a verdict. The method lives in `prunerep.methods.greg`; the paper's
-# numbers come from `references/paper_results.yaml`, labelled as the paper's.
+# numbers come from `references/paper_results/greg.yaml`, labelled as the paper's.
 
 # %% parameters
 profile: str = "default"         # smoke | default | paper (params.yaml `profile`)

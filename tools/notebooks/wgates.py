@@ -13,7 +13,7 @@
 # predicted latency, so the gates and every layer's pruning ratio are trained under a latency
 # constraint; in the journal version the predictor can be switched to FLOPs.
 #
-# **Claims tested, in the order of the sections below** (`references/claims.yaml`): (1) LPNet predicts
+# **Claims tested, in the order of the sections below** (`references/claims/wgates.yaml`): (1) LPNet predicts
 # the latency of networks it never saw on this machine (Spearman >= 0.95, >= 95% within ±10%) and
 # better than two predictors anyone could build, the networks' MACs and a per-layer lookup table;
 # (2) networks found under a latency target meet it when measured, within the measured noise;

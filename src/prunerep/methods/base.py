@@ -153,10 +153,25 @@ def register_method(slug: str, *, hyper: type):
     return deco
 
 
-def list_methods() -> list[str]:
-    import prunerep.methods  # noqa: F401  (imports every method module)
+def _import_all() -> None:
+    """Import every module of `prunerep.methods` (each registers its methods)."""
+    import importlib
+    import pkgutil
 
+    import prunerep.methods as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+
+
+def list_methods() -> list[str]:
+    _import_all()
     return sorted(_METHODS)
+
+
+def method_module(slug: str) -> str:
+    """The module that defines method `slug` (``"prunerep.methods.gdp"``)."""
+    return _method_class(slug).__module__
 
 
 def _method_class(slug: str) -> type[PruningMethod]:

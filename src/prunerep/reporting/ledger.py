@@ -1,6 +1,6 @@
 """The claim ledger: every quantitative claim of the six papers, our evidence, and the verdict.
 
-`references/claims.yaml` lists the claims (what each paper says, where it was read, how much
+`references/claims/` lists the claims (what each paper says, where it was read, how much
 the digest trusts it, and which side of which threshold the claim puts the tested quantity).
 Each notebook ends with `write_claims(slug, evidence, out_dir)`: one row per claim, with our
 number, its spread and n, the budget and the verdict. `build_ledger` (CLI: `python -m
@@ -10,7 +10,7 @@ also draws every paper's runs in one figure, `results/ledger/accuracy_vs_macs.pn
 Verdicts are computed, never typed: an `Evidence` gets its verdict from
 `stats.verdict(interval, claim.direction, claim.threshold)`, `claims_table` recomputes it and
 rejects a row that disagrees, and the ledger recomputes it again from the interval stored in
-each `claims.csv` against the current claims.yaml, so a changed threshold cannot leave a stale
+each `claims.csv` against the current references/claims/, so a changed threshold cannot leave a stale
 verdict behind.
 """
 
@@ -39,7 +39,7 @@ from prunerep.reporting.stats import (
     verdict,
 )
 
-CLAIMS_PATH = Path("references/claims.yaml")
+CLAIMS_PATH = Path("references/claims")   # one <slug>.yaml per paper (or one file)
 PAPERS: tuple[str, ...] = ("gdp", "wgates", "functionality", "dsa", "dais", "greg")
 TRUST_LABELS: tuple[str, ...] = ("PAPER", "CODE", "ABS", "3RD", "UNVERIFIED")
 WORDINGS: tuple[str, ...] = ("quoted", "paraphrased")
@@ -65,7 +65,7 @@ LEDGER_COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class PaperRef:
-    """Where in references/paper_results.yaml the paper's per-row numbers of a claim are."""
+    """Where in references/paper_results/ the paper's per-row numbers of a claim are."""
 
     paper: str
     table: str
@@ -73,7 +73,7 @@ class PaperRef:
 
 @dataclass(frozen=True)
 class Claim:
-    """One quantitative claim of one paper, as listed in references/claims.yaml."""
+    """One quantitative claim of one paper, as listed in references/claims/."""
 
     id: str
     paper: str
@@ -106,13 +106,13 @@ _OPTIONAL = ("paper_values_from", "note")
 
 
 def _bad(cid: str, key: str, problem: str, fix: str) -> ValueError:
-    return ValueError(f"claims.yaml: claim {cid!r}, key {key!r}: {problem}; fix: {fix}")
+    return ValueError(f"references/claims: claim {cid!r}, key {key!r}: {problem}; fix: {fix}")
 
 
 def _parse_claim(entry: Any, index: int) -> Claim:
     """One yaml entry to a Claim, or one ValueError naming the id, the key and the fix."""
     if not isinstance(entry, dict):
-        raise ValueError(f"claims.yaml: entry #{index} is {type(entry).__name__}, not a mapping")
+        raise ValueError(f"references/claims: entry #{index} is {type(entry).__name__}, not a mapping")
     cid = str(entry.get("id", f"#{index}"))
     unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
@@ -120,7 +120,7 @@ def _parse_claim(entry: Any, index: int) -> Claim:
                    f"remove it or use one of {list(_REQUIRED) + list(_OPTIONAL)}")
     for key in _REQUIRED:
         if key not in entry or entry[key] is None or entry[key] == "":
-            raise _bad(cid, key, "missing", "add it (see the field list at the top of claims.yaml)")
+            raise _bad(cid, key, "missing", "add it (see the field list in references/claims/README.md)")
     for key in ("id", "paper", "source", "trust", "wording", "statement", "metric", "comparison",
                 "direction", "unit"):
         if not isinstance(entry[key], str):
@@ -169,16 +169,33 @@ def _parse_claim(entry: Any, index: int) -> Claim:
 
 
 def load_claims(path: str | Path = CLAIMS_PATH) -> dict[str, Claim]:
-    """All claims, in yaml order, keyed by id; strict, so a typo fails here and not in a notebook."""
-    data = yaml.safe_load(Path(path).read_text())
-    if not isinstance(data, dict) or set(data) != {"claims"} or not isinstance(data["claims"], list):
-        raise ValueError(f"{path}: expected one top-level key `claims:` holding a list")
+    """All claims, in yaml order (papers in `PAPERS` order), keyed by id; strict, so a typo fails
+    here and not in a notebook.
+
+    `path`: a directory of ``<slug>.yaml`` files, each holding only that paper's claims (a
+    paper's stage depends on its own file), or one file holding any.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.yaml"), key=lambda p: (PAPERS.index(p.stem) if p.stem in PAPERS else len(PAPERS),
+                                                         p.stem))
+        if not files:
+            raise FileNotFoundError(f"{path}: no <slug>.yaml claim files")
+    else:
+        files = [path]
     out: dict[str, Claim] = {}
-    for i, entry in enumerate(data["claims"]):
-        claim = _parse_claim(entry, i)
-        if claim.id in out:
-            raise _bad(claim.id, "id", "duplicate", "give each claim its own id")
-        out[claim.id] = claim
+    for file in files:
+        data = yaml.safe_load(file.read_text())
+        if not isinstance(data, dict) or set(data) != {"claims"} or not isinstance(data["claims"], list):
+            raise ValueError(f"{file}: expected one top-level key `claims:` holding a list")
+        for i, entry in enumerate(data["claims"]):
+            claim = _parse_claim(entry, i)
+            if claim.id in out:
+                raise _bad(claim.id, "id", "duplicate", "give each claim its own id")
+            if file is not path and claim.paper != file.stem:
+                raise _bad(claim.id, "paper", f"{claim.paper!r} in {file}",
+                           f"move the claim to {path / (claim.paper + '.yaml')}")
+            out[claim.id] = claim
     return out
 
 
@@ -242,13 +259,13 @@ def _full_rows(
     """Table rows plus the interval columns; checks every Evidence against claims.yaml."""
     mine = [c for c in claims.values() if c.paper == slug]
     if slug not in PAPERS or not mine:
-        raise ValueError(f"claims_table: no claims for paper {slug!r} in claims.yaml "
+        raise ValueError(f"claims_table: no claims for paper {slug!r} in references/claims/ "
                          f"(papers: {sorted({c.paper for c in claims.values()})})")
     by_id: dict[str, list[Evidence]] = {}
     for ev in evidence:
         claim = claims.get(ev.claim_id)
         if claim is None:
-            raise ValueError(f"evidence for {ev.claim_id!r}: no such claim in claims.yaml; "
+            raise ValueError(f"evidence for {ev.claim_id!r}: no such claim in references/claims/; "
                              "add the claim there or fix the id")
         if claim.paper != slug:
             raise ValueError(f"evidence for {ev.claim_id!r} belongs to paper {claim.paper!r}, "
@@ -295,7 +312,7 @@ def claims_table(
 
 def claims_caption(slug: str) -> str:
     """The caption of a notebook's claims table: where the claims come from, and the rule."""
-    return (f"Claims of `{slug}` (references/claims.yaml) and our evidence. "
+    return (f"Claims of `{slug}` (references/claims/) and our evidence. "
             f"**Verdict rule.** {VERDICT_RULE}")
 
 
@@ -366,7 +383,7 @@ def _recomputed(claim: Claim, row: Mapping[str, Any]) -> tuple[str, str]:
                             0.95 if math.isnan(level) else level)
     new = verdict(interval, claim.direction, claim.threshold)
     old = str(row.get("verdict", ""))
-    note = "" if old in ("", new) else f"verdict was {old!r} at run time; claims.yaml changed since"
+    note = "" if old in ("", new) else f"verdict was {old!r} at run time; references/claims/ changed since"
     return new, note
 
 
@@ -446,7 +463,7 @@ def ledger_markdown(ledger: pd.DataFrame) -> str:
     shown = ledger.drop(columns=["statement"])
     return (
         "# Claim ledger\n\n"
-        "Every quantitative claim of the six papers (references/claims.yaml) with our evidence; "
+        "Every quantitative claim of the six papers (references/claims/) with our evidence; "
         "generated by `python -m prunerep.reporting.ledger`, do not edit.\n\n"
         f"**Verdict rule.** {VERDICT_RULE}\n\n"
         f"{_markdown(verdict_counts(ledger))}\n\n{_markdown(shown)}\n"
@@ -497,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Collect every paper's claims.csv into the ledger.")
     parser.add_argument("--results", default="results", help="results folder (default: results)")
     parser.add_argument("--out", default=None, help="output folder (default: <results>/ledger)")
-    parser.add_argument("--claims", default=str(CLAIMS_PATH), help="claims.yaml")
+    parser.add_argument("--claims", default=str(CLAIMS_PATH), help="references/claims/ (one <slug>.yaml per paper) or one file")
     parser.add_argument("--notebooks", default="notebooks", help="source notebooks folder")
     args = parser.parse_args(argv)
     ledger = build_ledger(args.results, args.claims, args.notebooks)

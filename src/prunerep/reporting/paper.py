@@ -1,4 +1,4 @@
-"""The papers' printed numbers, from one data file (references/paper_results.yaml).
+"""The papers' printed numbers, one data file per paper (references/paper_results/<slug>.yaml).
 
 Each entry: paper, table, row, metric, value, unit, source, dataset. A value that could not be
 transcribed is null with a note naming the arXiv id and table, and is shown as "not transcribed"
@@ -22,7 +22,7 @@ import yaml
 from prunerep.data.config import DataConfig
 from prunerep.data.describe import dataset_display_name, paper_dataset_matches
 
-PAPER_RESULTS = Path("references/paper_results.yaml")
+PAPER_RESULTS = Path("references/paper_results")   # a directory of <slug>.yaml, or one file
 NOT_TRANSCRIBED = "not transcribed"
 COLUMNS = ("paper", "table", "row", "model", "metric", "value", "unit", "dataset", "source", "note")
 REQUIRED = ("paper", "table", "row", "metric", "value", "unit", "source", "dataset")
@@ -36,13 +36,34 @@ def _data_config(dataset: str | DataConfig) -> DataConfig:
     return DataConfig(dataset=dataset)
 
 
-def load_paper_results(path: str | Path = PAPER_RESULTS) -> list[dict[str, Any]]:
-    """Every entry of the data file, each checked to carry the required fields.
+def load_paper_results(path: str | Path = PAPER_RESULTS, paper: str | None = None) -> list[dict[str, Any]]:
+    """Every entry of the data file(s), each checked to carry the required fields.
+
+    `path`: a directory of ``<slug>.yaml`` files (each holding one paper's entries: a stage
+    depends on its own paper's file) or one file. With `paper`, only that paper's file is read.
 
     Raises:
-        ValueError: an entry lacks a field (e.g. `dataset`); the message names the entry.
+        ValueError: an entry lacks a field (e.g. `dataset`), or sits in another paper's file;
+            the message names the entry.
     """
     path = Path(path)
+    if path.is_dir():
+        files = [path / f"{paper}.yaml"] if paper is not None else sorted(path.glob("*.yaml"))
+        out: list[dict[str, Any]] = []
+        for file in files:
+            if not file.exists():
+                continue          # a paper without a file has no printed numbers (`paper_numbers` says so)
+            entries = _load_file(file)
+            wrong = [e for e in entries if e["paper"] != file.stem]
+            if wrong:
+                raise ValueError(f"{file}: entry {wrong[0].get('row')!r} says paper: {wrong[0]['paper']}; move it "
+                                 f"to {path / (str(wrong[0]['paper']) + '.yaml')}")
+            out += entries
+        return out
+    return [e for e in _load_file(path) if paper is None or e["paper"] == paper]
+
+
+def _load_file(path: Path) -> list[dict[str, Any]]:
     data = yaml.safe_load(path.read_text()) or {}
     entries = data.get("results") if isinstance(data, dict) else None
     if not isinstance(entries, list):
@@ -73,8 +94,7 @@ def paper_numbers(paper: str, table: str | None = None, path: str | Path = PAPER
     Raises:
         KeyError: the file has no entry for `paper` / `table` at all (a misspelt name).
     """
-    rows = [r for r in load_paper_results(path)
-            if r["paper"] == paper and (table is None or r["table"] == table)]
+    rows = [r for r in load_paper_results(path, paper) if table is None or r["table"] == table]
     if not rows:
         raise KeyError(f"{path}: no entries for paper={paper!r} table={table!r}")
     if dataset is not None:
@@ -87,7 +107,7 @@ def paper_numbers(paper: str, table: str | None = None, path: str | Path = PAPER
 
 def paper_datasets(paper: str, path: str | Path = PAPER_RESULTS) -> list[str]:
     """The datasets `paper`'s entries report on, in file order (e.g. ``['cifar10', 'imagenet']``)."""
-    return list(dict.fromkeys(str(r["dataset"]) for r in load_paper_results(path) if r["paper"] == paper))
+    return list(dict.fromkeys(str(r["dataset"]) for r in load_paper_results(path, paper)))
 
 
 def paper_rows_note(paper: str, dataset: str | DataConfig, path: str | Path = PAPER_RESULTS) -> str:
@@ -133,11 +153,11 @@ def dense_reference(model_key: str, path: str | Path = PAPER_RESULTS, *,
         ``{"paper_test_acc": value | "not transcribed" | "n/a ...", "paper_source": str}``; the
         source is empty when the value is "n/a" (no paper row beside a result on another dataset).
     """
-    for r in load_paper_results(path):
-        if r.get("model") == model_key and r["metric"] == "dense_test_acc":
-            if dataset is not None and not paper_dataset_matches(_data_config(dataset), str(r["dataset"])):
-                reported = dataset_display_name(str(r["dataset"]))
-                return {"paper_test_acc": f"n/a (paper reports {reported})", "paper_source": ""}
-            value = NOT_TRANSCRIBED if r["value"] is None else r["value"]
-            return {"paper_test_acc": value, "paper_source": r["source"]}
+    rows = [r for r in load_paper_results(path) if r.get("model") == model_key and r["metric"] == "dense_test_acc"]
+    for r in sorted(rows, key=lambda r: r["value"] is None):      # a transcribed number first
+        if dataset is not None and not paper_dataset_matches(_data_config(dataset), str(r["dataset"])):
+            reported = dataset_display_name(str(r["dataset"]))
+            return {"paper_test_acc": f"n/a (paper reports {reported})", "paper_source": ""}
+        value = NOT_TRANSCRIBED if r["value"] is None else r["value"]
+        return {"paper_test_acc": value, "paper_source": r["source"]}
     return {"paper_test_acc": "n/a", "paper_source": ""}

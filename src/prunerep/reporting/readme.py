@@ -104,7 +104,7 @@ def render_results(results_root: str | Path = "results") -> str:
     lines = [
         head.rstrip("\n"),
         "",
-        "Every claim of the six papers (`references/claims.yaml`), our test of it, and the verdict; "
+        "Every claim of the six papers (`references/claims/`), our test of it, and the verdict; "
         "each row links the executed notebook that computed it.",
         "",
         "| " + " | ".join(TABLE_COLUMNS) + " |",

@@ -31,7 +31,6 @@ INCONCLUSIVE = "inconclusive (within noise)"
 NOT_RUN = "not run at this budget"
 MIN_SEEDS = 3
 FEW_SEEDS = f"fewer than {MIN_SEEDS} seeds: no verdict"
-ONE_SEED = FEW_SEEDS  # the former name (n = 1 was the only case without a verdict)
 NOT_IMPLEMENTED = "not implemented"
 
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN, FEW_SEEDS, NOT_IMPLEMENTED)

@@ -156,8 +156,9 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
     wall = time.perf_counter() - wall0
     model_path = None
     if job["model_path"] and result.model is not None and hasattr(result.model, "arch_spec"):
-        save_model(result.model, job["model_path"], meta={"label": result.label, "seed": result.seed,
-                                                          "identity": job["identity"]})
+        kept = Path(job["checkpoint_dir"]) / FINISHED_MODEL
+        save_model(result.model, kept, meta={"label": result.label, "seed": result.seed, "identity": job["identity"]})
+        _copy_atomic(kept, Path(job["model_path"]))
         model_path = job["model_path"]
     hyper = to_dict(base.hyper)
     if isinstance(spec, IterativeSpec):
@@ -174,10 +175,50 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
         test_acc_before_finetune=result.test_acc_before_finetune, selection=result.selection,
         phase_time_s=result.phase_time_s, wall_time_s=wall, process_time_s=cpu, summary=result.method_summary,
         histories=result.histories, model_path=model_path,
-        provenance={"profile": job["profile"], "data_fingerprint": splits.fingerprint, "code": code_fingerprint(),
+        provenance={"profile": job["profile"], "data_fingerprint": splits.fingerprint, "code": job["code"],
+                    "package_code": code_fingerprint(),
                     "dense_checkpoint": job["dense_path"], "dense_digest": job["dense_digest"],
                     "identity": job["identity"], "finetune": to_dict(base.finetune),
                     "batch_size": base.batch_size, "threads": torch.get_num_threads()})
+
+
+#: What a finished run leaves in its checkpoint directory: its record (written last) and its network.
+FINISHED_RECORD = "finished.json"
+FINISHED_MODEL = "finished_model.pt"
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    from prunerep.io import atomic_write_bytes
+
+    atomic_write_bytes(src.read_bytes(), dst)
+
+
+def _save_finished(record: RunRecord, job: dict[str, Any]) -> None:
+    from prunerep.io import atomic_write_text
+
+    atomic_write_text(record.to_json() + "\n", Path(job["checkpoint_dir"]) / FINISHED_RECORD)
+
+
+def _load_finished(job: dict[str, Any]) -> RunRecord | None:
+    """The record of this exact run (same identity) if it finished before, its network restored to
+    `model_path`; None when it has not (or its files are unreadable: then it simply reruns)."""
+    import json
+
+    directory = Path(job["checkpoint_dir"])
+    try:
+        record = RunRecord.from_dict(json.loads((directory / FINISHED_RECORD).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if record.provenance.get("identity") != job["identity"]:
+        return None
+    if job["model_path"] and record.model_path is not None:
+        if not (directory / FINISHED_MODEL).exists():
+            return None
+        _copy_atomic(directory / FINISHED_MODEL, Path(job["model_path"]))
+        record = replace(record, model_path=job["model_path"])
+    elif job["model_path"] is None:
+        record = replace(record, model_path=None)
+    return replace(record, latency=None)
 
 
 def measure_record_latency(record: RunRecord, input_shape: tuple[int, ...], settings: LatencySettings) -> RunRecord:
@@ -207,7 +248,8 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
     this prints one line per finished run.
     """
     from prunerep.engine.parallel import map_jobs
-    from prunerep.provenance import file_digest, run_key
+    from prunerep.methods import method_module
+    from prunerep.provenance import file_digest, run_code_fingerprint, run_key
 
     jobs, names, digests = [], set(), {}
     for spec in specs:
@@ -224,8 +266,10 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
                 raise FileNotFoundError(f"{dense}: dense checkpoint of {base.model!r} is missing; run "
                                         f"`dvc repro pretrain@{base.model}` first")
             digests[base.model] = file_digest(dense)
-        identity = run_key(ctx.slug, spec, ctx.data, ctx.subset, digests[base.model])
+        code = run_code_fingerprint(method_module(base.method))
+        identity = run_key(ctx.slug, spec, ctx.data, ctx.subset, digests[base.model], code=code)
         jobs.append({
+            "code": code,
             "slug": ctx.slug, "profile": ctx.profile, "spec": spec, "data": ctx.data, "subset": ctx.subset,
             "dense_path": str(dense), "dense_digest": digests[base.model], "identity": identity,
             "expected_arch": ctx.expected_arch.get(base.model),
@@ -233,14 +277,23 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
             "model_path": str(paths.pruned_models(ctx.slug) / f"{name}.pt") if save_models else None,
             "name": name, "log_path": (paths.run_logs(ctx.slug) / f"{name}.log").as_posix(),
         })
+    finished = {i: r for i, job in enumerate(jobs) if (r := _load_finished(job)) is not None}
+    todo = [job for i, job in enumerate(jobs) if i not in finished]
+    fresh = iter(map_jobs(_run_job, todo, workers=ctx.workers, lazy=True))
     records = []
-    for i, record in enumerate(map_jobs(_run_job, jobs, workers=ctx.workers, lazy=True), start=1):
+    for i, job in enumerate(jobs):
+        if i in finished:
+            record, how = finished[i], "finished before, reused"
+        else:
+            record = next(fresh)
+            _save_finished(record, job)
+            how = f"{record.wall_time_s:.0f} s" if record.wall_time_s is not None else "done"
         records.append(record)
-        wall = f", {record.wall_time_s:.0f} s" if record.wall_time_s is not None else ""
-        print(f"[{i}/{len(jobs)}] {jobs[i - 1]['name']}: test acc {record.test_acc:.2f}%{wall}",
-              file=sys.stdout, flush=True)
+        print(f"[{i + 1}/{len(jobs)}] {job['name']}: test acc {record.test_acc:.2f}% ({how})", file=sys.stdout,
+              flush=True)
     if jobs:
-        print(f"{len(jobs)} runs on {min(ctx.workers, len(jobs))} worker(s); per-run logs in "
+        print(f"{len(todo)} runs on {min(ctx.workers, max(1, len(todo)))} worker(s), {len(finished)} reused "
+              f"(same identity: spec, data, dense checkpoint, code); per-run logs in "
               f"{paths.run_logs(ctx.slug).as_posix()}/", flush=True)
     shape = ctx.input_shape
     return [measure_record_latency(r, shape, ctx.latency) for r in records]

@@ -647,7 +647,7 @@ def budget_text(cfg: DAISConfig, ctx: StudyContext) -> str:
 
 
 def evidence(cfg: DAISConfig, records: Sequence[RunRecord], budget: str) -> list[Evidence]:
-    """The claims' evidence by the one verdict rule (references/claims.yaml ids dais.*)."""
+    """The claims' evidence by the one verdict rule (references/claims/dais.yaml ids dais.*)."""
     claims = load_claims()
     out: list[Evidence] = []
     c1 = claim1_table(records)

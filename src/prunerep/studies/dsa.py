@@ -415,7 +415,7 @@ def uniform_reference(alloc: pd.DataFrame, ctx: StudyContext) -> pd.DataFrame:
 
 
 def paper_row_names(model: str, init: str, budget: float) -> list[str]:
-    """Row names of references/paper_results.yaml a DSA result may match (most specific first)."""
+    """Row names of references/paper_results/dsa.yaml a DSA result may match (most specific first)."""
     return [f"DSA {model} {init} b={budget:g}", f"DSA {model} b={budget:g}"]
 
 
@@ -569,7 +569,7 @@ def _ratio_text(iv: Interval) -> str:
 
 
 def evidence(cfg: DSAConfig, records: Sequence[RunRecord], budget: str) -> list[Evidence]:
-    """The claims' evidence by the one verdict rule (references/claims.yaml ids dsa.*)."""
+    """The claims' evidence by the one verdict rule (references/claims/dsa.yaml ids dsa.*)."""
     claims = load_claims()
     df = results_frame(records)
     out: list[Evidence] = []

@@ -5,7 +5,7 @@ full texts were not readable here). This module plans the runs, all from the sam
 checkpoint and the same per-layer widths: functionality-oriented pruning, L1-norm, FPGM's
 criterion and random channels, without retraining over a sweep of pruning ratios and with a
 brief retraining at some of them; it turns the run records into the tables, figures and the
-claims' evidence (``references/claims.yaml``, ids ``functionality.*``), and writes the
+claims' evidence (``references/claims/functionality.yaml``, ids ``functionality.*``), and writes the
 notebook's "assumptions and deviations" table from the configs.
 
 Seeds: a functionality run's seed is the seed of its descriptor batch (and of k-means, if used);
@@ -318,7 +318,7 @@ def retrain_acc(df: Any, setting: str, variant: str, ratio: float) -> tuple[dict
             dict(zip(sub.seed.astype(int), sub.test_acc.astype(float), strict=True)))
 
 
-#: Our column -> (row of references/paper_results.yaml without retraining, with retraining).
+#: Our column -> (row of references/paper_results/functionality.yaml without retraining, with retraining).
 PAPER_ROWS = {"functionality": ("functionality no retraining", None), "l1": ("L1 no retraining", "L1 retrained")}
 
 

@@ -385,8 +385,15 @@ def ratio_label(macs_keep: float) -> str:
 # -- tables ----------------------------------------------------------------------------------------
 
 
-def variant_name(variant: str) -> str:
-    return VARIANTS.get(variant, variant)
+def variant_name(variant: str, records: Sequence[RunRecord] = ()) -> str:
+    """What a variant is, as tables and figures name it. Slimming's name carries the per-layer floor
+    of its global threshold when its runs (`records`) had one: the floor is ours, not the paper's."""
+    name = VARIANTS.get(variant, variant)
+    if variant.startswith("slimming"):
+        floors = {float(r.hyper.get("min_keep", 0.0) or 0.0) for r in records if r.tags.get("variant") == variant}
+        if floors - {0.0}:
+            name += f" ({'/'.join(f'{x:.0%}' for x in sorted(floors))} per-layer floor, ours)"
+    return name
 
 
 def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
@@ -413,7 +420,7 @@ def summary_table(records: Sequence[RunRecord]) -> pd.DataFrame:
         accs = [r.test_acc for r in rs]
         mean, std, n = mean_std(accs)
         lat = [r.latency_ms(1) for r in rs if r.latency_ms(1) is not None]
-        rows.append({"model": model, "MACs target": target, "variant": variant, "what ran": variant_name(variant),
+        rows.append({"model": model, "MACs target": target, "variant": variant, "what ran": variant_name(variant, rs),
                      "n": n, "MACs kept (fraction of dense)": sum(r.macs_keep for r in rs) / n,
                      "post-pruning steps": sum(post_pruning_steps(r) for r in rs) / n,
                      "test acc (%)": fmt_mean_std(accs), "test_acc_mean": mean, "test_acc_std": std,
@@ -441,7 +448,7 @@ def claim3_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                 continue
             diff = paired_difference(ga, gb)
             rows.append({"protocol": c.protocol, "model": model, "MACs target": target,
-                         "GDP arm": variant_name(c.gdp), "baseline arm": variant_name(c.baseline),
+                         "GDP arm": variant_name(c.gdp, a), "baseline arm": variant_name(c.baseline, b),
                          "baseline": c.baseline.split("-")[0].removesuffix("+ft"), "n": diff.n,
                          "post-pruning steps, GDP / baseline":
                              f"{_mean(post_pruning_steps(r) for r in a):.0f} / "
@@ -550,13 +557,19 @@ PROTOCOL_TICKS: dict[str, str] = {EQUAL_POST: "equal post-pruning\ntraining (ver
 BASELINE_NAMES: dict[str, str] = {"l1": "L1", "slimming": "slimming", "random": "random"}
 
 
+def _short_name(baseline: str, arm_name: str) -> str:
+    """Short legend name of a baseline, keeping the "(…, ours)" of a variant of ours."""
+    short = BASELINE_NAMES.get(baseline, baseline)
+    return short + arm_name[arm_name.rindex(" ("):] if arm_name.endswith(", ours)") else short
+
+
 def gain_rows(claim3: pd.DataFrame, model: str, target: float) -> list[dict[str, Any]]:
     """Rows for `gain_plot`: every comparison at one model/budget, x = protocol, label = baseline."""
     out = []
     for _, row in claim3[(claim3["model"] == model) & (claim3["MACs target"] == target)].iterrows():
         iv: Interval = row["_interval"]
         out.append({"protocol": PROTOCOL_TICKS.get(row["protocol"], row["protocol"]), "mean": iv.mean, "lo": iv.lo,
-                    "hi": iv.hi, "n": iv.n, "label": f"GDP − {BASELINE_NAMES.get(row['baseline'], row['baseline'])}"})
+                    "hi": iv.hi, "n": iv.n, "label": f"GDP − {_short_name(row['baseline'], row['baseline arm'])}"})
     return out
 
 
@@ -588,7 +601,7 @@ def kill_sentence(records: Sequence[RunRecord]) -> str:
 
 
 def evidence(cfg: GDPConfig, records: Sequence[RunRecord], budget: str) -> list[Evidence]:
-    """The claims' evidence, by the one verdict rule (references/claims.yaml ids gdp.*)."""
+    """The claims' evidence, by the one verdict rule (references/claims/gdp.yaml ids gdp.*)."""
     claims = load_claims()
     out: list[Evidence] = []
     gated = [r for r in records if r.tags["variant"] == "gdp"]
@@ -663,7 +676,7 @@ def budget_text(cfg: GDPConfig, ctx: StudyContext) -> str:
 def seed_rows(records: Sequence[RunRecord], model: str) -> pd.DataFrame:
     """One row per run of `model` (for `mean_spread_plot`): MACs kept (%), test accuracy, variant."""
     return pd.DataFrame([{"MACs kept (% of dense)": 100 * r.macs_keep, "test accuracy (%)": r.test_acc,
-                          "method": variant_name(r.tags["variant"]), "seed": r.seed}
+                          "method": variant_name(r.tags["variant"], [r]), "seed": r.seed}
                          for r in records if r.model == model])
 
 
@@ -693,7 +706,7 @@ def gate_histograms_figure(record: RunRecord, bins: int = 40):
         ax.text(0.55, 0.95, f"exact 0: {stats['zero']:.0%}\nin (0, 0.1): {stats['between_0_0.1']:.1%}",
                 transform=ax.transAxes, ha="center", va="top", fontsize=8)
     axes[0][0].set_ylabel("gates (log scale)")
-    fig.suptitle(f"{record.model}, {variant_name(record.tags['variant'])}, {record.target:.0%} MACs, seed "
+    fig.suptitle(f"{record.model}, {variant_name(record.tags['variant'], [record])}, {record.target:.0%} MACs, seed "
                  f"{record.seed}: red = exact zeros, blue = non-zero gates", fontsize=9)
     fig.tight_layout()
     return fig

@@ -428,7 +428,7 @@ def table1_gains(cfg: GRegConfig, df: Any) -> list[dict[str, Any]]:
 
 
 def evidence(cfg: GRegConfig, df: Any, budget: str, records: Sequence[RunRecord] = ()) -> list[Evidence]:
-    """The claims' evidence by the one verdict rule (references/claims.yaml ids greg.*).
+    """The claims' evidence by the one verdict rule (references/claims/greg.yaml ids greg.*).
 
     Table 1's claims are answered by the column run with `greg.reg` (plain "GReg-1" with the
     official conv-only penalty) against one-shot L1 on the same filters, paired by seed, at every

@@ -737,7 +737,7 @@ def describe_budget(cfg: WGatesConfig, n_train: int, profile: str) -> str:
 
 def evidence(cfg: WGatesConfig, fits: Mapping[str, PredictorFit], final: pd.DataFrame,
              records: Sequence[RunRecord], datasets: Mapping[str, LatencyDataset], budget: str) -> list[Evidence]:
-    """The claims' evidence by the one verdict rule (references/claims.yaml ids wgates.*)."""
+    """The claims' evidence by the one verdict rule (references/claims/wgates.yaml ids wgates.*)."""
     claims = load_claims()
     out: list[Evidence] = []
     tol = cfg.predictor.tolerance
