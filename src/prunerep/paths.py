@@ -11,6 +11,12 @@ ARTIFACTS = Path("artifacts")      # heavy outputs (DVC cache): decoded data, ch
 RESULTS = Path("results")          # light outputs (committed to git): metrics, records, tables, figures
 DATASET_CACHE = ARTIFACTS / "data" / "dataset.pt"
 CHECKPOINTS = ARTIFACTS / "checkpoints"   # per-run resume checkpoints (not a DVC output)
+FINISHED_RUNS = ARTIFACTS / "finished"    # finished runs by identity, shared by every study (not a DVC output)
+
+
+def finished_run(identity: str) -> Path:
+    """Folder of a finished run (its record and pruned network), found by identity from any study."""
+    return FINISHED_RUNS / identity
 
 
 def dense_checkpoint(model_key: str) -> Path:

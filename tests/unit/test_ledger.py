@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from prunerep.reporting import ledger as L
-from prunerep.reporting.paper import load_paper_results
 from prunerep.reporting.ledger import (
     Evidence,
     build_ledger,
@@ -19,6 +18,7 @@ from prunerep.reporting.ledger import (
     load_claims,
     write_claims,
 )
+from prunerep.reporting.paper import load_paper_results
 from prunerep.reporting.stats import (
     FEW_SEEDS,
     INCONCLUSIVE,

@@ -78,11 +78,21 @@ def test_a_changed_spec_or_run_code_runs_again(setup, monkeypatch):
     assert len(ran) == 3
 
 
+def test_a_run_another_study_finished_is_reused_under_this_studys_name(setup, monkeypatch):
+    spec, ctx = setup
+    ran = _count_runs(monkeypatch)
+    (first,) = execute([spec], ctx)
+    (other,) = execute([spec], dataclasses.replace(ctx, slug="compare"))
+    assert len(ran) == 1
+    assert other.slug == "compare" and other.test_acc == first.test_acc
+    assert Path(other.model_path).exists() and "compare" in other.model_path
+
+
 def test_an_unreadable_finished_record_reruns_instead_of_failing(setup, monkeypatch):
     spec, ctx = setup
     ran = _count_runs(monkeypatch)
     execute([spec], ctx)
-    (finished,) = Path("artifacts/checkpoints/reuse/smoke").glob(f"*/{execute_module.FINISHED_RECORD}")
+    (finished,) = Path("artifacts/finished").glob(f"*/{execute_module.FINISHED_RECORD}")
     finished.write_text('{"slug": "reuse", "trunc')
     execute([spec], ctx)
     assert len(ran) == 2

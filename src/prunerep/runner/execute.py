@@ -2,9 +2,11 @@
 
 Every run prunes the dense checkpoint of its `model` key (the path comes from
 :mod:`prunerep.paths`, checked against the architecture params.yaml names for that key). Its
-identity, on which resume checkpoints are keyed, is a digest of the resolved spec, the data
-config and fingerprint, the *bytes* of the dense checkpoint and the package source: retraining
-the dense model or changing any code reruns it instead of resuming stale weights.
+identity, on which resume checkpoints and finished runs are keyed, is a digest of the resolved
+spec, the data config and fingerprint, the *bytes* of the dense checkpoint and the source the run
+executes (`prunerep.provenance.run_code_fingerprint`): retraining the dense model or changing that
+code reruns it instead of resuming stale weights, while a finished run with the same identity,
+from this study or another, is reused (a notebook edit or a new table does not retrain anything).
 
 Latency of the pruned networks is measured after all runs have finished, one network at a time,
 in this process: timing beside other runs on shared cores would measure the contention.
@@ -156,7 +158,7 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
     wall = time.perf_counter() - wall0
     model_path = None
     if job["model_path"] and result.model is not None and hasattr(result.model, "arch_spec"):
-        kept = Path(job["checkpoint_dir"]) / FINISHED_MODEL
+        kept = paths.finished_run(job["identity"]) / FINISHED_MODEL
         save_model(result.model, kept, meta={"label": result.label, "seed": result.seed, "identity": job["identity"]})
         _copy_atomic(kept, Path(job["model_path"]))
         model_path = job["model_path"]
@@ -196,21 +198,22 @@ def _copy_atomic(src: Path, dst: Path) -> None:
 def _save_finished(record: RunRecord, job: dict[str, Any]) -> None:
     from prunerep.io import atomic_write_text
 
-    atomic_write_text(record.to_json() + "\n", Path(job["checkpoint_dir"]) / FINISHED_RECORD)
+    atomic_write_text(record.to_json() + "\n", paths.finished_run(job["identity"]) / FINISHED_RECORD)
 
 
 def _load_finished(job: dict[str, Any]) -> RunRecord | None:
-    """The record of this exact run (same identity) if it finished before, its network restored to
-    `model_path`; None when it has not (or its files are unreadable: then it simply reruns)."""
+    """The record of this exact run (same identity), if any study finished it before, its network
+    restored to `model_path`; None when none did (or its files are unreadable: it simply reruns)."""
     import json
 
-    directory = Path(job["checkpoint_dir"])
+    directory = paths.finished_run(job["identity"])
     try:
         record = RunRecord.from_dict(json.loads((directory / FINISHED_RECORD).read_text()))
     except (OSError, ValueError, TypeError):
         return None
     if record.provenance.get("identity") != job["identity"]:
         return None
+    record = replace(record, slug=job["slug"])       # another study may have run it
     if job["model_path"] and record.model_path is not None:
         if not (directory / FINISHED_MODEL).exists():
             return None
@@ -243,7 +246,8 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
     """Run every spec (``ctx.workers`` processes side by side), in order; one record each.
 
     Runs checkpoint under ``artifacts/checkpoints/<slug>/<profile>/<run name>`` and resume after a
-    kill; pruned networks are saved under ``artifacts/<slug>/models/``; then latency is measured
+    kill; a run finished before with the same identity (by any study) is reused from
+    ``artifacts/finished/<identity>/``; pruned networks are saved under ``artifacts/<slug>/models/``; then latency is measured
     serially (``ctx.latency``). Each run's output goes to ``artifacts/<slug>/logs/<run name>.log``;
     this prints one line per finished run.
     """
@@ -267,7 +271,8 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
                                         f"`dvc repro pretrain@{base.model}` first")
             digests[base.model] = file_digest(dense)
         code = run_code_fingerprint(method_module(base.method))
-        identity = run_key(ctx.slug, spec, ctx.data, ctx.subset, digests[base.model], code=code)
+        # no slug: a run another study finished with the identical spec is the same run
+        identity = run_key(spec, ctx.data, ctx.subset, ctx.splits.fingerprint, digests[base.model], code=code)
         jobs.append({
             "code": code,
             "slug": ctx.slug, "profile": ctx.profile, "spec": spec, "data": ctx.data, "subset": ctx.subset,
