@@ -26,19 +26,21 @@ def code_fingerprint() -> str:
     return _source_digest(lambda rel: True)
 
 
-#: Parts of the package that cannot change what a pruning run computes: studies plan runs (the
-#: resolved spec of each run is hashed into its identity), reporting and the notebook runner
-#: present records, stages/ trains the dense checkpoints (whose *bytes* are hashed).
-NOT_RUN_CODE = ("studies/", "reporting/", "stages/", "nbrun.py")
+#: The parts of the package a pruning run executes: everything else (studies plan runs, whose
+#: resolved specs are hashed into the identity; reporting, report, nbrun, stages, the API and
+#: any package added later) cannot change what a run computes. An allowlist, so that adding a
+#: package never changes the identity of finished runs.
+RUN_CODE = ("__init__.py", "config.py", "io.py", "paths.py", "provenance.py",
+            "data/", "engine/", "models/", "pruning/", "runner/", "methods/")
 
 
 @cache
 def run_code_fingerprint(method_module: str) -> str:
     """Hash of the source a pruning run with the method of `method_module` executes.
 
-    The whole package except `NOT_RUN_CODE` and the modules of the *other* registered methods, so
-    that editing a paper's tables or adding another paper's method does not rerun finished runs,
-    while any change to the shared layers, the baselines or this method's module does.
+    `RUN_CODE` minus the modules of the *other* registered methods, so that editing a paper's
+    tables or adding another paper's method does not rerun finished runs, while any change to the
+    shared layers, the baselines or this method's module does.
     """
     from prunerep.methods.base import _METHODS, list_methods
 
@@ -47,7 +49,7 @@ def run_code_fingerprint(method_module: str) -> str:
     shared = {"methods/baselines.py"}     # l1, random, slimming: every study's baselines
     others = {cls.__module__.removeprefix("prunerep.").replace(".", "/") + ".py" for cls in _METHODS.values()}
     others -= {own, *shared}
-    return _source_digest(lambda rel: not rel.startswith(NOT_RUN_CODE) and rel not in others)
+    return _source_digest(lambda rel: rel.startswith(RUN_CODE) and rel not in others)
 
 
 def _source_digest(include: Any) -> str:
