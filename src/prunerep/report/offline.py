@@ -47,7 +47,7 @@ def is_external(url: str) -> bool:
     if url.startswith("//"):
         return True
     match = _SCHEME.match(url)
-    return bool(match) and match.group(1).lower() not in LOCAL_SCHEMES
+    return match is not None and match.group(1).lower() not in LOCAL_SCHEMES
 
 
 def _srcset(value: str) -> list[str]:

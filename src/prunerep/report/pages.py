@@ -78,6 +78,10 @@ def _unique(rows: Sequence[Mapping[str, str]], column: str) -> list[str]:
     return list(dict.fromkeys(v for v in values if v and v != "—"))
 
 
+def _figures(n: int) -> str:
+    return f"{n} figure" if n == 1 else f"{n} figures"
+
+
 def _notebook_link(entry: NotebookEntry | None, label: str | None = None) -> str:
     if entry is None or entry.page is None:
         return f'<span class="not-run">{NOT_RUN}</span>'
@@ -157,7 +161,7 @@ def index_page(rows: Sequence[Mapping[str, str]], papers: Sequence[str],
         parts.append(f"<h3>{escape(p)}{title}</h3>")
         if entry is not None and entry.page is not None:
             parts.append(f"<p>Executed notebook: {_notebook_link(entry)} "
-                         f"(<code>{escape(entry.source)}</code>, {entry.figures} figures).</p>")
+                         f"(<code>{escape(entry.source)}</code>, {_figures(entry.figures)}).</p>")
         else:
             source = entry.source if entry is not None else f"{results_label}/{p}/{p}.ipynb"
             parts.append(f'<p class="not-run">Notebook: {NOT_RUN} (no <code>{escape(source)}</code>; '
@@ -170,12 +174,14 @@ def index_page(rows: Sequence[Mapping[str, str]], papers: Sequence[str],
     parts.append("<table><tr><th>notebook</th><th>status</th></tr>")
     for slug in others:
         entry = notebooks.get(slug)
-        status = (f"executed, {entry.figures} figures (<code>{escape(entry.source)}</code>)"
-                  if entry is not None and entry.page is not None
-                  else f"<code>dvc repro {escape(slug)}</code> makes it")
-        title = f" ({escape(entry.title)})" if entry is not None and entry.title else ""
-        parts.append(f'<tr data-notebook="{escape(slug)}"><td>{_notebook_link(entry, slug)}{title}</td>'
-                     f"<td>{status}</td></tr>")
+        if entry is not None and entry.page is not None:
+            name = _notebook_link(entry, slug) + (f" ({escape(entry.title)})" if entry.title else "")
+            status = f"executed, {_figures(entry.figures)} (<code>{escape(entry.source)}</code>)"
+        else:
+            name = f"<code>{escape(slug)}</code>"
+            status = (f'<span class="not-run">{NOT_RUN}</span>: <code>dvc repro {escape(slug)}</code> '
+                      f"makes it")
+        parts.append(f'<tr data-notebook="{escape(slug)}"><td>{name}</td><td>{status}</td></tr>')
     parts.append("</table>")
     parts.append('<h2 id="ledger">Claim ledger</h2>')
     parts.append('<p>The whole ledger, with every column (source, trust, budget, note): '
