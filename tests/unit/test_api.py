@@ -293,3 +293,9 @@ def test_a_bilevel_method_holds_out_part_of_the_training_data_itself():
                            device="cpu")
     assert record.macs == count_cost(pruned, (1, 3, 4, 4)).macs <= 0.5 * record.dense_macs * 1.01
     assert record.phase_time_s["search"] > 0
+
+
+def test_prune_is_the_package_level_api():
+    import prunerep
+
+    assert prunerep.prune is prune
