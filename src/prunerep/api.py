@@ -709,6 +709,10 @@ def prune(model: nn.Module, method: str = "l1", macs: float = 0.5, *, train: Any
     spec = spec_for(method, macs, hyper=hyper, finetune=finetune, select=select, seed=seed, batch_size=batch_size,
                     eval_batch_size=eval_batch_size, arch_fraction=arch_fraction, epochs=epochs, max_steps=max_steps,
                     runtime=runtime, model=net, example_input=example)
+    from prunerep.methods.base import get_method
+
+    if not groups.select(get_method(spec.method, spec.hyper).prunable):
+        raise PruneError(_no_group_message(net, method, groups))
     key = make_run_key(spec, _weights_digest(net), tuple(example.shape)) if checkpoint_dir else ""
     result = run_on_loaders(spec, net, example, train_b, val_b, test_b, arch_b, checkpoint_dir=checkpoint_dir,
                             run_key=key)
