@@ -422,7 +422,7 @@ def dense_groups(ctx: StudyContext, model_key: str) -> list[tuple[str, int, bool
 
 
 def widths_figure(records: Sequence[RunRecord], groups: Sequence[tuple[str, int, bool]], target: float,
-                  title: str = ""):
+                  title: str = "") -> Any:
     """Kept fraction of every channel group (columns, model order) per method (rows) at one MACs
     target: mean over seeds, the mean kept channels written in each cell."""
     import matplotlib.pyplot as plt
@@ -451,7 +451,7 @@ def widths_figure(records: Sequence[RunRecord], groups: Sequence[tuple[str, int,
     return fig
 
 
-def timing_figure(records: Sequence[RunRecord], title: str):
+def timing_figure(records: Sequence[RunRecord], title: str) -> Any:
     """Pruning-phase wall time per method (mean over its runs, ± std where n > 1)."""
     import matplotlib.pyplot as plt
 
