@@ -75,7 +75,7 @@ def _declared(slug: str) -> list[str]:
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][slug]["deps"]
 
 
-@pytest.mark.parametrize("slug", [*PAPERS, "baseline"])
+@pytest.mark.parametrize("slug", [*PAPERS, "baseline", "compare"])
 def test_a_notebook_stage_declares_every_file_its_notebook_imports(slug):
     declared = [REPO / d for d in _declared(slug) if d.startswith("src/")]
     used = _closure(_notebook_imports(slug))
@@ -92,3 +92,18 @@ def test_a_paper_stage_does_not_depend_on_another_papers_code_or_references(slug
     for other in set(PAPERS) - {slug}:
         assert not [d for d in deps if d.endswith((f"/{other}.py", f"/{other}.yaml"))], other
     assert f"references/claims/{slug}.yaml" in deps and f"references/paper_results/{slug}.yaml" in deps
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_the_compare_stage_declares_every_method_module_it_runs(profile):
+    """The comparison runs methods through the registry (imported by name, not by a static
+    import), so its stage must list each method's module itself."""
+    from prunerep.config import resolve_section
+    from prunerep.methods import method_module
+    from prunerep.studies.compare import methods
+
+    cfg = resolve_section("compare", params_path=REPO / "params.yaml", profile=profile)
+    deps = set(_declared("compare"))
+    missing = [m for m in methods(cfg)
+               if "src/" + method_module(m).replace(".", "/") + ".py" not in deps]
+    assert not missing, f"dvc.yaml stage 'compare' runs {missing} but does not list their modules"
