@@ -6,8 +6,6 @@ it is imported on first use, so ``import prunerep`` stays light.
 
 from typing import Any
 
-from prunerep.api import prune as prune
-
 __version__ = "0.1.0"
 __all__ = ["__version__", "prune"]
 

@@ -25,10 +25,20 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _lazy_export_nodes(tree: ast.AST) -> set[int]:
+    """Nodes inside a module-level ``__getattr__`` (PEP 562 lazy exports such as ``prunerep.prune``):
+    importing the module does not run them."""
+    body = tree.body if isinstance(tree, ast.Module) else []
+    return {id(n) for f in body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for n in ast.walk(f)}
+
+
 def _imports(tree: ast.AST, package: str) -> set[str]:
     """Modules of prunerep that `tree` imports (absolute and relative), submodules included."""
     out: set[str] = set()
+    lazy = _lazy_export_nodes(tree)
     for node in ast.walk(tree):
+        if id(node) in lazy:
+            continue
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names if a.name.startswith("prunerep")}
         elif isinstance(node, ast.ImportFrom):
