@@ -245,16 +245,32 @@ def measure_record_latency(record: RunRecord, input_shape: tuple[int, ...], sett
 def _preflight(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext) -> None:
     """What would stop a run midway, found before any run starts (one error naming the file or
     the setting, and the fix): a dense checkpoint that cannot be read or holds another
-    architecture than params.yaml names, a MACs budget below what one channel left in every
-    prunable group costs, a batch larger than the images a run trains its weights on."""
+    architecture than params.yaml names, a batch larger than the images a run trains its weights
+    on, a MACs budget below the smallest network pruning can reach (one channel per group,
+    removable residual branches gone: no method can go lower, so no feasible budget is refused)."""
     from prunerep.methods import get_method
     from prunerep.pruning.groups import find_groups
     from prunerep.pruning.soft_cost import SoftCostModel
+    from prunerep.pruning.surgery import plan_surgery
+
+    def removable(groups: Any) -> set[str]:
+        """Groups that surgery can empty (a residual branch goes with them), as GDP finds them."""
+        out = set()
+        for g in groups.select(lambda _: True):
+            try:
+                plan_surgery(groups, {g.id: torch.zeros(g.channels, dtype=torch.bool)})
+                out.add(g.id)
+            except ValueError:
+                pass
+        return out
 
     n_train = len(ctx.splits.train)
-    traced: dict[str, tuple[Any, Any]] = {}        # model key -> (groups, cost model)
+    dense: dict[str, torch.nn.Module] = {}
+    traced: dict[str, tuple[Any, Any, set[str]]] = {}   # model key -> (groups, cost model, removable)
     for spec in specs:
         base = _base(spec)
+        if base.model not in dense:
+            dense[base.model] = ctx.load_dense(base.model)   # refuses an unreadable or foreign checkpoint
         method = get_method(base.method, base.hyper)
         n_weights = n_train - held_out_size(n_train, base.arch_fraction, base.batch_size) if method.bilevel else n_train
         try:
@@ -270,18 +286,20 @@ def _preflight(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext) -> N
         if keep is None:
             continue
         if base.model not in traced:
-            dense = ctx.load_dense(base.model)          # refuses an unreadable or foreign checkpoint
             example = torch.zeros(ctx.example_shape)
-            groups = find_groups(dense, example)
-            traced[base.model] = (groups, SoftCostModel.from_model(dense, example, groups))
-        groups, cost = traced[base.model]
+            groups = find_groups(dense[base.model], example)
+            traced[base.model] = (groups, SoftCostModel.from_model(dense[base.model], example, groups),
+                                  removable(groups))
+        groups, cost, empty = traced[base.model]
         prunable = groups.select(method.prunable)
-        floor = float(cost.macs({g.id: 1 for g in prunable}) / cost.macs({}))
+        # The smallest network any method can reach: every removable group emptied (its residual
+        # branch gone), one channel left in every other prunable group.
+        floor = float(cost.macs({g.id: 0 if g.id in empty else 1 for g in prunable}) / cost.macs({}))
         if keep < floor:
             raise ValueError(f"{ctx.slug}: run {run_name(spec)!r} keeps {keep:g} of the dense MACs of "
-                             f"{base.model!r}, but one channel left in each of its {len(prunable)} prunable "
-                             f"groups already costs {floor:.4f} of them; give budgets above {floor:.4f} in "
-                             f"the {ctx.slug} section of params.yaml")
+                             f"{base.model!r}, but the smallest network that pruning its {len(prunable)} groups can "
+                             f"reach (one channel per group, residual branches removed) costs {floor:.4f} of them; "
+                             f"give budgets above {floor:.4f} in the {ctx.slug} section of params.yaml")
 
 
 def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save_models: bool = True) -> list[RunRecord]:
