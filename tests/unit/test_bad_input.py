@@ -509,8 +509,8 @@ CASES: list[Case] = [
          runner_ws("resnet20", "code"), run_execute("resnet20", "resnet20"),
          ("artifacts/pretrain/resnet20/model.pt", "could run code"), "so it is refused", raises=ValueError,
          left="nothing: no run started; the pickled command did not run"),
-    Case("budget-impossible", "a MACs budget below one channel per layer (`macs_keep: 0.0005`; GDP trained 33 s "
-         "before failing)", "python -m prunerep.nbrun <paper> (prunerep.runner.execute)",
+    Case("budget-impossible", "a MACs budget below the smallest network pruning can reach (`macs_keep: 0.0005`: "
+         "less than one channel per layer; was found only once the run had started)", "python -m prunerep.nbrun <paper> (prunerep.runner.execute)",
          runner_ws("resnet20"), run_execute("resnet20", "resnet20", macs_keep=0.0005),
          ("gdp", "0.0005", "'resnet20'"), "give budgets above", raises=ValueError),
     Case("batch-over-subset", "a run's `batch_size` larger than its training images (an empty epoch, then a "

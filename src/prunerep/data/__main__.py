@@ -39,7 +39,7 @@ def _read_data_config(params_path: str | Path | None) -> DataConfig:
     exist; an explicitly named file must exist. Only the `data` section is validated: the other
     sections are checked by the stages that use them (`python -m prunerep.config check`).
     """
-    from prunerep.config import ConfigError, active_profile, from_dict, merged_section, read_params
+    from prunerep.config import active_profile, from_dict, merged_section, read_params
 
     path = Path(params_path or DEFAULT_PARAMS)
     if not path.is_file():
