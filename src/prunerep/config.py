@@ -30,7 +30,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -67,6 +67,21 @@ def register_section(name: str):
 
 
 SECTION_PACKAGES = ("prunerep.data", "prunerep.stages", "prunerep.studies")
+
+#: A check across sections: ``check(resolved, profile, active)`` gets every section of `profile`
+#: resolved (section name -> config) and raises ConfigError; `active` is true for the profile
+#: that will run (checks that depend on this machine, e.g. its devices, run only then).
+Check = Callable[[Mapping[str, Any], str, bool], None]
+_CHECKS: list[Check] = []
+
+
+def register_check(fn: Check) -> Check:
+    """Decorator: run `fn` in `check_params` (`config check`, and before every stage) once every
+    section of a profile has resolved. Registered by the module that owns the section a check
+    protects (e.g. a paper's model keys against ``pretrain.models``, in the pretrain stage)."""
+    if fn not in _CHECKS:
+        _CHECKS.append(fn)
+    return fn
 
 
 def registered_sections() -> dict[str, type]:
@@ -196,7 +211,19 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     except (ValueError, TypeError) as err:  # __post_init__ checks of the dataclass
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{path or cls.__name__}: {err}") from err
+        raise ConfigError(_post_init_message(path or cls.__name__, fields, str(err))) from err
+
+
+def _post_init_message(path: str, fields: Mapping[str, Any], message: str) -> str:
+    """A dataclass check's message under the key path of its section: one that starts with a
+    field name gets the path joined to it (``seeds: give ...`` -> ``gdp.seeds: give ...``), one
+    that already starts with the path stays, any other gets ``path: `` in front."""
+    if message.startswith((f"{path}.", f"{path}:", f"{path} ")):
+        return message
+    head = re.match(r"[A-Za-z_]\w*", message)
+    if head and head.group() in fields:
+        return f"{path}.{message}"
+    return f"{path}: {message}"
 
 
 def to_dict(obj: Any) -> Any:
@@ -235,6 +262,24 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line from a YAML error: where, what, and the fix (PyYAML's own text spans lines and
+    draws the offending line)."""
+    problem = getattr(err, "problem", None)
+    mark = getattr(err, "problem_mark", None)
+    if not problem:
+        return f"not valid YAML ({' '.join(str(err).split())}); fix its syntax."
+    if "duplicate key" in problem:
+        return f"{problem}."
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    context_mark = getattr(err, "context_mark", None)
+    started = (f" ({context} that starts at line {context_mark.line + 1})"
+               if context and context_mark is not None else "")
+    tabs = " (YAML indents with spaces, never tabs)" if "'\\t'" in problem else ""
+    return f"not valid YAML{where}: {problem}{started}{tabs}; fix the syntax there."
+
+
 def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Load params.yaml as a dict, with a clear error when it is missing or malformed."""
     path = Path(path)
@@ -243,9 +288,11 @@ def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     try:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no code runs
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}).") from err
+        raise ConfigError(f"{path}: {_yaml_problem(err)}") from err
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level.")
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level "
+                          "(`profile: <name>` and one `<section>:` block per stage), "
+                          f"got {type(data).__name__}.")
     return data
 
 
@@ -299,7 +346,30 @@ def resolve_section(name: str, params: Mapping[str, Any] | None = None, *,
     if params is None:
         params = read_params(params_path)
     prof = active_profile(params, profile)
-    return from_dict(sections[name], merged_section(params, name, prof), name)
+    merged = merged_section(params, name, prof)
+    try:
+        return from_dict(sections[name], merged, name)
+    except ConfigError as err:
+        block = _profile_block_at_fault(sections[name], params, name, prof)
+        if block is None:
+            raise
+        head = re.match(r"[\w.\[\]-]+", str(err))
+        cut = head.end() if head else 0
+        raise ConfigError(f"{str(err)[:cut]} ({block}){str(err)[cut:]}") from err
+
+
+def _profile_block_at_fault(cls: type, params: Mapping[str, Any], name: str, profile: str) -> str | None:
+    """``<name>.profiles.<profile>`` when the section is valid without that profile's block (so
+    the error comes from the block: the key path of a merged section does not say so)."""
+    raw = dict(params.get(name) or {})
+    block = (raw.pop("profiles", None) or {}).get(profile)
+    if not block:
+        return None
+    try:
+        from_dict(cls, raw, name)
+    except ConfigError:
+        return None
+    return f"{name}.profiles.{profile}"
 
 
 def check_params(params: Mapping[str, Any] | None = None, *, params_path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
@@ -312,15 +382,16 @@ def check_params(params: Mapping[str, Any] | None = None, *, params_path: str | 
         if key not in allowed:
             raise ConfigError(f"{key}: unknown top-level section in params.yaml.{_suggest(key, allowed)} Sections: {sorted(allowed)}.")
     active = active_profile(params)
-    resolved = {}
+    resolved: dict[str, dict[str, Any]] = {prof: {} for prof in PROFILES}
     for name in sections:
         if name not in params:
             raise ConfigError(f"{name}: section missing from params.yaml (see README, 'Configuration').")
         for prof in PROFILES:
-            cfg = resolve_section(name, params, profile=prof)
-            if prof == active:
-                resolved[name] = cfg
-    return resolved
+            resolved[prof][name] = resolve_section(name, params, profile=prof)
+    for prof in sorted(PROFILES, key=lambda p: p != active):  # the active profile's errors first
+        for check in _CHECKS:
+            check(resolved[prof], prof, prof == active)
+    return resolved[active]
 
 
 def set_profile(profile: str, params_path: str | Path = DEFAULT_PARAMS) -> None:

@@ -93,3 +93,23 @@ def _finite(obj: Any) -> Any:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def load_error_reason(err: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in a few words for an error message.
+
+    Torch's own text for a file that holds pickled objects advises loading it with
+    ``weights_only=False``, which would run whatever code the file carries: never pass it on.
+    """
+    import pickle
+
+    text = str(err)
+    if "Weights only load failed" in text:
+        return ("it holds pickled Python objects, not only tensors and plain data; loading them could "
+                "run code, so it is refused")
+    if isinstance(err, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
+        return "the file is empty, truncated or not written by torch.save"
+    if isinstance(err, pickle.UnpicklingError):
+        return "not a file written by torch.save"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__

@@ -27,10 +27,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prunerep.config import ConfigError, active_profile, check_params, read_params, to_dict
+from prunerep.config import (
+    ConfigError,
+    _suggest,
+    active_profile,
+    check_params,
+    read_params,
+    to_dict,
+)
 
 #: The kernel reads params from this file (see `prunerep.reporting.notebook.setup_notebook`).
 PARAMS_ENV = "PRUNEREP_PARAMS"
+
+
+class NotebookFailed(RuntimeError):
+    """A cell of the notebook raised; the message names the notebook, the cell, the error and
+    where the executed copy (with the full traceback) was kept."""
 
 
 def resolved_sections(slug: str, params_path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -59,7 +71,9 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
 
     source = Path(notebooks) / f"{slug}.ipynb"
     if not source.exists():
-        raise FileNotFoundError(f"{source}: notebook not found (slug {slug!r}).")
+        known = sorted(p.stem for p in Path(notebooks).glob("*.ipynb"))
+        raise FileNotFoundError(f"{source}: notebook not found (slug {slug!r}).{_suggest(slug, known)} "
+                                f"Notebooks: {known}.")
     resolved = resolved_sections(slug, params_path)      # params.yaml read and validated once
     parameters = notebook_parameters(slug, params_path, out_root, resolved)
     out_dir = Path(out_root) / slug
@@ -75,12 +89,16 @@ def run_notebook(slug: str, *, params_path: str | Path = "params.yaml", notebook
         papermill.execute_notebook(str(source), tmp, parameters=parameters, cwd=str(cwd),
                                    kernel_name=kernel_name, progress_bar=False, log_output=True,
                                    coalesce_streams=True)
-    except BaseException:
+    except BaseException as err:
         failed = Path(failed_dir) / f"{slug}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
         if Path(tmp).exists():
             os.replace(tmp, failed)
         shutil.rmtree(out_dir, ignore_errors=True)
+        if isinstance(err, papermill.PapermillExecutionError):  # a cell raised: say which, and what
+            evalue = " ".join(str(err.evalue).split())
+            raise NotebookFailed(f"{source} failed in cell {err.exec_count}: {err.ename}: {evalue} "
+                                 f"(executed notebook with the traceback: {failed})") from err
         print(f"nbrun: {slug} failed; the executed notebook is at {failed}", file=sys.stderr)
         raise
     finally:
@@ -118,8 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = run_notebook(args.slug, params_path=args.params)
     except ConfigError as err:
-        print(f"error: params.yaml: {err}", file=sys.stderr)
+        message = str(err)
+        print(f"error: {message if message.startswith(args.params) else f'{args.params}: {message}'}",
+              file=sys.stderr)
         return 2
+    except FileNotFoundError as err:  # no notebook of that name
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NotebookFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"nbrun: wrote {path}")
     return 0
 

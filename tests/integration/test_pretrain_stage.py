@@ -23,6 +23,10 @@ data: {dataset: cifar10, source: download, val_size: 40, split_seed: 0}
 pretrain:
   models:
     tiny: {name: resnet20, kwargs: {shortcut: A}}
+    # the keys the papers' sections name (config check refuses a key pretrain.models lacks)
+    resnet56: {name: resnet56, kwargs: {shortcut: A}}
+    resnet20: {name: resnet20, kwargs: {shortcut: A}}
+    vgg16: {name: vgg16_bn}
   optim: {epochs: 2, batch_size: 16, lr: 0.05, schedule: constant}
   runtime: {device: cpu, channels_last: false, progress: false}
 baseline: {models: [tiny]}

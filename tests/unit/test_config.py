@@ -59,7 +59,7 @@ def test_from_dict_errors_name_the_key(data, message):
 
 
 def test_dataclass_post_init_errors_become_config_errors():
-    with pytest.raises(ConfigError, match="optim: epochs must be > 0"):
+    with pytest.raises(ConfigError, match=r"optim\.epochs must be > 0"):
         from_dict(OptimConfig, {"epochs": 0}, "optim")
 
 

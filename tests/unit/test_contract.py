@@ -151,8 +151,13 @@ def test_config_names_none_of_its_clients():
                    for m in _imports(SRC / "config.py"))
 
 
+#: Studies across methods (no method module or claims of their own): the comparison of all methods.
+CROSS_METHOD_STUDIES = {"compare"}
+
+
 def test_studies_params_sections_dvc_stages_and_notebooks_agree():
-    studies = {name for name, cls in registered_sections().items() if cls.__module__.startswith("prunerep.studies.")}
+    studies = {name for name, cls in registered_sections().items()
+               if cls.__module__.startswith("prunerep.studies.")} - CROSS_METHOD_STUDIES
     assert studies, "no study section registered"
     for slug in studies:
         assert (SRC / "studies" / f"{slug}.py").exists(), slug
@@ -209,3 +214,16 @@ def test_a_run_without_fine_tuning_evaluates_once_and_reports_that_evaluation(fi
     else:
         assert len(calls) >= 4     # after surgery, (per epoch during fine-tuning,) and after it
         assert calls[-2:] == [res.val_acc, res.test_acc]
+
+
+@pytest.mark.parametrize("slug", sorted(CROSS_METHOD_STUDIES))
+def test_cross_method_studies_have_a_section_a_notebook_and_a_stage_with_light_outputs(slug):
+    assert registered_sections()[slug].__module__ == f"prunerep.studies.{slug}"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][slug]
+    assert slug in params and (ROOT / "notebooks" / f"{slug}.ipynb").exists()
+    assert stage["cmd"] == f"python -m prunerep.nbrun {slug}" and slug in stage["params"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o: o for o in stage["outs"]}
+    for light in (f"results/{slug}/runs.jsonl", f"results/{slug}/{slug}.ipynb", f"results/{slug}/tables"):
+        assert light in outs and outs[light][light]["cache"] is False, light
+    assert stage["metrics"] == [{f"results/{slug}/metrics.json": {"cache": False}}]

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prunerep.config import ConfigError
 from prunerep.data.config import DataConfig, DataError
 
 log = logging.getLogger("prunerep.data")
@@ -30,28 +31,29 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 def _read_data_config(params_path: str | Path | None) -> DataConfig:
-    """The `data` section of a params file as a DataConfig.
+    """The `data` section of a params file as a DataConfig, read and checked as every stage
+    reads params.yaml (`prunerep.config`: duplicate keys, unknown keys, wrong types and invalid
+    YAML are one `ConfigError` naming the file and the key).
 
     `None` means ``params.yaml`` in the cwd, with the DataConfig defaults if that file does not
-    exist; an explicitly named file must exist. Kept small on purpose: the project-wide config
-    loader can replace it.
+    exist; an explicitly named file must exist. Only the `data` section is validated: the other
+    sections are checked by the stages that use them (`python -m prunerep.config check`).
     """
-    import yaml
+    from prunerep.config import active_profile, from_dict, merged_section, read_params
 
     path = Path(params_path or DEFAULT_PARAMS)
     if not path.is_file():
         if params_path is not None:
-            raise DataError(f"--params {path}: no such file")
+            raise DataError(f"--params {path}: no such file; give the path of params.yaml")
         log.info("%s not found; using the default data config", path)
         return DataConfig()
-    params = yaml.safe_load(path.read_text()) or {}
-    section = params.get("data") or {}
-    if not isinstance(section, dict):
-        raise DataError(f"{path}: `data` must be a mapping, got {type(section).__name__}")
+    params = read_params(path)  # ConfigError naming the file: invalid YAML, duplicate keys
     try:
-        return DataConfig(**section)
-    except TypeError as err:  # unknown key
-        raise DataError(f"{path}: data section: {err}") from err
+        if params.get("data") is None:
+            return DataConfig()
+        return from_dict(DataConfig, merged_section(params, "data", active_profile(params)), "data")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
 
 
 def _cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         result = args.run(args)
-    except DataError as err:
+    except (DataError, ConfigError) as err:  # the message names the file or key and the fix
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # e.g. --out in a folder that cannot be written
+        print(f"error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(json.dumps(result, indent=2))
     return 0
 

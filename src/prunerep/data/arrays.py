@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,9 @@ from typing import Any
 import torch
 
 from prunerep.data.config import DataError
-from prunerep.io import atomic_torch_save
+from prunerep.io import atomic_torch_save, load_error_reason
+
+log = logging.getLogger("prunerep.data")
 
 CACHE_FORMAT = "prunerep.data/1"
 _CACHE_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
@@ -235,7 +238,7 @@ def load_cache(cache_path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
         raise DataError(
-            f"decoded data cache {path} cannot be read ({type(err).__name__}: {err}). "
+            f"decoded data cache {path} cannot be read ({load_error_reason(err)}). "
             f"Delete it and re-run `python -m prunerep.data prepare --out {path}`."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
@@ -388,7 +391,7 @@ def load_splits(
     if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < n_full:
         raise DataError(
             f"data.val_size={val_size!r} must be an integer in [0, {n_full}) for this dataset "
-            f"({n_full} training images)"
+            f"({n_full} training images); lower data.val_size in params.yaml"
         )
 
     val_idx = stratified_pick(full_train.labels, val_size, _generator(split_seed, "val"))
@@ -406,10 +409,19 @@ def load_splits(
         full_hist = channel_histogram(full_train.images)
     mean, std = stats_from_histogram(full_hist - channel_histogram(full_train.images[val_idx]))
 
+    clamped: dict[str, list[int]] = {}
+
     def pick(
         name: str, value: int | None, base: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         n = _check_subset(name, value, base.numel())
+        if value is not None and n is not None and n < value:
+            # Not silent: the record says what was asked and what was used (a fast profile's
+            # subset on a small dataset of one's own is the whole split, e.g. .ci/other_shape).
+            split = name.removesuffix("_subset")
+            clamped[split] = [value, n]
+            log.warning("subset.%s: %d images asked, the %s split has %d: using all %d (lower "
+                        "subset.%s or set it to null to silence this)", split, value, split, n, n, split)
         if n is None or n == base.numel():
             return base
         return base[stratified_pick(labels[base], n, _generator(split_seed, name))]
@@ -435,6 +447,8 @@ def load_splits(
         "val_subset": val_subset,
         "test_subset": test_subset,
     }
+    if clamped:  # only then, so that the record of every other run stays as it was
+        info["subset_clamped"] = clamped    # split -> [asked, used]
     return DataSplits(
         train=full_train.subset(train_idx),
         val=full_train.subset(val_idx),

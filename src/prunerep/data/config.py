@@ -40,6 +40,12 @@ class SubsetConfig:
     val: int | None = None
     test: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: {value} images; give a positive number, or null for the whole split")
+
 
 @register_section("data")
 @dataclass(frozen=True)

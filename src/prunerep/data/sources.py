@@ -17,6 +17,7 @@ when complete, so an interrupted or failed fetch never leaves a half-written fil
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -753,7 +754,8 @@ def stack_images(
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _decode_image_folder(box: _Container, layout: _Layout) -> tuple[tuple[Any, ...], list[str]]:
+def _image_folder_files(box: _Container, layout: _Layout) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+    """split -> class -> image names of an image folder, and the sorted class names."""
     p = layout.prefix
     files: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
     for name in box.names:
@@ -769,6 +771,64 @@ def _decode_image_folder(box: _Container, layout: _Layout) -> tuple[tuple[Any, .
             f"{box.path}: test classes {unknown[:5]} have no train/ folder; train and test must "
             f"use the same class folders"
         )
+    return files, classes
+
+
+def _check_classes(classes: list[str], config: DataConfig, where: str) -> None:
+    """A classification dataset has two classes or more, and a named one its own count."""
+    expected = EXPECTED_CLASSES.get(config.name)
+    if expected is not None and len(classes) != expected:
+        raise DataError(
+            f"data.dataset is {config.dataset!r} ({expected} classes) but {where} has "
+            f"{len(classes)} classes; fix data.dataset or data.source in params.yaml."
+        )
+    if len(classes) < 2:
+        raise DataError(
+            f"{where} has {len(classes)} class ({', '.join(classes) or 'none'}); a classification "
+            f"dataset needs at least 2. Put each class's images in train/<class>/ and test/<class>/."
+        )
+
+
+def _check_image_folder(box: _Container, layout: _Layout, config: DataConfig) -> None:
+    """Refuse, before `fetch` copies it, an image folder that `prepare` would refuse: too few
+    classes, a file that is not an image, images of two sizes (read from the image headers, and
+    the PNG checksums; no pixel is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    files, classes = _image_folder_files(box, layout)
+    _check_classes(classes, config, str(box.path))
+    expected = EXPECTED_SHAPES.get(config.name)
+    first: tuple[str, tuple[int, int]] | None = None
+    names = [n for split in files.values() for c in sorted(split) for n in sorted(split[c])]
+    for name, data in box.read(names):
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                size = (img.height, img.width)
+                img.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            why = re.sub(r"\s*<[^>]* at 0x[0-9a-fA-F]+>", "", str(err)).strip()  # no memory addresses
+            raise DataError(
+                f"{box.path}:{name}: not a readable image ({type(err).__name__}{f': {why}' if why else ''}). "
+                f"Replace or delete that file, then fetch again."
+            ) from err
+        if first is None:
+            first = (name, size)
+            if expected is not None and size != expected[1:]:
+                raise DataError(
+                    f"data.dataset is {config.dataset!r} ({'x'.join(map(str, expected))} images) but "
+                    f"{name} in {box.path} is {size[0]}x{size[1]}; set data.dataset to a name of your "
+                    f"own (e.g. `imagefolder`) for another dataset, or fix data.source."
+                )
+        elif size != first[1]:
+            h, w = first[1]
+            raise DataError(
+                f"{box.path}: images differ in size ({first[0]} is {h}x{w}, {name} is "
+                f"{size[0]}x{size[1]}). All images of a dataset must have one size."
+            )
+
+
+def _decode_image_folder(box: _Container, layout: _Layout) -> tuple[tuple[Any, ...], list[str]]:
+    files, classes = _image_folder_files(box, layout)
     out: list[Any] = []
     for split in ("train", "test"):
         # Classes in sorted order (label = rank), files sorted by name within a class.
@@ -920,7 +980,21 @@ def fetch_raw(config: DataConfig, *, root: str | Path | None = None) -> Path:
     root = Path(root or find_root()).resolve()
     kind, value = _source_kind(config)
     dst = raw_path(config, root)
+    # Folders this call creates are removed again if it fails: no empty data/<name>/ is left for
+    # `dvc add data` / data.dvc to pick up.
+    created = [d for d in (dst.parent, *dst.parent.parents) if not d.exists()]
     dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_into(config, kind, value, root, dst)
+    except BaseException:
+        for d in created:
+            with contextlib.suppress(OSError):   # only if still empty
+                d.rmdir()
+        raise
+
+
+def _fetch_into(config: DataConfig, kind: str, value: str, root: Path, dst: Path) -> Path:
+    """`fetch_raw` once `dst`'s folder exists."""
     if kind == "download":
         spec = DOWNLOADS[value]
         changed = download_file(spec.url, dst, spec.md5)
@@ -941,9 +1015,11 @@ def fetch_raw(config: DataConfig, *, root: str | Path | None = None) -> Path:
         log.info("data.source is already the fetched copy %s", dst)
         return dst
     if src.is_dir():
-        # Check the layout before copying thousands of files of the wrong thing.
+        # Check the layout and the images before copying thousands of files of the wrong thing.
         with _open_container(src) as box:
-            _detect_layout(box.names, src)
+            layout = _detect_layout(box.names, src)
+            if layout.kind == "image-folder":
+                _check_image_folder(box, layout, config)
         written = _copy_tree(src, dst)
         log.info("copied %d files into %s", written, dst)
         _note_others(dst)
@@ -954,7 +1030,7 @@ def fetch_raw(config: DataConfig, *, root: str | Path | None = None) -> Path:
     if _same_bytes(src, dst, src_sha):
         log.info("%s is up to date", dst)
         return dst
-    _validate_archive(src)
+    _validate_archive(src, config)
     _copy_file(src, dst, src_sha256=src_sha)
     log.info("copied %s -> %s", src, dst)
     _note_others(dst)
@@ -970,10 +1046,11 @@ def _note_others(dst: Path) -> None:
         log.info("note: %s also holds %s, which data.source does not use", dst.parent, others)
 
 
-def _validate_archive(path: Path) -> None:
-    """Fail before copying if `path` is not a readable archive of a known layout."""
+def _validate_archive(path: Path, config: DataConfig | None = None) -> None:
+    """Fail before copying if `path` is not a readable archive of a known layout (with
+    `config`: nor an image folder that `prepare` would refuse)."""
     with _open_container(path) as box:
-        _detect_layout(box.names, path)
+        layout = _detect_layout(box.names, path)
         if isinstance(box, _ZipContainer):
             try:
                 bad = box.zip.testzip()
@@ -983,6 +1060,12 @@ def _validate_archive(path: Path) -> None:
                 raise DataError(
                     f"{path} is corrupt (bad member {bad}). Replace it with a good copy."
                 )
+        if config is not None and layout.kind == "image-folder":
+            try:
+                _check_image_folder(box, layout, config)
+            except _CORRUPT as err:  # a tar member that cannot be read
+                raise DataError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}). "
+                                "Replace it with a good copy.") from err
 
 
 def decode_raw(path: str | Path) -> Decoded:
@@ -1036,12 +1119,7 @@ def prepare_cache(
             )
         decoded = decode_raw(path)
     decode_seconds = time.monotonic() - start
-    expected = EXPECTED_CLASSES.get(config.name)
-    if expected is not None and len(decoded.classes) != expected:
-        raise DataError(
-            f"data.dataset is {config.dataset!r} ({expected} classes) but {decoded.source} has "
-            f"{len(decoded.classes)} classes; fix data.dataset or data.source in params.yaml."
-        )
+    _check_classes(list(decoded.classes), config, decoded.source)
     shape = tuple(decoded.train_images.shape[1:])
     expected_shape = EXPECTED_SHAPES.get(config.name)
     if expected_shape is not None and shape != expected_shape:

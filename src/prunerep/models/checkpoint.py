@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from prunerep.io import atomic_torch_save
+from prunerep.io import atomic_torch_save, load_error_reason
 
 FORMAT = "prunerep.model/1"
 
@@ -128,7 +128,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt file, pickle of arbitrary objects, ...
-        raise ValueError(f"{path}: not a readable prunerep checkpoint ({err}). Delete it and rerun its stage.") from err
+        raise ValueError(f"{path}: not a readable prunerep checkpoint ({load_error_reason(err)}). "
+                         "Delete it and rerun the stage that writes it (`dvc repro`).") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a prunerep model checkpoint (format {FORMAT!r} expected).")
     if expect_arch is not None and ckpt["arch"] != expect_arch:

@@ -36,7 +36,7 @@ from prunerep.config import to_dict
 from prunerep.data import DataConfig, SubsetConfig, example_shape
 from prunerep.runner.iterative import IterativeSpec, run_iterative
 from prunerep.runner.record import RunRecord
-from prunerep.runner.run import RunResult, RunSpec, run_pruning
+from prunerep.runner.run import RunResult, RunSpec, held_out_size, run_pruning
 
 __all__ = ["LatencySettings", "StudyContext", "execute"]
 
@@ -242,6 +242,66 @@ def measure_record_latency(record: RunRecord, input_shape: tuple[int, ...], sett
     return replace(record, latency=latency)
 
 
+def _preflight(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext) -> None:
+    """What would stop a run midway, found before any run starts (one error naming the file or
+    the setting, and the fix): a dense checkpoint that cannot be read or holds another
+    architecture than params.yaml names, a batch larger than the images a run trains its weights
+    on, a MACs budget below the smallest network pruning can reach (one channel per group,
+    removable residual branches gone: no method can go lower, so no feasible budget is refused)."""
+    from prunerep.methods import get_method
+    from prunerep.pruning.groups import find_groups
+    from prunerep.pruning.soft_cost import SoftCostModel
+    from prunerep.pruning.surgery import plan_surgery
+
+    def removable(groups: Any) -> set[str]:
+        """Groups that surgery can empty (a residual branch goes with them), as GDP finds them."""
+        out = set()
+        for g in groups.select(lambda _: True):
+            try:
+                plan_surgery(groups, {g.id: torch.zeros(g.channels, dtype=torch.bool)})
+                out.add(g.id)
+            except ValueError:
+                pass
+        return out
+
+    n_train = len(ctx.splits.train)
+    dense: dict[str, torch.nn.Module] = {}
+    traced: dict[str, tuple[Any, Any, set[str]]] = {}   # model key -> (groups, cost model, removable)
+    for spec in specs:
+        base = _base(spec)
+        if base.model not in dense:
+            dense[base.model] = ctx.load_dense(base.model)   # refuses an unreadable or foreign checkpoint
+        method = get_method(base.method, base.hyper)
+        n_weights = n_train - held_out_size(n_train, base.arch_fraction, base.batch_size) if method.bilevel else n_train
+        try:
+            trains = isinstance(spec, IterativeSpec) or base.finetune is not None or bool(method.phases())
+        except Exception:  # a method whose phases need `prepare` first: assume it trains
+            trains = True
+        if trains and base.batch_size > n_weights:   # its training loader (drop_last) would be empty
+            held = f" after {n_train - n_weights} held out for its architecture parameters" if method.bilevel else ""
+            raise ValueError(f"{ctx.slug}: run {run_name(spec)!r} trains on batches of {base.batch_size} but has "
+                             f"{max(n_weights, 0)} training images{held}; lower {ctx.slug}.batch_size or raise "
+                             f"{ctx.slug}.subset.train in params.yaml")
+        keep = base.budget.macs_keep
+        if keep is None:
+            continue
+        if base.model not in traced:
+            example = torch.zeros(ctx.example_shape)
+            groups = find_groups(dense[base.model], example)
+            traced[base.model] = (groups, SoftCostModel.from_model(dense[base.model], example, groups),
+                                  removable(groups))
+        groups, cost, empty = traced[base.model]
+        prunable = groups.select(method.prunable)
+        # The smallest network any method can reach: every removable group emptied (its residual
+        # branch gone), one channel left in every other prunable group.
+        floor = float(cost.macs({g.id: 0 if g.id in empty else 1 for g in prunable}) / cost.macs({}))
+        if keep < floor:
+            raise ValueError(f"{ctx.slug}: run {run_name(spec)!r} keeps {keep:g} of the dense MACs of "
+                             f"{base.model!r}, but the smallest network that pruning its {len(prunable)} groups can "
+                             f"reach (one channel per group, residual branches removed) costs {floor:.4f} of them; "
+                             f"give budgets above {floor:.4f} in the {ctx.slug} section of params.yaml")
+
+
 def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save_models: bool = True) -> list[RunRecord]:
     """Run every spec (``ctx.workers`` processes side by side), in order; one record each.
 
@@ -282,6 +342,7 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
             "model_path": str(paths.pruned_models(ctx.slug) / f"{name}.pt") if save_models else None,
             "name": name, "log_path": (paths.run_logs(ctx.slug) / f"{name}.log").as_posix(),
         })
+    _preflight(specs, ctx)
     finished = {i: r for i, job in enumerate(jobs) if (r := _load_finished(job)) is not None}
     todo = [job for i, job in enumerate(jobs) if i not in finished]
     fresh = iter(map_jobs(_run_job, todo, workers=ctx.workers, lazy=True))

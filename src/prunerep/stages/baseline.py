@@ -21,6 +21,10 @@ class BaselineConfig:
     latency_threads: int | None = None
     device: str = "auto"
 
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`)."""
+        return {f"models[{i}]": key for i, key in enumerate(self.models)}
+
 
 def dense_report(cfg: BaselineConfig, data_cfg: Any, profile: str,
                  artifacts: Path = Path("artifacts"), results: Path = Path("results"),

@@ -26,6 +26,7 @@ import torch
 
 from prunerep.config import (
     ConfigError,
+    _suggest,
     check_params,
     deep_merge,
     from_dict,
@@ -33,7 +34,7 @@ from prunerep.config import (
     register_section,
     to_dict,
 )
-from prunerep.data import SubsetConfig, load_data
+from prunerep.data import DataError, SubsetConfig, load_data
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import init_distributed, is_main_process, rank, set_threads, world_size
 from prunerep.io import write_json
@@ -62,6 +63,18 @@ class PretrainConfig:
     eval_batch_size: int = 512
 
     def __post_init__(self) -> None:
+        from prunerep.models import list_models
+        from prunerep.models.registry import TORCHVISION_PREFIX
+
+        if not self.models:
+            raise ValueError("models: give at least one dense model, e.g. {resnet56: {name: resnet56}}")
+        registered = list_models()
+        for key, entry in self.models.items():
+            if not entry.name.startswith(TORCHVISION_PREFIX) and entry.name not in registered:
+                raise ValueError(f"models.{key}.name: {entry.name!r} is not a registered model.{_suggest(entry.name, registered)} "
+                                 f"Registered: {registered}, or any torchvision builder as '{TORCHVISION_PREFIX}<fn_name>'.")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         for key in self.models:  # validate every per-model override before any work starts
             self.optim_for(key)
 
@@ -92,7 +105,8 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     data_cfg = resolved["data"]
     profile = params.get("profile", "default")
     if key not in cfg.models:
-        raise ConfigError(f"pretrain.models: no entry {key!r}; entries: {sorted(cfg.models)}.")
+        raise ConfigError(f"pretrain.models: no entry {key!r}.{_suggest(key, cfg.models)} Run one of "
+                          f"{sorted(cfg.models)}, or add {key!r} to pretrain.models.")
 
     optim = cfg.optim_for(key)
     set_threads(cfg.runtime.threads)
@@ -100,8 +114,16 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     device = pick_device(cfg.runtime.device)
     seed_everything(cfg.seed)
     splits = load_data(data_cfg, cfg.subset)
+    if optim.batch_size > len(splits.train):  # an epoch would be one short batch, or none
+        where = f"pretrain.models.{key}.optim" if "batch_size" in cfg.models[key].optim else "pretrain.optim"
+        raise ConfigError(f"{where}.batch_size: {optim.batch_size} is larger than the training split "
+                          f"({len(splits.train)} images); lower it, or train on more images "
+                          "(pretrain.subset.train, data.val_size).")
     spec = arch_spec(cfg.models[key], splits.num_classes, splits.in_channels)
-    model = build_model(spec).to(device)
+    try:
+        model = build_model(spec).to(device)
+    except (ValueError, TypeError) as err:  # e.g. a kwarg the builder does not take
+        raise ConfigError(f"pretrain.models.{key}: {err}") from err
     train_loader, val_loader, test_loader = loaders(
         splits, optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
         seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
@@ -157,7 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args.model, args.params)
     except ConfigError as err:
-        print(f"error: params.yaml: {err}", file=sys.stderr)
+        print(f"error: {_in_file(str(err), args.params)}", file=sys.stderr)
+        return 2
+    except DataError as err:  # the dataset cache: missing, unreadable, too small for data.val_size
+        print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _in_file(message: str, params: str) -> str:
+    """A config error's message, naming the params file once."""
+    return message if message.startswith(str(params)) else f"{params}: {message}"
 

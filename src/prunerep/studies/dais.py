@@ -209,6 +209,13 @@ class DAISConfig:
         if unknown:
             raise ValueError(f"ablation.variants: unknown {sorted(unknown)}; choose from {sorted(ABLATIONS)}")
 
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`)."""
+        keys = {f"compare.models[{i}]": key for i, key in enumerate(self.compare.models)} if self.compare.seeds else {}
+        if self.ablation.seeds:
+            keys["ablation.model"] = self.ablation.model
+        return keys
+
     @property
     def all_models(self) -> list[str]:
         """Every pretrain.models key a run of the section prunes."""

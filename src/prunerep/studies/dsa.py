@@ -62,6 +62,10 @@ class GridConfig:
         for b in self.budgets:
             if not 0 < b <= 1:
                 raise ValueError(f"budgets: {b} is not a fraction of the dense MACs in (0, 1]")
+        for name in ("models", "inits", "budgets", "allocations", "seeds"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: empty, so this grid runs nothing; give at least one value, "
+                                 "or delete the grid")
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,12 @@ class TimingConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.budget <= 1:
-            raise ValueError(f"timing.budget: {self.budget} is not a fraction of the dense MACs in (0, 1]")
+            raise ValueError(f"budget: {self.budget} is not a fraction of the dense MACs in (0, 1]; "
+                             "e.g. 0.5 keeps half of them")
         if self.steps < 1:
-            raise ValueError(f"timing.steps must be >= 1, got {self.steps}")
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.enabled and not self.seeds:
+            raise ValueError("seeds: give at least one seed, or set timing.enabled: false")
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,19 @@ class DSAConfig:
             raise ValueError(f"arch_fraction must be in (0, 1), got {self.arch_fraction}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.method.min_keep < 1:
+            raise ValueError(f"method.min_keep: {self.method.min_keep} is not a floor of the keep ratios in [0, 1)")
+        if not self.grids and not self.timing.enabled:
+            raise ValueError("grids: empty and timing disabled, so the stage runs nothing; give a grid")
+
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`)."""
+        keys = {f"grids[{i}].models[{j}]": key for i, g in enumerate(self.grids) for j, key in enumerate(g.models)}
+        if self.timing.enabled:
+            keys["timing.model"] = self.timing.model
+        return keys
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,6 +173,10 @@ class FunctionalityConfig:
                 if layers is not None and k not in layers:
                     raise ValueError(f"figures: layer {k} is not pruned in settings.{f.setting} (layers {s.layers})")
 
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`)."""
+        return {f"settings.{name}.model": s.model for name, s in self.settings.items() if s.enabled}
+
 
 # ---------------------------------------------------------------------------------------------
 # planning

@@ -160,6 +160,14 @@ class GDPConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("models: give at least one key of pretrain.models, e.g. [resnet56]")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed of the paper-protocol grid, e.g. [0, 1]")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0 (GDP's gated training and every fine-tuning), got {self.epochs}")
         for key in self.models:
             values = self.budgets.get(key)
             if not values:
@@ -175,6 +183,15 @@ class GDPConfig:
         unknown = set(self.baselines) - {"l1", "slimming", "random"}
         if unknown:
             raise ValueError(f"baselines: unknown {sorted(unknown)}; choose from l1, slimming, random")
+
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`)."""
+        keys = {f"models[{i}]": key for i, key in enumerate(self.models)}
+        if self.controls.seeds:
+            keys["controls.model"] = self.controls.model
+        if self.stability.seeds:
+            keys["stability.model"] = self.stability.model
+        return keys
 
     @property
     def all_models(self) -> list[str]:

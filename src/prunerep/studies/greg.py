@@ -100,6 +100,9 @@ class Table1Variant:
             raise ValueError(f"table1.variants: name {self.name!r} must be lower-case letters, digits or _")
         if not self.ratios or (self.seeds is not None and not self.seeds):
             raise ValueError(f"table1.variants.{self.name}: give ratios (and seeds, or null for Table 1's)")
+        for r in self.ratios:
+            if not 0 <= r < 1:
+                raise ValueError(f"ratios: {r} is not a share of filters to remove in [0, 1) (0.9 removes 90%)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,16 @@ class Table1Config:
     seeds: list[int] | None = None                        # None: greg.seeds
     seeds_by_ratio: dict[str, list[int]] = field(default_factory=dict)  # e.g. {"0.9": [0, 1, 2]}: more seeds where the claim is
     variants: list[Table1Variant] = field(default_factory=list)        # extra GReg-1 columns (ablations)
+
+    def __post_init__(self) -> None:
+        for r in self.ratios:
+            if not 0 <= r < 1:
+                raise ValueError(f"ratios: {r} is not a share of filters to remove in [0, 1) (0.9 removes 90%)")
+        for m in self.methods:
+            if m not in METHOD_LABELS:
+                raise ValueError(f"methods: {m!r} is not one of {sorted(METHOD_LABELS)}")
+        if self.seeds is not None and not self.seeds:
+            raise ValueError("seeds: give at least one seed, or null for greg.seeds")
 
     def seeds_for(self, ratio: float, default: Sequence[int]) -> list[int]:
         """Seeds of the row with ratio `ratio` (keys of `seeds_by_ratio` compared as numbers)."""
@@ -179,6 +192,16 @@ class GRegConfig:
             raise ValueError("seeds: give at least one seed")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`).
+
+        Table 2's settings are not listed: one whose dense model is not trained here is skipped
+        and listed as such (e.g. VGG-19 on CIFAR-100).
+        """
+        return {"model": self.model} if self.table1.ratios or self.figure1.enabled else {}
 
 
 def _merged(base: Any, overrides: Mapping[str, Any], cls: type, path: str) -> Any:

@@ -190,6 +190,9 @@ class WGatesConfig:
     large_scale: list[LargeScaleConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.models or not self.targets or not self.seeds or not self.arms:
+            empty = next(k for k in ("models", "targets", "seeds", "arms") if not getattr(self, k))
+            raise ValueError(f"{empty}: empty, so the stage runs nothing; give at least one value")
         missing = [m for m in self.models if m not in self.dataset.models]
         if missing:
             raise ValueError(f"models {missing} have no latency dataset: add them to dataset.models")
@@ -204,6 +207,12 @@ class WGatesConfig:
             raise ValueError(f"dataset.sampler.scope ({self.dataset.sampler.scope}) must be the runs' scope ({self.scope})")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+    def pretrain_keys(self) -> dict[str, str]:
+        """Key path (in this section) -> the pretrain.models key it names (checked by `config check`)."""
+        keys = {f"models[{i}]": key for i, key in enumerate(self.models)}
+        keys.update({f"dataset.models[{i}]": key for i, key in enumerate(self.dataset.models)})
+        return keys
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,606 @@
+"""One fair comparison of every method (notebooks/compare.ipynb): same network, same budget, same
+post-pruning training, a random control, measured latency.
+
+Every registered method (the six papers and the baselines) prunes **the same dense checkpoint**
+(``compare.model``, a ``pretrain.models`` key) to **the same MACs targets**, each followed by
+**the same fine-tuning** (the same number of SGD steps at the same batch size and schedule) and
+**one selection rule** on the validation split, over the same seeds. The runs are built by the
+public API's `prunerep.api.spec_for` (so the API is what the comparison exercises) and executed
+by `prunerep.runner.execute`: a run whose spec equals another stage's finished run is reused.
+
+Fairness rules, each a function below:
+
+* **MACs**: a method whose native budget is not a MACs fraction (GReg's per-group ratios) gets
+  the largest uniform ratio over the groups it prunes within the target (`api.native_budget`);
+  every table shows the MACs each run actually kept.
+* **Training steps** (`equal_recipe`): a method's own training phases (GDP's gated training, the
+  searches of DSA and DAIS, slimming's sparse training, W-Gates' gated training) last
+  ``prune_epochs`` of the training split, counted in SGD steps; a bi-level method, which trains
+  its weights on the part of the training split it does not hold out, gets the same number of
+  steps (more passes over its part), and so does its fine-tuning. GReg's phase ends when its
+  penalty schedule does (``hyper.greg.reg``, sized to about the same steps).
+* **Verdicts** (`comparison_table`): each method minus L1 and minus random, paired by seed, by the
+  project's one rule (`prunerep.reporting.stats.verdict`) on "more accurate than the baseline"
+  (difference > 0); no verdict with fewer than 3 seeds.
+* **Nothing silently dropped** (`status_table`): a paper whose method is not registered is "not
+  implemented", a target a method cannot reach is "not run" with the reason, a run that fails
+  is "failed" with its error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+
+from prunerep.config import register_section, to_dict
+from prunerep.data import SubsetConfig
+from prunerep.engine import OptimConfig, RuntimeConfig
+from prunerep.reporting.stats import (
+    NOT_IMPLEMENTED,
+    VERDICT_RULE,
+    Interval,
+    fmt_mean_std,
+    mean_std,
+    paired_difference,
+    verdict,
+)
+from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
+from prunerep.runner.run import held_out_size
+from prunerep.studies.base import describe_splits, group, records_by_seed
+
+#: The baselines every method is paired against.
+BASELINES: tuple[str, ...] = ("l1", "random")
+
+#: The question each verdict answers: method minus baseline, test accuracy, "greater" than 0.
+DIRECTION, THRESHOLD = "greater", 0.0
+
+NOT_RUN = "not run"
+FAILED = "failed"
+RAN = "ran"
+
+
+def _default_finetune() -> OptimConfig:
+    return OptimConfig(epochs=1.0, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine")
+
+
+@register_section("compare")
+@dataclass(frozen=True)
+class CompareConfig:
+    """The `compare` section of params.yaml (notebooks/compare.ipynb)."""
+
+    model: str = "resnet56"                  # pretrain.models key of the one dense checkpoint
+    targets: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3])   # fractions of dense MACs kept
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=list)   # [] = every registered method
+    workers: int = 1
+    subset: SubsetConfig = SubsetConfig()
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    prune_epochs: float = 1.0        # every method's own training phases, in epochs of the training split
+    prune_max_steps: int | None = None   # cap on those phases (smoke runs)
+    finetune: OptimConfig = field(default_factory=_default_finetune)   # the same for every method
+    select: Literal["best_val", "last"] = "best_val"   # one rule, on the validation split
+    arch_fraction: float = 0.1       # held-out share of the training split of the bi-level methods
+    hyper: dict[str, dict[str, Any]] = field(default_factory=dict)     # per-method hyper-parameters
+    runtime: RuntimeConfig = RuntimeConfig(progress=False)
+    latency: LatencySettings = LatencySettings()
+
+    def __post_init__(self) -> None:
+        from prunerep.config import ConfigError
+        from prunerep.methods import list_methods
+        from prunerep.methods.base import build_hyper
+        from prunerep.reporting.ledger import PAPERS
+
+        if not self.targets or not all(0 < t <= 1 for t in self.targets):
+            raise ValueError(f"targets: give fractions of the dense MACs to keep, in (0, 1], got {self.targets}")
+        if len(set(self.targets)) != len(self.targets) or len(set(self.seeds)) != len(self.seeds) or not self.seeds:
+            raise ValueError("targets and seeds: give each value once (and at least one seed)")
+        if self.prune_epochs <= 0 or not 0 < self.arch_fraction < 1:
+            raise ValueError("prune_epochs must be > 0 and arch_fraction in (0, 1)")
+        registered = list_methods()
+        unknown = [m for m in self.methods if m not in registered and m not in PAPERS]
+        if unknown:
+            raise ValueError(f"methods: {unknown} are neither registered methods nor papers; registered: {registered}")
+        for slug, value in self.hyper.items():
+            if slug not in registered:
+                raise ValueError(f"hyper.{slug}: not a registered method; registered: {registered}")
+            try:
+                build_hyper(slug, value)
+            except ConfigError as err:
+                raise ValueError(f"hyper.{err}") from None
+
+    @property
+    def all_models(self) -> list[str]:
+        return [self.model]
+
+
+# -- plan --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A (method, target) without runs, and why: not implemented, not run (the budget cannot be
+    met by the method), or failed (the error)."""
+
+    method: str
+    target: float | None
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ComparePlan:
+    specs: list[RunSpec]
+    skipped: list[Skipped]
+
+
+def methods(cfg: CompareConfig) -> list[str]:
+    """The methods that run: `cfg.methods`, or every registered one."""
+    from prunerep.methods import list_methods
+
+    registered = list_methods()
+    return [m for m in (cfg.methods or registered) if m in registered]
+
+
+def not_implemented(cfg: CompareConfig) -> list[str]:
+    """Papers (of the six) without a registered method: shown, never dropped."""
+    from prunerep.methods import list_methods
+    from prunerep.reporting.ledger import PAPERS
+
+    registered = set(list_methods())
+    wanted = cfg.methods or list(PAPERS)
+    return [p for p in PAPERS if p in wanted and p not in registered]
+
+
+def is_bilevel(method: str) -> bool:
+    from prunerep.methods import get_method
+
+    return bool(type(get_method(method)).bilevel)
+
+
+def steps_per_epoch(n_train: int, batch_size: int, bilevel: bool, arch_fraction: float) -> int:
+    """SGD steps of one pass over the images a method trains its weights on (the runner's
+    training loader drops the last incomplete batch; a bi-level method holds out
+    `held_out_size` images)."""
+    n = n_train - held_out_size(n_train, arch_fraction, batch_size) if bilevel else n_train
+    if n < batch_size:
+        raise ValueError(f"{n} training images are fewer than one batch of {batch_size}")
+    return n // batch_size
+
+
+def equal_recipe(optim: OptimConfig, epochs: float, n_train: int, batch_size: int, bilevel: bool,
+                 arch_fraction: float) -> OptimConfig:
+    """`optim` lasting ``round(epochs * (n_train // batch_size))`` SGD steps for every method.
+
+    The steps are those of `epochs` passes over the whole training split; a bi-level method gets
+    as many steps over its part (its epochs, milestones and warm-up are scaled by the same factor,
+    so the schedule is the same function of the step). `optim.max_steps` still caps it.
+    """
+    steps = max(1, round(epochs * (n_train // batch_size)))
+    if optim.max_steps is not None:
+        steps = min(steps, optim.max_steps)
+    factor = (n_train // batch_size) / steps_per_epoch(n_train, batch_size, bilevel, arch_fraction)
+    return dataclasses.replace(optim, epochs=epochs * factor, milestones=[m * factor for m in optim.milestones],
+                               warmup_epochs=optim.warmup_epochs * factor, max_steps=steps, batch_size=batch_size)
+
+
+def _order(method: str, cfg: CompareConfig) -> tuple[int, int]:
+    """Longest runs first (bi-level searches, then other trained methods, then one-shot ones), so
+    that the last runs on the workers are short ones."""
+    from prunerep.methods.base import build_hyper
+
+    hyper = build_hyper(method, cfg.hyper.get(method))
+    trained = any(isinstance(getattr(hyper, f.name), OptimConfig) for f in dataclasses.fields(hyper))
+    return (-int(is_bilevel(method)), -int(trained))
+
+
+def plan(cfg: CompareConfig, ctx: StudyContext) -> ComparePlan:
+    """Every (method, target, seed) run, built by the public API's `spec_for` from the one dense
+    checkpoint; a target a method cannot reach is `Skipped` (with the reason) for every seed."""
+    from prunerep.api import PruneError, native_budget, spec_for
+
+    dense = ctx.load_dense(cfg.model)
+    example = torch.zeros(ctx.example_shape)
+    n_train = len(ctx.splits.train)
+    specs: list[RunSpec] = []
+    skipped = [Skipped(m, None, NOT_IMPLEMENTED, "no method module registered for this paper yet")
+               for m in not_implemented(cfg)]
+    for method in sorted(methods(cfg), key=lambda m: _order(m, cfg)):
+        bilevel = is_bilevel(method)
+        finetune = equal_recipe(cfg.finetune, cfg.finetune.epochs, n_train, cfg.batch_size, bilevel, cfg.arch_fraction)
+        phase = equal_recipe(OptimConfig(max_steps=cfg.prune_max_steps), cfg.prune_epochs, n_train, cfg.batch_size,
+                             bilevel, cfg.arch_fraction)
+        for target in cfg.targets:
+            try:
+                native_budget(method, target, dense, example, cfg.hyper.get(method))
+            except PruneError as err:
+                skipped.append(Skipped(method, target, NOT_RUN, str(err)))
+                continue
+            for seed in cfg.seeds:
+                specs.append(spec_for(
+                    method, target, hyper=cfg.hyper.get(method), finetune=finetune, select=cfg.select, seed=seed,
+                    batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, arch_fraction=cfg.arch_fraction,
+                    epochs=phase.epochs, phase_max_steps=phase.max_steps, runtime=cfg.runtime, model=dense,
+                    example_input=example, model_key=cfg.model, label=f"{method}@{target:g}",
+                    tags={"variant": method}))
+    return ComparePlan(specs, skipped)
+
+
+def run(cfg: CompareConfig, study: StudyContext, the_plan: ComparePlan | None = None
+        ) -> tuple[list[RunRecord], list[Skipped]]:
+    """Execute the plan. If a run fails, every (method, target) is executed on its own, so that
+    the failing ones are reported as failed (with their error) and the others still run
+    (finished runs are reused by identity, killed ones resume: the retry recomputes little)."""
+    from prunerep.runner import execute
+
+    p = the_plan or plan(cfg, study)
+    try:
+        return execute(p.specs, study), list(p.skipped)
+    except Exception as err:   # which method failed? run them one method at a time; the rest is reused
+        first = err
+    records: list[RunRecord] = []
+    skipped = list(p.skipped)
+    arms: dict[tuple[str, float], list[RunSpec]] = {}
+    for spec in p.specs:
+        arms.setdefault((spec.method, float(spec.tags["target"])), []).append(spec)
+    for (method, target), specs in arms.items():
+        try:
+            records += execute(specs, study)
+        except Exception as err:
+            message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            skipped.append(Skipped(method, target, FAILED, message))
+    if not records:
+        raise RuntimeError("compare: every method failed; see the run logs under artifacts/compare/logs/") from first
+    return records, skipped
+
+
+# -- names ----------------------------------------------------------------------------------------------
+
+
+#: Each method's name, and what is always true of it here (a reconstruction: no official
+#: training code was available).
+NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gdp": ("GDP", ("reconstruction",)),
+    "wgates": ("W-Gates", ("reconstruction",)),
+    "functionality": ("functionality", ()),
+    "dsa": ("DSA", ("training reconstructed",)),
+    "dais": ("DAIS", ("reconstruction",)),
+    "greg": ("GReg", ()),
+    "l1": ("L1-norm", ()),
+    "random": ("random channels", ()),
+    "slimming": ("network slimming", ()),
+    "fpgm": ("FPGM criterion", ("one-shot",)),
+    "sensitivity": ("sensitivity-scan allocation", ("one-shot",)),
+}
+
+#: What a run's resolved hyper-parameters add to its name: choices of ours say "ours".
+_NOTES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "gdp": lambda h: (["sampling gates, ours"] if h.get("gate") == "sampling" else [])
+    + (["stopped at its target"] if h.get("after_target") == "stop" else []),
+    "wgates": lambda h: ["FLOPs mode"] + ([f"widths rounded to {h['round_to']}"] if h.get("round_to") else []),
+    "functionality": lambda h: ([f"{str(h.get('descriptor', '')).replace('_', '-')} descriptor, ours"]
+                                if h.get("descriptor", "response") in ("response", "class_gradient")
+                                else ["activation-maximisation descriptor, reconstruction"]),
+    "greg": lambda h: [f"GReg-{str(h.get('variant', 'greg1'))[-1]}, residual streams not pruned"]
+    + (["+ BN penalty, ours"] if (h.get("reg") or {}).get("penalize_norm") else []),
+    "slimming": lambda h: [f"{h['min_keep']:.0%} per-layer floor, ours"] if h.get("min_keep") else [],
+}
+
+
+def method_name(method: str, hyper: Mapping[str, Any] | None = None) -> str:
+    """What ran, as tables and figures name it (a choice of ours says so)."""
+    base, fixed = NAMES.get(method, (method, ()))
+    notes = [*fixed, *_NOTES.get(method, lambda h: [])(hyper or {})]
+    return f"{base} ({'; '.join(notes)})" if notes else base
+
+
+def record_name(record: RunRecord) -> str:
+    return method_name(record.method, record.hyper)
+
+
+# -- tables -------------------------------------------------------------------------------------------
+
+
+def _target(record: RunRecord) -> float:
+    return float(record.tags["target"])
+
+
+def _arms(records: Sequence[RunRecord]) -> dict[tuple[str, float], list[RunRecord]]:
+    """Records by (method, MACs target asked for). The target is the run's tag: a ratio-budget
+    method's record has no MACs fraction in its budget."""
+    out: dict[tuple[str, float], list[RunRecord]] = {}
+    for r in records:
+        out.setdefault((r.method, _target(r)), []).append(r)
+    return out
+
+
+def status_table(cfg: CompareConfig, records: Sequence[RunRecord], skipped: Sequence[Skipped]) -> pd.DataFrame:
+    """One row per method and target: what ran (n seeds) or why nothing did."""
+    arms = _arms(records)
+    rows = []
+    for method in [*methods(cfg), *not_implemented(cfg)]:
+        for target in cfg.targets:
+            rs = arms.get((method, float(target)), [])
+            why = [s for s in skipped if s.method == method and (s.target is None or s.target == target)]
+            if rs:
+                status, reason = RAN, f"seeds {sorted(r.seed for r in rs)}"
+            elif why:
+                status, reason = why[0].status, why[0].reason
+            else:
+                status, reason = NOT_RUN, "no record"
+            rows.append({"method": method, "what ran": method_name(method, rs[0].hyper if rs else cfg.hyper.get(method)),
+                         "MACs target": target, "n": len(rs), "status": status, "detail": reason})
+    return pd.DataFrame(rows, columns=["method", "what ran", "MACs target", "n", "status", "detail"])
+
+
+def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """One row per run."""
+    rows = []
+    for r in records:
+        fine = r.histories.get("finetune") or []
+        rows.append({"method": r.method, "MACs target": _target(r), "seed": r.seed, "MACs kept": r.macs_keep,
+                     "params kept": r.params_keep, "test acc (%)": r.test_acc, "val acc (%)": r.val_acc,
+                     "test acc after surgery (%)": r.test_acc_before_finetune, "selection": r.selection,
+                     "fine-tuning steps": int(fine[-1]["step"]) if fine else 0,
+                     "pruning time (s)": r.pruning_time_s, "fine-tuning time (s)": r.finetune_time_s,
+                     "latency bs1 (ms)": r.latency_ms(1)})
+    return pd.DataFrame(rows)
+
+
+def paired(records: Sequence[RunRecord], method: str, baseline: str, target: float) -> Interval | None:
+    """`method` minus `baseline` test accuracy at `target`, paired by seed (None: no shared seed)."""
+    arms = _arms(records)
+    a, b = arms.get((method, float(target))), arms.get((baseline, float(target)))
+    if not a or not b:
+        return None
+    ga, gb = records_by_seed(a), records_by_seed(b)
+    return paired_difference(ga, gb) if set(ga) & set(gb) else None
+
+
+def comparison_table(records: Sequence[RunRecord], baselines: Sequence[str] = BASELINES) -> pd.DataFrame:
+    """Mean ± std per method and target, and each method minus each baseline (paired by seed,
+    95% t-interval) with the verdict of "more accurate than the baseline" by the one rule.
+
+    Internal columns ``_<baseline>`` hold the intervals (for metrics and figures)."""
+    rows = []
+    for (method, target), rs in sorted(_arms(records).items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        accs = [r.test_acc for r in rs]
+        mean, std, n = mean_std(accs)
+        lat = [r.latency_ms(1) for r in rs if r.latency_ms(1) is not None]
+        row: dict[str, Any] = {"MACs target": target, "method": method, "what ran": record_name(rs[0]), "n": n,
+                               "MACs kept": sum(r.macs_keep for r in rs) / n,
+                               "test acc (%)": fmt_mean_std(accs), "test_acc_mean": mean, "test_acc_std": std,
+                               "latency bs1 (ms)": fmt_mean_std(lat, 3) if lat else "not measured"}
+        for b in baselines:
+            iv = None if method == b else paired(records, method, b, target)
+            short = NAMES.get(b, (b, ()))[0].split(" ")[0]
+            row[f"− {short} (points, 95% CI)"] = "—" if iv is None else str(iv)
+            row[f"better than {short}?"] = "—" if method == b else verdict(iv, DIRECTION, THRESHOLD)
+            row[f"_{b}"] = iv
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`comparison_table` without its internal columns."""
+    return table.drop(columns=[c for c in table.columns if c.startswith("_") or c.startswith("test_acc_")])
+
+
+def timing_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Wall time of each method's pruning phase (prepare, its own training phases, surgery) and of
+    the common fine-tuning, mean ± std over seeds and targets, with the phases it consists of."""
+    rows = []
+    for method, rs in group(records, "method").items():
+        method = method[0]
+        phases: dict[str, list[float]] = {}
+        for r in rs:
+            for k, v in r.phase_time_s.items():
+                if k != "finetune":
+                    phases.setdefault(k, []).append(v)
+        prune_t = [r.pruning_time_s for r in rs]
+        rows.append({"method": method, "what ran": record_name(rs[0]), "runs": len(rs),
+                     "pruning phase (s)": fmt_mean_std(prune_t, 1), "pruning_time_mean": mean_std(prune_t)[0],
+                     "of which": "; ".join(f"{k} {sum(v) / len(v):.1f}" for k, v in phases.items()),
+                     "fine-tuning (s)": fmt_mean_std([r.finetune_time_s for r in rs], 1)})
+    return pd.DataFrame(rows).sort_values("pruning_time_mean", ascending=False, ignore_index=True)
+
+
+# -- figures -------------------------------------------------------------------------------------------
+
+
+def dense_groups(ctx: StudyContext, model_key: str) -> list[tuple[str, int, bool]]:
+    """(group id, dense width, residual stream?) of the dense network, in model order."""
+    from prunerep.pruning.groups import find_groups
+
+    dense = ctx.load_dense(model_key)
+    return [(g.id, g.channels, g.residual) for g in find_groups(dense, torch.zeros(ctx.example_shape))]
+
+
+def widths_figure(records: Sequence[RunRecord], groups: Sequence[tuple[str, int, bool]], target: float,
+                  title: str = "") -> Any:
+    """Kept fraction of every channel group (columns, model order) per method (rows) at one MACs
+    target: mean over seeds, the mean kept channels written in each cell."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    arms = {m: rs for (m, t), rs in _arms(records).items() if t == float(target)}
+    names = sorted(arms, key=lambda m: record_name(arms[m][0]))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * len(groups) + 3), 0.42 * max(len(names), 1) + 2.2))
+    if not names:
+        ax.text(0.5, 0.5, "no runs at this target", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    kept = np.array([[sum(r.widths.get(g, 0) for r in arms[m]) / len(arms[m]) for g, _, _ in groups] for m in names])
+    dense = np.array([c for _, c, _ in groups], dtype=float)
+    im = ax.imshow(kept / dense, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    for i in range(len(names)):
+        for j in range(len(groups)):
+            ax.text(j, i, f"{kept[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if kept[i, j] / dense[j] < 0.5 else "black")
+    ax.set_xticks(range(len(groups)), [f"{g} ({c}, stream)" if res else f"{g} ({c})" for g, c, res in groups],
+                  rotation=90, fontsize=6)
+    ax.set_yticks(range(len(names)), [record_name(arms[m][0]) for m in names], fontsize=7)
+    fig.colorbar(im, ax=ax, label="kept fraction of the group (mean over seeds)")
+    ax.set_title(title or f"kept channels per group at {target:.0%} MACs (cell: mean kept channels; "
+                          "column: group, dense width)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def timing_figure(records: Sequence[RunRecord], title: str) -> Any:
+    """Pruning-phase wall time per method (mean over its runs, ± std where n > 1)."""
+    import matplotlib.pyplot as plt
+
+    table = timing_table(records)
+    fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(table), 1) + 1.6))
+    for i, method in enumerate(table["method"]):
+        times = [r.pruning_time_s for r in records if r.method == method]
+        mean, std, n = mean_std(times)
+        ax.barh(i, mean, color="C0", xerr=std if n > 1 and std is not None else None, capsize=3)
+    ax.set_yticks(range(len(table)), list(table["what ran"]), fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel="wall time before fine-tuning (s): prepare + the method's phases + surgery", title=title)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+# -- captions, metrics, deviations ------------------------------------------------------------------
+
+
+def _epochs(x: float) -> str:
+    return f"{x:g} epoch" + ("" if x == 1 else "s")
+
+
+def recipe_text(cfg: CompareConfig, specs: Sequence[RunSpec]) -> str:
+    """The steps every method got, read from the specs that ran."""
+    ft = [s.finetune for s in specs if s.finetune is not None]
+    if not ft:
+        return "no fine-tuning"
+    f0 = ft[0]
+    return (f"fine-tuning: {f0.max_steps} SGD steps at batch {cfg.batch_size}, lr {f0.lr:g} ({f0.schedule}), "
+            f"the {cfg.select.replace('_', ' ')} epoch's weights")
+
+
+def budget_text(cfg: CompareConfig, ctx: StudyContext, specs: Sequence[RunSpec] = ()) -> str:
+    """One sentence on the budget behind every number (for captions)."""
+    n_train = len(ctx.splits.train)
+    steps = max(1, round(cfg.prune_epochs * (n_train // cfg.batch_size)))
+    if cfg.prune_max_steps is not None:
+        steps = min(steps, cfg.prune_max_steps)
+    return (f"Profile `{ctx.profile}`: {cfg.model} dense checkpoint, MACs targets "
+            f"{', '.join(f'{t:g}' for t in cfg.targets)}, seeds {list(cfg.seeds)}; each method's own training "
+            f"phases {steps} SGD steps ({_epochs(cfg.prune_epochs)} of the training split); "
+            f"{recipe_text(cfg, specs)}, the same for every method; {describe_splits(ctx)}.")
+
+
+def metrics(cfg: CompareConfig, records: Sequence[RunRecord], table: pd.DataFrame, skipped: Sequence[Skipped],
+            dense: Mapping[str, Any], profile: str) -> dict[str, Any]:
+    """Headline scalars for DVC: mean test accuracy per method and target, paired differences."""
+    out: dict[str, Any] = {"profile": profile, "model": cfg.model, "runs": len(records),
+                           "not_run": sum(1 for s in skipped if s.status != NOT_IMPLEMENTED),
+                           "not_implemented": sorted({s.method for s in skipped if s.status == NOT_IMPLEMENTED}),
+                           "dense/test_acc": dense.get("test_acc")}
+    for _, row in table.iterrows():
+        key = f"{row['method']}@{row['MACs target']:g}"
+        out[f"{key}/test_acc_mean"] = row["test_acc_mean"]
+        for b in BASELINES:
+            iv = row.get(f"_{b}")
+            if isinstance(iv, Interval):
+                out[f"{key}/minus_{b}"] = iv.mean
+    return out
+
+
+def deviations_table(cfg: CompareConfig, records: Sequence[RunRecord], specs: Sequence[RunSpec]) -> pd.DataFrame:
+    """Where this comparison departs from each paper's own protocol, and why; measured effects
+    computed from the runs."""
+    greg = [r for r in records if r.method == "greg"]
+    greg_effect = ("—" if not greg else "MACs kept at each target: " + ", ".join(
+        f"{t:g}: {sum(r.macs_keep for r in rs) / len(rs):.3f}" for (_, t), rs in _arms(greg).items()))
+    times = timing_table(records) if records else pd.DataFrame()
+    time_effect = ("—" if times.empty else "pruning phase, mean s: " + ", ".join(
+        f"{m} {t:.0f}" for m, t in zip(times["method"], times["pruning_time_mean"], strict=True)))
+    ft_text = recipe_text(cfg, specs)
+    bilevel_steps = ", ".join(sorted({f"{s.method} {_epochs(round(s.finetune.epochs, 2))}" for s in specs
+                                      if s.finetune is not None and is_bilevel(s.method)})) or "none ran"
+    rows = [
+        ("each paper's own network, checkpoint and training budget",
+         f"one dense checkpoint ({cfg.model}), the same MACs targets and {ft_text}, for every method",
+         "separates each method from its training budget: only the pruning procedure differs", "—"),
+        ("each method's own pruning-phase length",
+         f"every method's own training phases last {_epochs(cfg.prune_epochs)} of the training split in SGD steps; "
+         "GReg's phase is its penalty schedule (compare.hyper.greg.reg), sized to about the same steps",
+         "equal compute for the procedures that train; one-shot methods have no phase", time_effect),
+        ("bi-level methods train their weights on the training split minus their held-out part",
+         f"held out: {cfg.arch_fraction:.0%} of the training split (the runner's split); they get the same number "
+         f"of weight steps (more passes over their part) in their search and fine-tuning (fine-tuning over their "
+         f"part: {bilevel_steps})",
+         "equal steps; the runner fine-tunes a bi-level method on the part its weights trained on", "—"),
+        ("GReg's per-layer ratios (the paper's --stage_pr)",
+         "the largest uniform ratio over the groups GReg prunes (inside residual branches only) whose exact MACs "
+         "are within each target",
+         "drives every method to the same MACs; GReg never prunes the residual streams, so it reaches a target "
+         "with less structural freedom than the methods that do", greg_effect),
+        ("W-Gates under a latency constraint (LPNet on the target device)",
+         "W-Gates in its FLOPs mode (the journal version's switch) at the same MACs targets",
+         "a MACs comparison; the latency-constrained runs are the wgates stage's", "—"),
+        ("GDP without fine-tuning, training on after its target is met",
+         "GDP stops when its hard network meets the target (after_target: stop, where set in compare.hyper.gdp), "
+         "then the common fine-tuning",
+         "equal training after the channels are fixed (the gdp stage's verdict protocol)", "—"),
+        ("model selection", f"one rule for every method: {cfg.select.replace('_', ' ')} of the fine-tuning on the "
+         "validation split (held out of the training set); the test split is only reported",
+         "no method is chosen on test data", "—"),
+        ("widths rounded for the hardware (round_to)", "not run: no method's budget rounds widths here",
+         "the shared budget rules have no width rounding yet", "—"),
+        ("full data, the papers' epochs", "class-stratified subsets and a few hundred SGD steps per phase at the "
+         "default profile (the paper profile: full data, long schedules)",
+         "CPU budget: absolute accuracies are far below the papers'; the methods are compared on equal terms", "—"),
+    ]
+    return pd.DataFrame(rows, columns=["the papers'", "ours", "why", "measured effect"])
+
+
+def verdict_caption() -> str:
+    return ("Each method minus L1 and minus random channels at the same MACs target, test accuracy (points), "
+            "paired by seed, with the verdict of \"more accurate than the baseline\" (difference > 0). "
+            f"**Verdict rule.** {VERDICT_RULE}")
+
+
+def hyper_table(records: Sequence[RunRecord]) -> pd.DataFrame:
+    """Each method's hyper-parameters as run, where they differ from the method's defaults (one row
+    per method; its runs differ only in the ``seed`` field; runs.jsonl holds them all)."""
+    from prunerep.methods.base import build_hyper
+
+    rows = []
+    for (method,), rs in group(records, "method").items():
+        ran = dict(rs[0].hyper)
+        ran.pop("seed", None)
+        try:
+            default = to_dict(build_hyper(method))
+        except ValueError:
+            default = {}
+        changed = _changed(ran, default)
+        rows.append({"method": method, "what ran": record_name(rs[0]),
+                     "changed from the method's defaults": ", ".join(f"{k}={_short(v)}" for k, v in changed) or "none"})
+    return pd.DataFrame(rows, columns=["method", "what ran", "changed from the method's defaults"])
+
+
+def _changed(ran: Mapping[str, Any], default: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in ran.items():
+        d = default.get(k)
+        if isinstance(v, Mapping) and isinstance(d, Mapping):
+            out += _changed(v, d, f"{prefix}{k}.")
+        elif v != d:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

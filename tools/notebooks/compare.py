@@ -1,0 +1,127 @@
+# %% [markdown]
+# # One comparison of every method, on equal terms
+#
+# No paper, library or benchmark compares these six channel-pruning methods on the same network,
+# checkpoint, budget and post-pruning training, against a random control, with measured latency.
+# Here every registered method (GDP, W-Gates, functionality-oriented pruning, DSA, DAIS, GReg, and
+# the baselines L1-norm, random channels, network slimming, FPGM's criterion and a sensitivity-scan
+# allocation) prunes **the same dense checkpoint** to **the same MACs targets**; each runs its own
+# pruning procedure (its training phases equally long, in SGD steps), then gets **the same
+# fine-tuning** and **one selection rule** on the validation split, over the same seeds. Each method
+# is compared with L1 and with random channels, paired by seed, by the project's one verdict rule.
+# The runs are built by the public API (`prunerep.api.spec_for`, the function behind
+# `prunerep.prune`) and executed by the pipeline's runner; a run identical to another stage's
+# finished run is reused, not recomputed. What "equal" means for each method, and where it departs
+# from its paper, is in the last section.
+
+# %% parameters
+profile: str = "default"        # smoke | default | paper (params.yaml `profile`)
+section: dict = {}              # resolved `compare` section (empty: read params.yaml)
+data: dict = {}                 # resolved `data` section
+out_dir: str = "results/compare"  # tables/, figures/, metrics.json go here
+
+# %%
+from prunerep.reporting import save_figure, setup_notebook, write_metrics, write_table
+from prunerep.reporting.figures import accuracy_vs_latency, accuracy_vs_macs
+from prunerep.reporting.notebook import recipe_summary
+from prunerep.runner import write_records
+from prunerep.studies import compare
+from prunerep.studies.base import dense_reference, open_study
+
+ctx = setup_notebook("compare", profile, section, data, out_dir)
+cfg = ctx.cfg
+study = open_study(ctx, cfg)
+tables, figures = ctx.out_dir / "tables", ctx.out_dir / "figures"
+recipe_summary(ctx)
+
+# %% [markdown]
+# ## Runs
+#
+# One run per method, MACs target and seed, each a record in `runs.jsonl`. The status table lists
+# every method at every target: what ran, and for anything that did not, why ("not implemented":
+# no method module for that paper yet; "not run": the method cannot reach the target; "failed": its
+# error). Runs go to parallel worker processes (one line each below) and resume after a kill;
+# latency is measured afterwards, one network at a time.
+
+# %%
+plan = compare.plan(cfg, study)
+budget_note = compare.budget_text(cfg, study, plan.specs)
+records, skipped = compare.run(cfg, study, plan)
+write_records(records, ctx.out_dir / "runs.jsonl")
+dense = dense_reference(study, cfg.model)
+write_table(compare.runs_table(records), tables, "runs", "One row per run. " + budget_note)
+write_table(compare.status_table(cfg, records, skipped), tables, "status",
+            "Every method at every MACs target: ran (n seeds), not implemented, not run, or failed. " + budget_note)
+
+# %% [markdown]
+# ## What we found
+#
+# Test accuracy (mean ± std over seeds) of every method at every MACs target, and each method minus
+# L1 and minus random channels, paired by seed (95% t-interval), with the verdict of "more accurate
+# than the baseline" by the one rule. The MACs each method actually kept are shown beside the target
+# (a uniform rule lands below it; GReg, which never prunes the residual streams, can land well below).
+
+# %%
+comparison = compare.comparison_table(records)
+write_table(compare.comparison_display(comparison), tables, "comparison",
+            compare.verdict_caption() + " " + budget_note)
+
+# %% [markdown]
+# ## Accuracy against MACs and against measured latency
+#
+# One marker per method, one point per MACs target: mean over seeds, ± std on both axes only where
+# there is more than one seed. Latency is the median of repeated batch-1 runs of each pruned network
+# on this machine, measured after all runs, one network at a time; the star is the dense checkpoint.
+# On these CPUs latency follows the MACs only partly (see the README's latency notes).
+
+# %%
+title = f"{cfg.model}: test accuracy vs MACs kept, seeds {list(cfg.seeds)}"
+saved = save_figure(accuracy_vs_macs(records, title, name=compare.record_name, dense={"test_acc": dense["test_acc"]}),
+                    figures, "accuracy_vs_macs")
+
+# %%
+title = f"{cfg.model}: test accuracy vs measured latency (batch 1), seeds {list(cfg.seeds)}"
+saved = save_figure(accuracy_vs_latency(records, title, name=compare.record_name,
+                                        dense={"latency_ms": dense.get("batch_1_ms"), "test_acc": dense["test_acc"]}),
+                    figures, "accuracy_vs_latency")
+
+# %% [markdown]
+# ## Wall time of each method's pruning phase
+#
+# Everything before the common fine-tuning: preparation, the method's own training phases (gated
+# training, search, sparse training, penalty schedule) and surgery, measured inside each run (one
+# thread per worker, workers side by side). One-shot methods have no training phase.
+
+# %%
+write_table(compare.timing_table(records).drop(columns=["pruning_time_mean"]), tables, "pruning_time",
+            "Wall time per run (mean ± std over seeds and targets). " + budget_note)
+
+# %%
+saved = save_figure(compare.timing_figure(records, f"{cfg.model}: pruning-phase wall time per run"),
+                    figures, "pruning_time")
+
+# %% [markdown]
+# ## Kept width per layer
+#
+# For each MACs target: the share of every channel group each method kept (mean over seeds; the
+# number in a cell is the mean kept channels). Columns are the dense network's groups in model
+# order, named after their first producer with their dense width; a residual stream (every conv
+# adding into one stage's skip path) is one group, marked "stream".
+
+# %%
+groups = compare.dense_groups(study, cfg.model)
+for t in cfg.targets:
+    saved = save_figure(compare.widths_figure(records, groups, t), figures, f"widths_{t:g}")
+
+# %%
+write_table(compare.hyper_table(records), tables, "hyper", "Each method's hyper-parameters as run.")
+saved = write_metrics(compare.metrics(cfg, records, comparison, skipped, dense, ctx.profile), ctx.out_dir)
+
+# %% [markdown]
+# ## Assumptions and deviations
+#
+# Where this comparison departs from each paper's own protocol, and why; measured effects are
+# computed from the runs above.
+
+# %%
+write_table(compare.deviations_table(cfg, records, plan.specs), tables, "deviations")
