@@ -402,15 +402,19 @@ def ratio_label(macs_keep: float) -> str:
 # -- tables ----------------------------------------------------------------------------------------
 
 
+def floor_suffix(variant: str, records: Sequence[RunRecord] = ()) -> str:
+    """``" (10% per-layer floor, ours)"`` for a slimming variant whose runs (`records`) had our
+    per-layer floor on the global threshold (not network slimming's); "" otherwise."""
+    if not variant.startswith("slimming"):
+        return ""
+    floors = sorted({float(r.hyper.get("min_keep", 0.0) or 0.0) for r in records if r.tags.get("variant") == variant}
+                    - {0.0})
+    return f" ({'/'.join(f'{x:.0%}' for x in floors)} per-layer floor, ours)" if floors else ""
+
+
 def variant_name(variant: str, records: Sequence[RunRecord] = ()) -> str:
-    """What a variant is, as tables and figures name it. Slimming's name carries the per-layer floor
-    of its global threshold when its runs (`records`) had one: the floor is ours, not the paper's."""
-    name = VARIANTS.get(variant, variant)
-    if variant.startswith("slimming"):
-        floors = {float(r.hyper.get("min_keep", 0.0) or 0.0) for r in records if r.tags.get("variant") == variant}
-        if floors - {0.0}:
-            name += f" ({'/'.join(f'{x:.0%}' for x in sorted(floors))} per-layer floor, ours)"
-    return name
+    """What a variant is, as tables and figures name it (with `floor_suffix`)."""
+    return VARIANTS.get(variant, variant) + floor_suffix(variant, records)
 
 
 def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
@@ -465,7 +469,7 @@ def claim3_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                 continue
             diff = paired_difference(ga, gb)
             rows.append({"protocol": c.protocol, "model": model, "MACs target": target,
-                         "GDP arm": variant_name(c.gdp, a), "baseline arm": variant_name(c.baseline, b),
+                         "GDP arm": variant_name(c.gdp, a), "baseline arm": variant_name(c.baseline, b), "_floor": floor_suffix(c.baseline, b),
                          "baseline": c.baseline.split("-")[0].removesuffix("+ft"), "n": diff.n,
                          "post-pruning steps, GDP / baseline":
                              f"{_mean(post_pruning_steps(r) for r in a):.0f} / "
@@ -479,7 +483,7 @@ def claim3_table(records: Sequence[RunRecord]) -> pd.DataFrame:
 
 def claim3_display(claim3: pd.DataFrame) -> pd.DataFrame:
     """`claim3_table` as the notebook shows it: no internal columns, the verdict pair as yes/no."""
-    out = claim3.drop(columns=["_interval", "claim", "baseline"], errors="ignore")
+    out = claim3.drop(columns=["_interval", "_floor", "claim", "baseline"], errors="ignore")
     if "verdict pair" in out:
         out["verdict pair"] = out["verdict pair"].map({True: "yes", False: "no"})
     return out
@@ -574,19 +578,13 @@ PROTOCOL_TICKS: dict[str, str] = {EQUAL_POST: "equal post-pruning\ntraining (ver
 BASELINE_NAMES: dict[str, str] = {"l1": "L1", "slimming": "slimming", "random": "random"}
 
 
-def _short_name(baseline: str, arm_name: str) -> str:
-    """Short legend name of a baseline, keeping the "(…, ours)" of a variant of ours."""
-    short = BASELINE_NAMES.get(baseline, baseline)
-    return short + arm_name[arm_name.rindex(" ("):] if arm_name.endswith(", ours)") else short
-
-
 def gain_rows(claim3: pd.DataFrame, model: str, target: float) -> list[dict[str, Any]]:
     """Rows for `gain_plot`: every comparison at one model/budget, x = protocol, label = baseline."""
     out = []
     for _, row in claim3[(claim3["model"] == model) & (claim3["MACs target"] == target)].iterrows():
         iv: Interval = row["_interval"]
         out.append({"protocol": PROTOCOL_TICKS.get(row["protocol"], row["protocol"]), "mean": iv.mean, "lo": iv.lo,
-                    "hi": iv.hi, "n": iv.n, "label": f"GDP − {_short_name(row['baseline'], row['baseline arm'])}"})
+                    "hi": iv.hi, "n": iv.n, "label": f"GDP − {BASELINE_NAMES.get(row['baseline'], row['baseline'])}{row['_floor']}"})
     return out
 
 
