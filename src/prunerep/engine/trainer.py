@@ -13,6 +13,7 @@ import copy
 import hashlib
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -138,6 +140,47 @@ def _cycle(loader: BatchLoader, start_epoch: int) -> Iterator[tuple[torch.Tensor
         epoch += 1
 
 
+def _rng_state() -> dict[str, Any]:
+    """Every global random stream a method may draw from (DSA samples its masks from torch's),
+    in a form `torch.load(weights_only=True)` reads back."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    """Continue the random streams where the checkpointed run stood, so a resumed run draws what
+    the uninterrupted one would have drawn."""
+    torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _arch_batches(loader: BatchLoader, consumed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The held-out batches of architecture steps, from where a run that already took `consumed`
+    of them stands.
+
+    The held-out loader is cycled independently of the training epochs (it is smaller), so a
+    resumed run must continue at the same pass and batch as the uninterrupted one: restarting it
+    at the training epoch would feed the architecture parameters other batches, and a killed
+    DSA or DAIS search would end with other widths. Skipped batches are drawn and dropped (the
+    loader's order and augmentation are seeded per pass, so they are the same batches)."""
+    per_pass = len(loader)
+    if per_pass == 0:
+        raise ValueError("fit: the held-out loader for architecture steps is empty (smaller than one batch?)")
+    batches = _cycle(loader, consumed // per_pass)
+    for _ in range(consumed % per_pass):
+        next(batches)
+    return batches
+
+
 def _weight_param_groups(model: nn.Module, hooks: Sequence[TrainHooks], optim: OptimConfig,
                          arch_ids: set[int]) -> list[dict[str, Any]]:
     for hook in hooks:
@@ -233,6 +276,8 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
             scaler.load_state_dict(ckpt["scaler"]) if ckpt.get("scaler") else None
             result.history = list(ckpt["history"])
             state.step = ckpt["step"]
+            if ckpt.get("rng") is not None:   # checkpoints written before random states were saved have none
+                _set_rng_state(ckpt["rng"])
             start_epoch = ckpt["epoch"] + 1
             best_acc = ckpt.get("best_acc", -math.inf)
             best_weights = ckpt.get("best_weights")
@@ -248,7 +293,8 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
 
     criterion_smoothing = optim.label_smoothing
     arch_every = arch_optim.every if arch_optim else 1
-    arch_iter = _cycle(arch_loader, start_epoch) if arch_params else None
+    # one architecture step after every `arch_every`-th weight step: state.step // arch_every so far
+    arch_iter = _arch_batches(arch_loader, state.step // arch_every) if arch_params else None
     t_start = time.perf_counter()
     for hook in hooks:
         hook.on_train_start(net, state)
@@ -345,6 +391,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
                     "best_acc": best_acc, "best_weights": best_weights,
                     "selected_epoch": result.selected_epoch, "stopped_early": result.stopped_early,
                     "elapsed_s": elapsed_before_resume + time.perf_counter() - t_start,
+                    "rng": _rng_state(),
                 }, ckpt_path)
 
     if select == "best_val" and best_weights is not None:
