@@ -22,6 +22,7 @@ import torch
 
 from prunerep.engine import trainer
 from prunerep.methods import list_methods
+from prunerep.methods.base import build_hyper, get_method
 from prunerep.runner import run_pruning
 from tests.unit.kill_resume_worker import build
 
@@ -57,7 +58,16 @@ def _canonical(value: Any) -> str:
     return json.dumps(_timeless(value), sort_keys=True, default=str)
 
 
-@pytest.mark.parametrize("method", list_methods())
+def _one_shot(method: str) -> bool:
+    """No training phase of its own: only the fine-tuning every method also runs."""
+    return not get_method(method, build_hyper(method)).phases()
+
+
+# One-shot methods resume only through the fine-tuning the others already exercise, so they run
+# in the slow tier (`python3 run.py test -m slow`) to keep CI's fast tier short; every method with
+# training state of its own (gates, penalties, architecture parameters) runs in the fast tier.
+@pytest.mark.parametrize("method", [pytest.param(m, marks=pytest.mark.slow) if _one_shot(m) else m
+                                    for m in list_methods()])
 def test_a_twice_killed_run_resumes_to_the_uninterrupted_result(method, tmp_path, monkeypatch):
     spec, dense, splits = build(method)
     saves = []
