@@ -44,7 +44,7 @@ def _timeless(value: Any) -> Any:
     """`value` without wall-clock fields (the only thing a resumed run may report differently)."""
     if isinstance(value, dict):
         return {k: _timeless(v) for k, v in value.items()
-                if not (k.endswith("_s") or "time" in k or k.endswith("per_s"))}
+                if not (k.endswith("_s") or "time" in k)}
     if isinstance(value, list | tuple):
         return [_timeless(v) for v in value]
     if isinstance(value, torch.Tensor):
