@@ -20,6 +20,12 @@ Command line::
     python -m prunerep.config check              # validate every section of params.yaml
     python -m prunerep.config set-profile smoke  # rewrite the `profile:` line
     python -m prunerep.config show greg          # print a resolved section as YAML
+    python -m prunerep.config inputs greg --out results/inputs/greg.json   # what a stage reads
+
+`inputs` writes the part of params.yaml one stage reads, resolved (see `stage_inputs`). The
+pipeline's stages depend on that file instead of on whole params sections, so an edit to a
+profile a stage does not run (e.g. `gdp.profiles.smoke` while `default` is active) does not make
+its results stale.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import yaml
 
 PROFILES = ("smoke", "default", "paper")
 DEFAULT_PARAMS = Path("params.yaml")
+#: The papers' recipes: every notebook's recipe table compares the active profile with this one.
+REFERENCE_PROFILE = "paper"
 
 T = TypeVar("T")
 
@@ -372,6 +380,51 @@ def _profile_block_at_fault(cls: type, params: Mapping[str, Any], name: str, pro
     return f"{name}.profiles.{profile}"
 
 
+def stage_inputs(params: Mapping[str, Any], section: str, *, model: str | None = None) -> dict[str, Any]:
+    """What stage `section` reads from params.yaml, resolved (not validated), as plain data.
+
+    A notebook stage reads its section and `data` at the active profile and at
+    `REFERENCE_PROFILE` (its recipe table lists what the active profile changes from the papers'
+    recipes), and the architecture name of each `pretrain.models` entry (to refuse a checkpoint
+    of another network). With `model`, the pretraining of that one entry: `pretrain` at the active
+    profile with only that model's entry, and `data`. Nothing else of params.yaml is included, so
+    a stage depending on this mapping ignores edits to the profiles it does not read.
+    """
+    active = active_profile(params)
+    if model is not None:
+        resolved = merged_section(params, section, active)
+        models = resolved.get("models") or {}
+        if model not in models:
+            raise ConfigError(f"{section}.models.{model}: no such entry.{_suggest(model, models)} "
+                              f"Entries: {sorted(models)}.")
+        resolved["models"] = {model: models[model]}
+        return {"profile": active, "data": merged_section(params, "data", active), section: resolved}
+    read = list(dict.fromkeys((active, REFERENCE_PROFILE)))
+    pretrain = merged_section(params, "pretrain", active).get("models") or {}
+    return {"profile": active,
+            "data": {p: merged_section(params, "data", p) for p in read},
+            section: {p: merged_section(params, section, p) for p in read},
+            "pretrain.models": {k: (v or {}).get("name") if isinstance(v, Mapping) else v
+                                for k, v in pretrain.items()}}
+
+
+def write_stage_inputs(section: str, out: str | Path, *, model: str | None = None,
+                       params_path: str | Path = DEFAULT_PARAMS) -> bool:
+    """Write `stage_inputs` as canonical JSON (sorted keys); True if the file's bytes changed."""
+    import json
+
+    from prunerep.io import atomic_write_text
+
+    text = json.dumps(stage_inputs(read_params(params_path), section, model=model),
+                      indent=1, sort_keys=True, default=str) + "\n"
+    path = Path(out)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(text, path)
+    return True
+
+
 def check_params(params: Mapping[str, Any] | None = None, *, params_path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Validate every section of params.yaml for every profile; return the active resolution."""
     if params is None:
@@ -420,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     p_set.add_argument("profile", choices=PROFILES)
     p_show = sub.add_parser("show", parents=[common], help="print a resolved section")
     p_show.add_argument("section")
+    p_in = sub.add_parser("inputs", parents=[common], help="write what one stage reads, resolved (JSON)")
+    p_in.add_argument("section")
+    p_in.add_argument("--model", default=None, help="one pretrain.models entry (the pretrain stage)")
+    p_in.add_argument("--out", required=True, help="JSON file to write (rewritten only if it changes)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "check":
@@ -428,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "set-profile":
             set_profile(args.profile, args.params)
             print(f"{args.params}: profile set to {args.profile}")
+        elif args.cmd == "inputs":
+            changed = write_stage_inputs(args.section, args.out, model=args.model, params_path=args.params)
+            print(f"{args.out}: {'written' if changed else 'unchanged'}")
         else:
             cfg = resolve_section(args.section, params_path=args.params)
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False))

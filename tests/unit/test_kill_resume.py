@@ -84,8 +84,13 @@ def test_a_twice_killed_run_resumes_to_the_uninterrupted_result(method, tmp_path
     _kill_run(method, ckpt, f"during:{max(1, n - 2)}")   # half-way through a later write
     assert list(ckpt.rglob("*.tmp")), "the kill inside a checkpoint write left no half-written temp file"
 
+    # the killed attempts' training time up to the checkpoints the last attempt resumes from
+    before = {path.parent.name: float(torch.load(path, weights_only=True)["elapsed_s"])
+              for path in ckpt.rglob(trainer.CHECKPOINT_NAME)}
     resumed = run_pruning(spec, dense, splits, checkpoint_dir=ckpt, run_key="kill-test")
 
+    assert before and all(resumed.phase_time_s[phase] >= t > 0 for phase, t in before.items()), \
+        f"{method}: a resumed phase reports less time than its killed attempts spent: {before}, {resumed.phase_time_s}"
     assert not list(ckpt.rglob("*.tmp")), "the resumed run left the killed write's temp file"
     assert (resumed.widths, resumed.macs, resumed.params) == (reference.widths, reference.macs, reference.params)
     got, want = resumed.model.state_dict(), reference.model.state_dict()

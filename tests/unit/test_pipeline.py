@@ -29,7 +29,27 @@ def test_every_notebook_has_a_params_section_and_a_stage():
         assert slug in read_params(ROOT / "params.yaml"), f"params.yaml lacks section {slug}"
         assert stages[slug]["cmd"] == f"python -m prunerep.nbrun {slug}"
         assert f"notebooks/{slug}.ipynb" in stages[slug]["deps"]
-        assert slug in stages[slug]["params"] and "profile" in stages[slug]["params"]
+        # params.yaml reaches the stage only through what it reads, resolved (stage inputs@slug)
+        assert f"results/inputs/{slug}.json" in stages[slug]["deps"]
+        assert "params" not in stages[slug], f"stage {slug}: depend on results/inputs/{slug}.json"
+        assert slug in stages["inputs"]["foreach"]
+
+
+def test_stage_inputs_stages_track_what_they_resolve():
+    """inputs@<slug> and pretrain_inputs@<model> rerun on any edit of what they read (the cheap
+    stage reruns; the expensive one only if the resolved file's bytes change)."""
+    stages = _dvc_stages()
+    inputs, pretrain = stages["inputs"]["do"], stages["pretrain_inputs"]["do"]
+    assert inputs["cmd"] == "python -m prunerep.config inputs ${item} --out results/inputs/${item}.json"
+    assert set(inputs["params"]) == {"profile", "data", "pretrain", "${item}"}
+    assert stages["pretrain_inputs"]["foreach"] == "${pretrain.models}"
+    assert pretrain["cmd"].endswith("--model ${key} --out results/inputs/pretrain-${key}.json")
+    assert set(pretrain["params"]) == {"profile", "data", "pretrain"}
+    assert "results/inputs/pretrain-${key}.json" in stages["pretrain"]["do"]["deps"]
+    assert "params" not in stages["pretrain"]["do"]
+    for stage in (inputs, pretrain):
+        assert "src/prunerep/config.py" in stage["deps"]
+        assert all(out.get(next(iter(out)), {}).get("cache") is False for out in stage["outs"])
 
 
 def test_pretrain_foreach_matches_params_and_baseline_deps():

@@ -6,10 +6,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from prunerep.reporting import readme as R
+from prunerep.report import readme as R
 from prunerep.reporting.ledger import (
     Evidence,
     build_ledger,
@@ -25,11 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_readme_matches_committed_results(tmp_path: Path) -> None:
     """Fails when README.md's section differs from render_results() over the tracked results/.
 
-    Fix: `git add` the results, `python -m prunerep.reporting.readme`, commit README.md."""
+    Fix: `git add` the results, `python -m prunerep.report.readme`, commit README.md."""
     root = R.tracked_view(REPO / "results", tmp_path)
     readme = REPO / "README.md"
     assert readme.read_text() == R.rendered_readme(readme, root), (
-        "README.md results section is stale: run `python -m prunerep.reporting.readme`"
+        "README.md results section is stale: run `python -m prunerep.report.readme`"
     )
 
 
@@ -61,7 +62,7 @@ def _results(tmp: Path) -> Path:
 def test_render_without_results_says_how_to_produce_them(tmp_path: Path) -> None:
     text = R.render_results(tmp_path / "nothing")
     assert "No results are committed yet" in text
-    assert "python3 run.py repro" in text and "python -m prunerep.reporting.readme" in text
+    assert "python3 run.py repro" in text and "python -m prunerep.report.readme" in text
     assert VERDICT_RULE in text
 
 
@@ -137,3 +138,52 @@ def test_tracked_view_ignores_untracked_files(tmp_path: Path) -> None:
     view = R.tracked_view(repo / "results", tmp_path / "view")
     assert sorted(p.name for p in view.rglob("*") if p.is_file()) == ["metrics.json"]
     assert (view / "greg" / "metrics.json").read_text() == '{"profile": "smoke"}'
+
+
+def _comparison(res: Path) -> None:
+    """A comparison table as the compare stage writes it: two targets, L1 and two methods."""
+    rows = []
+    for target, accs in (("0.7", {"l1": "76.52 ± 0.40 (n=3)", "greg": "76.75 ± 0.30 (n=3)",
+                                  "dais": "67.83 ± 0.98 (n=3)"}),
+                         ("0.5", {"l1": "72.50 ± 0.60 (n=3)", "greg": "73.00 ± 0.30 (n=3)",
+                                  "dais": ""})):
+        for method, acc in accs.items():
+            diff = "" if method == "l1" else ("+0.50 [-0.7, +1.7] (n=3)" if method == "greg"
+                                              else "-8.68 [-11.7, -5.7] (n=3)")
+            verdict = "" if method == "l1" else ("inconclusive (within noise)" if method == "greg"
+                                                 else "not supported")
+            if method == "dais" and target == "0.5":
+                diff = verdict = ""
+            rows.append({"MACs target": target, "method": method, "what ran": f"{method} (ours)",
+                         "n": 3, "MACs kept": target, "test acc (%)": acc,
+                         "latency bs1 (ms)": "", "− L1-norm (points, 95% CI)": diff,
+                         "better than L1-norm?": verdict, "− random (points, 95% CI)": "",
+                         "better than random?": ""})
+    tables = res / "compare" / "tables"
+    tables.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(tables / "comparison.csv", index=False)
+    (tables / "comparison.md").write_text(
+        "Each method minus L1. Profile `default`: resnet20 dense checkpoint, MACs targets 0.7, 0.5. "
+        "Same for every row: n 3.\n\n| table |\n")
+
+
+def test_render_includes_the_comparison_best_first(tmp_path: Path) -> None:
+    res = _results(tmp_path)
+    assert "The six methods on one budget" not in R.render_results(res)  # no comparison: none
+    _comparison(res)
+    lines = R.render_results(res).splitlines()
+    start = lines.index("### The six methods on one budget")
+    assert start > lines.index(f"**Verdict rule.** {VERDICT_RULE}")
+    header = lines[start + 4]
+    assert header == ("| method | what ran | keep 0.7: test acc (%) | keep 0.7: − L1 (points, 95% CI), "
+                      "better? | keep 0.5: test acc (%) | keep 0.5: − L1 (points, 95% CI), better? |")
+    body = lines[start + 6:start + 9]
+    # best first at the middle target (0.5 of two targets sorted high to low); no number: last
+    assert [r.split(" | ")[0] for r in body] == ["| greg", "| l1", "| dais"]
+    assert body[0] == ("| greg | greg (ours) | 76.75 ± 0.30 (n=3) | +0.50 [-0.7, +1.7] (n=3), "
+                       "inconclusive (within noise) | 73.00 ± 0.30 (n=3) | +0.50 [-0.7, +1.7] "
+                       "(n=3), inconclusive (within noise) |")
+    assert body[1].endswith("| 72.50 ± 0.60 (n=3) | — |")
+    provenance = next(x for x in lines if x.startswith("From `results/compare/tables/comparison.csv`"))
+    assert "(Profile `default`: resnet20 dense checkpoint, MACs targets 0.7, 0.5.)" in provenance
+    assert "[compare.ipynb](results/compare/compare.ipynb)" in provenance

@@ -57,6 +57,7 @@ class FitResult:
     wall_time_s: float = 0.0
     stopped_early: bool = False
     resumed_from_epoch: int | None = None     # wall_time_s includes the time before the resume
+    elapsed_before_resume_s: float = 0.0      # training time of earlier attempts, up to the resumed checkpoint
 
 
 def _digest_path(path: Path) -> Path:
@@ -286,6 +287,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
             result.resumed_from_epoch = ckpt["epoch"]
             # Timing claims need the whole run's time, not the part after the last kill.
             elapsed_before_resume = float(ckpt.get("elapsed_s", 0.0))
+            result.elapsed_before_resume_s = elapsed_before_resume
             if is_main_process():
                 print(f"[{desc}] resuming after epoch {ckpt['epoch'] + 1}/{n_epochs} from {ckpt_path}", flush=True)
         elif is_main_process():

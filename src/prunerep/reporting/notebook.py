@@ -20,6 +20,7 @@ import pandas as pd
 
 from prunerep.config import (
     PROFILES,
+    REFERENCE_PROFILE,
     active_profile,
     check_params,
     from_dict,
@@ -32,8 +33,6 @@ from prunerep.reporting.tables import MarkdownText, constant_sentence, markdown_
 
 #: nbrun points the kernel at the params file it validated (default: params.yaml at the root).
 PARAMS_ENV = "PRUNEREP_PARAMS"
-#: The profile a run is compared with in `recipe_summary`: the papers' full recipes.
-REFERENCE_PROFILE = "paper"
 #: recipe_summary lists at most this many differing keys (the rest are counted).
 MAX_RECIPE_ROWS = 30
 

@@ -140,7 +140,9 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
                   arch_loader=arch_loader, arch_optim=method.arch_optimizer_config(),
                   checkpoint_dir=ckpt / name if ckpt else None,
                   run_key=f"{run_key}/{name}", desc=f"{spec.label or spec.method} {name}")
-        times[name] = time.perf_counter() - t0
+        # + the earlier attempts' time up to the checkpoint this one resumed from (0 if none):
+        # timing claims need the whole phase, not the part after the last kill
+        times[name] = time.perf_counter() - t0 + res.elapsed_before_resume_s
         histories[name] = res.history
     t0 = time.perf_counter()
     model = method.finalize(model, ctx)
@@ -153,7 +155,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
                   val_loader=val_loader,
                   checkpoint_dir=ckpt / "finetune" if ckpt else None, run_key=f"{run_key}/finetune",
                   select=spec.select, desc=f"{spec.label or spec.method} finetune")
-        times["finetune"] = time.perf_counter() - t0
+        times["finetune"] = time.perf_counter() - t0 + res.elapsed_before_resume_s
         histories["finetune"] = res.history
         val_acc = evaluate(model, val_loader)["acc"]
         test_acc = evaluate(model, test_loader)["acc"]

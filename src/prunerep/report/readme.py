@@ -1,15 +1,19 @@
 """The README's results section, generated from the committed outputs.
 
 Numbers typed into a README drift from the runs that produced them; this module renders the
-section between `<!-- results:begin -->` and `<!-- results:end -->` from `results/ledger/ledger.csv`
-and each paper's `results/<slug>/metrics.json` (its "profile" and, if present, "budget"), and
+section between `<!-- results:begin -->` and `<!-- results:end -->` from `results/ledger/ledger.csv`,
+each paper's `results/<slug>/metrics.json` (its "profile" and, if present, "budget") and the
+comparison's `results/compare/tables/comparison.csv` (all methods on one budget), and
 `tests/unit/test_readme_results.py` fails when the committed README differs from that rendering.
 
 Only files tracked by git count as "committed outputs": a local `dvc repro` leaves untracked
 results behind, and a README rendered from them would fail on a fresh clone. `tracked_view`
 copies the tracked files into a scratch folder that `render_results` then reads.
 
-CLI: `python -m prunerep.reporting.readme` rewrites the section; `--check` exits 1 if it is stale.
+It sits in `prunerep.report`, beside the HTML report, not in `prunerep.reporting`: every paper
+stage depends on `reporting/`, and an edit to the README's layout must not make their results stale.
+
+CLI: `python -m prunerep.report.readme` rewrites the section; `--check` exits 1 if it is stale.
 """
 
 from __future__ import annotations
@@ -73,6 +77,88 @@ MEANING = (
     "only where it was transcribed) with *ours*."
 )
 FIGURE = "ledger/accuracy_vs_macs.png"
+COMPARISON = "compare/tables/comparison.csv"
+COMPARISON_CAPTION = "compare/tables/comparison.md"
+COMPARISON_FIGURE = "compare/figures/accuracy_vs_macs.png"
+
+
+def _leading_float(text: str) -> float:
+    """72.50 from "72.50 ± 0.61 (n=3)"; NaN when the cell holds no number."""
+    try:
+        return float(str(text).split()[0])
+    except (ValueError, IndexError):
+        return math.nan
+
+
+def _comparison_budget(root: Path) -> str:
+    """The budget sentence of the comparison table's caption ("Profile `...`: ..."), or ""."""
+    path = root / COMPARISON_CAPTION
+    if not path.exists():
+        return ""
+    caption = path.read_text().split("\n\n", 1)[0]
+    start = caption.find("Profile `")
+    if start < 0:
+        return ""
+    return caption[start:].split(" Same for every row")[0].strip()
+
+
+def render_comparison(results_root: str | Path = "results") -> list[str]:
+    """The comparison's lines: one row per method, test accuracy and the paired difference to L1
+    (with its verdict) at each MACs target, best first at the middle target; [] without results."""
+    root = Path(results_root)
+    path = root / COMPARISON
+    if not path.exists():
+        return []
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    need = {"MACs target", "method", "what ran", "test acc (%)", "− L1-norm (points, 95% CI)",
+            "better than L1-norm?"}
+    missing = sorted(need - set(table.columns))
+    if missing:
+        raise ValueError(f"{path}: columns {missing} missing; rerun `dvc repro compare`")
+    targets = sorted(dict.fromkeys(table["MACs target"]), key=float, reverse=True)
+    middle = targets[len(targets) // 2]
+    rows: dict[str, dict[str, str]] = {}
+    for rec in table.to_dict("records"):
+        row = rows.setdefault(rec["method"], {"what ran": rec["what ran"]})
+        target = rec["MACs target"]
+        row[f"acc {target}"] = rec["test acc (%)"]
+        diff, verdict = (rec[c].strip(" —") for c in ("− L1-norm (points, 95% CI)",
+                                                       "better than L1-norm?"))
+        row[f"l1 {target}"] = ", ".join(x for x in (diff, verdict) if x) or "—"
+    def rank(method: str) -> tuple[bool, float]:  # methods without a number at `middle` last
+        acc = _leading_float(rows[method].get(f"acc {middle}", ""))
+        return (math.isnan(acc), -acc if not math.isnan(acc) else 0.0)
+
+    order = sorted(rows, key=rank)
+    header = ["method", "what ran"]
+    for t in targets:
+        header += [f"keep {t}: test acc (%)", f"keep {t}: − L1 (points, 95% CI), better?"]
+    lines = [
+        "### The six methods on one budget",
+        "",
+        "Every registered method pruning the same dense checkpoint to the same MACs targets, with the "
+        "same fine-tuning and selection rule (the `compare` stage). Best first at keep "
+        f"{middle}; \"− L1\" is paired by seed and judged by the rule above.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    for method in order:
+        row = rows[method]
+        cells = [method, row["what ran"]]
+        for t in targets:
+            cells += [row.get(f"acc {t}", "—"), row.get(f"l1 {t}", "—")]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines.append("")
+    if (root / COMPARISON_FIGURE).exists():
+        lines += [f"![Test accuracy against the fraction of dense MACs kept, every method]"
+                  f"({LINK_ROOT}/{COMPARISON_FIGURE})", ""]
+    budget = _comparison_budget(root)
+    lines.append(f"From `{LINK_ROOT}/{COMPARISON}`" + (f" ({budget})" if budget else "") +
+                 f"; latency, pruning time, the difference to random channels and the width "
+                 f"profiles are in [compare.ipynb]({LINK_ROOT}/compare/compare.ipynb); "
+                 "produced by `dvc repro compare`.")
+    return [*lines, ""]
 
 
 def render_results(results_root: str | Path = "results") -> str:
@@ -81,13 +167,13 @@ def render_results(results_root: str | Path = "results") -> str:
     root = Path(results_root)
     ledger_csv = root / "ledger" / "ledger.csv"
     head = ("## Results\n\n"
-            "<!-- generated by `python -m prunerep.reporting.readme` from the committed "
+            "<!-- generated by `python -m prunerep.report.readme` from the committed "
             "results/; do not edit by hand -->\n\n")
     if not ledger_csv.exists():
         return (head +
                 "No results are committed yet. To produce them, run every study and the ledger "
                 f"with {COMMAND}, which writes `results/ledger/ledger.csv`, commit the outputs, "
-                "then regenerate this section with `python -m prunerep.reporting.readme`.\n\n"
+                "then regenerate this section with `python -m prunerep.report.readme`.\n\n"
                 f"{_rule()}\n")
     ledger = pd.read_csv(ledger_csv, dtype=str, keep_default_na=False)
     missing = sorted(set(TABLE_COLUMNS) - set(ledger.columns))
@@ -129,6 +215,9 @@ def render_results(results_root: str | Path = "results") -> str:
                   ""]
     lines.append(f"Numbers from `results/ledger/ledger.csv` ({provenance}), produced by {COMMAND} "
                  "and `python -m prunerep.reporting.ledger`.")
+    comparison = render_comparison(root)
+    if comparison:
+        lines += ["", *comparison[:-1]]
     return "\n".join(lines) + "\n"
 
 
@@ -185,7 +274,7 @@ def tracked_view(results_root: str | Path, dest: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m prunerep.reporting.readme",
+    parser = argparse.ArgumentParser(prog="python -m prunerep.report.readme",
                                      description="Regenerate the README's results section.")
     parser.add_argument("--readme", default="README.md")
     parser.add_argument("--results", default="results")
@@ -205,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         "rendered", lineterm="", n=1)
             print("\n".join(list(diff)[:40]))
             print(f"{args.readme}: results section is stale; run `python -m "
-                  "prunerep.reporting.readme` (after `git add` of the results) and commit it",
+                  "prunerep.report.readme` (after `git add` of the results) and commit it",
                   file=sys.stderr)
             return 1
         changed = update_readme(args.readme, root)
