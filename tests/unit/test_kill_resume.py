@@ -84,9 +84,12 @@ def test_a_twice_killed_run_resumes_to_the_uninterrupted_result(method, tmp_path
     _kill_run(method, ckpt, f"during:{max(1, n - 2)}")   # half-way through a later write
     assert list(ckpt.rglob("*.tmp")), "the kill inside a checkpoint write left no half-written temp file"
 
-    # the killed attempts' training time up to the checkpoints the last attempt resumes from
-    before = {path.parent.name: float(torch.load(path, weights_only=True)["elapsed_s"])
-              for path in ckpt.rglob(trainer.CHECKPOINT_NAME)}
+    # the killed attempts' training time up to the checkpoints the last attempt resumes from (the
+    # kill inside a write left the previous checkpoint as *.prev.pt, which the resume falls back to)
+    before = {}
+    for phase in {p.parent for p in ckpt.rglob("checkpoint*.pt")}:
+        path = next(p for p in (phase / trainer.CHECKPOINT_NAME, phase / "checkpoint.prev.pt") if p.exists())
+        before[phase.name] = float(torch.load(path, weights_only=True)["elapsed_s"])
     resumed = run_pruning(spec, dense, splits, checkpoint_dir=ckpt, run_key="kill-test")
 
     assert before and all(resumed.phase_time_s[phase] >= t > 0 for phase, t in before.items()), \
