@@ -225,3 +225,19 @@ def test_a_latency_budget_without_lpnet_and_an_lpnet_of_another_network_are_refu
         model = _net()
         with pytest.raises(ValueError, match="another network"):
             get_method("wgates", lpnet=path, lpnet_digest=digest).prepare(model, _ctx(model, Budget(latency_keep=0.5)))
+
+
+@pytest.mark.parametrize("on_target", [False, True])
+def test_freeze_on_target_fixes_the_gates_at_the_first_step_the_target_is_met(on_target):
+    model = _net()
+    method = get_method("wgates", offset_init=-100.0, freeze_on_target=on_target)   # already below 0.4
+    ctx = _ctx(model, Budget(macs_keep=0.4))
+    model = method.prepare(model, ctx)
+    method.on_train_start(model, TrainState(steps_per_epoch=10, total_steps=100))    # freeze_at: step 75
+    method.after_step(model, TrainState(step=1))
+    assert method.reached_step == 1
+    if on_target:
+        assert method.frozen_step == 1 and all(bool(g.frozen) for _, g in method.gates.items())
+        assert method.reopened > 0 and 0.35 < method.hard_ratio() <= 0.4   # reopened up to the target
+    else:
+        assert method.frozen_step is None and not any(bool(g.frozen) for _, g in method.gates.items())

@@ -27,7 +27,11 @@ is our reconstruction, each choice a named field of :class:`WGatesHyper`:
   (latency mode); with a ``Budget(macs_keep=...)``, ``E`` is the exact soft MACs of
   :class:`~prunerep.pruning.soft_cost.SoftCostModel` (FLOPs mode). ``lambda`` rises
   geometrically from ``lam_init`` to ``lam_max`` over ``ramp_epochs``, then holds.
-* **Freezing**: after ``freeze_at`` of the gated training the gates are fixed. If the hard
+* **Freezing**: after ``freeze_at`` of the gated training the gates are fixed, or, with
+  ``freeze_on_target``, as soon as the hard network first meets the target (like GDP's
+  ``after_target: stop``: the efficiency hinge can drive the gates far past the target, e.g.
+  every residual stream down to one channel, and a network trained at chance does not recover;
+  measured with ``benchmarks/wgates_calibration.py``). If the hard
   network still exceeds the target, the open channels with the lowest scores are closed, one at
   a time, until it meets it (counted as ``forced``); if it is below the target (the one-sided
   hinge lets the gates overshoot), the closed channels with the highest scores are reopened
@@ -189,6 +193,7 @@ class WGatesHyper:
     lam_max: float = 10.0            # ... rising geometrically to this over ramp_epochs
     ramp_epochs: float = 1.0
     freeze_at: float = 0.75          # fraction of the gated training after which the gates are fixed
+    freeze_on_target: bool = False   # ... or as soon as the hard network first meets the target
     round_to: int | None = None      # round widths down to multiples of this after freezing (null: no)
     scope: Literal["all", "internal"] = "all"   # all: residual streams too
     detach_weights: bool = False     # True: the gates' gradient does not reach the filters
@@ -360,7 +365,7 @@ class WGates(PruningMethod):
             ratio = self.hard_ratio()
             if self.reached_step is None and ratio <= self.target:
                 self.reached_step = state.step
-            if state.step >= self._freeze_step:
+            if state.step >= self._freeze_step or (self.hp.freeze_on_target and ratio <= self.target):
                 self.freeze(state.step)
                 ratio = self.hard_ratio()
             self._ratio = ratio
