@@ -173,7 +173,7 @@ def test_studies_params_sections_dvc_stages_and_notebooks_agree():
     for slug in studies:
         stage = stages[slug]
         assert stage["cmd"] == f"python -m prunerep.nbrun {slug}"
-        assert slug in stage["params"]
+        assert f"results/inputs/{slug}.json" in stage["deps"] and slug in stages["inputs"]["foreach"]
         outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]}
         for light in (f"results/{slug}/runs.jsonl", f"results/{slug}/claims.csv", f"results/{slug}/{slug}.ipynb"):
             assert light in outs, f"{slug}: {light} is not a stage output"
@@ -222,7 +222,9 @@ def test_cross_method_studies_have_a_section_a_notebook_and_a_stage_with_light_o
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][slug]
     assert slug in params and (ROOT / "notebooks" / f"{slug}.ipynb").exists()
-    assert stage["cmd"] == f"python -m prunerep.nbrun {slug}" and slug in stage["params"]
+    assert stage["cmd"] == f"python -m prunerep.nbrun {slug}"
+    inputs = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["inputs"]
+    assert f"results/inputs/{slug}.json" in stage["deps"] and slug in inputs["foreach"]
     outs = {next(iter(o)) if isinstance(o, dict) else o: o for o in stage["outs"]}
     for light in (f"results/{slug}/runs.jsonl", f"results/{slug}/{slug}.ipynb", f"results/{slug}/tables"):
         assert light in outs and outs[light][light]["cache"] is False, light

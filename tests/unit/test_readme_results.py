@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from prunerep.report import readme as R
+from prunerep import readme as R
 from prunerep.reporting.ledger import (
     Evidence,
     build_ledger,
@@ -26,11 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_readme_matches_committed_results(tmp_path: Path) -> None:
     """Fails when README.md's section differs from render_results() over the tracked results/.
 
-    Fix: `git add` the results, `python -m prunerep.report.readme`, commit README.md."""
+    Fix: `git add` the results, `python -m prunerep.readme`, commit README.md."""
     root = R.tracked_view(REPO / "results", tmp_path)
     readme = REPO / "README.md"
     assert readme.read_text() == R.rendered_readme(readme, root), (
-        "README.md results section is stale: run `python -m prunerep.report.readme`"
+        "README.md results section is stale: run `python -m prunerep.readme`"
     )
 
 
@@ -62,7 +62,7 @@ def _results(tmp: Path) -> Path:
 def test_render_without_results_says_how_to_produce_them(tmp_path: Path) -> None:
     text = R.render_results(tmp_path / "nothing")
     assert "No results are committed yet" in text
-    assert "python3 run.py repro" in text and "python -m prunerep.report.readme" in text
+    assert "python3 run.py repro" in text and "python -m prunerep.readme" in text
     assert VERDICT_RULE in text
 
 

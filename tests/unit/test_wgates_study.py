@@ -89,6 +89,7 @@ def test_the_wgates_stage_declares_what_it_reads_and_no_stage_always_runs():
         cfg = resolve_section("wgates", params, profile=profile)
         read |= {f"artifacts/pretrain/{m}/model.pt" for m in [*cfg.models, *cfg.dataset.models]}
         read |= {f"results/{slug}/runs.jsonl" for slug in cfg.dataset.given_from}
+    read.add("results/inputs/wgates.json")   # what the stage reads of params.yaml, resolved
     declared = {d for d in deps if d.startswith(("artifacts/pretrain/", "results/"))}
     assert declared == read
 
