@@ -96,7 +96,8 @@ def test_ablations_change_only_their_own_knob_and_shared_runs_are_planned_once()
             change = {**change, "t_start": full.t_end}
         assert dataclasses.replace(full, **change) == hyper, variant
     # the comparison and the ablation share the DAIS runs of resnet20 at 0.5: one run per seed
-    assert [k for k in specs if k[0] == "dais"] == [("dais", "resnet20", 0), ("dais", "resnet20", 1)]
+    seeds = sorted(set(cfg.compare.seeds) | set(cfg.ablation.seeds))
+    assert [k for k in specs if k[0] == "dais"] == [("dais", "resnet20", s) for s in seeds]
     assert len(dais.plan(cfg)) == len(specs)
 
 
