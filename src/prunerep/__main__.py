@@ -127,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--method", default="l1", help="registered method slug (python -m prunerep methods)")
     q.add_argument("--macs", type=float, required=True, help="fraction of the dense MACs to keep, in (0, 1]")
     q.add_argument("--hyper", default=None, help="JSON mapping of the method's hyper-parameters")
+    q.add_argument("--round-to", type=int, default=None,
+                   help="round every pruned width down to a multiple of this (e.g. 8) after the method")
     q.add_argument("--finetune", default=None, help="epochs of fine-tuning, or a JSON mapping of OptimConfig fields")
     q.add_argument("--select", default="best_val", choices=["best_val", "last"])
     q.add_argument("--epochs", type=float, default=None, help="length of the method's own training phases")
@@ -170,7 +172,7 @@ def _prune(args: argparse.Namespace) -> int:
                            test=data.get("test"), hyper=_json_arg(args.hyper, "--hyper"),
                            finetune=_finetune_arg(args.finetune), select=args.select, epochs=args.epochs,
                            max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                           threads=args.threads)
+                           threads=args.threads, round_to=args.round_to)
     print(record)
     if args.out:
         pruned = pruned.cpu()

@@ -89,6 +89,24 @@ def test_the_plan_gives_every_method_the_same_checkpoint_finetuning_selection_an
     assert again == one
 
 
+def test_the_rounded_arms_repeat_every_method_at_their_targets_with_round_to_in_the_budget():
+    cfg, study = _cfg(round_to=8, round_targets=[0.3]), FakeStudy(n_train=160)
+    plan = compare.plan(cfg, study)
+    n = len(list_methods())
+    assert len(plan.specs) == n * 2 * 3 + n * 3
+    rounded = [s for s in plan.specs if s.budget.round_to]
+    assert len(rounded) == n * 3 and {s.tags["target"] for s in rounded} == {0.3}
+    assert all(s.budget.round_to == 8 and s.tags["round_to"] == 8 and s.label.endswith("+r8") for s in rounded)
+    for s in rounded:   # otherwise the same run as its plain twin
+        twin = next(p for p in plan.specs if not p.budget.round_to and p.method == s.method and p.seed == s.seed
+                    and p.tags["target"] == 0.3)
+        assert dataclasses.replace(s.budget, round_to=None) == twin.budget
+        assert (s.hyper, s.finetune, s.select) == (twin.hyper, twin.finetune, twin.select)
+    assert len({(s.label, s.seed) for s in plan.specs}) == len(plan.specs)
+    assert compare.plan(_cfg(), study).specs == [s for s in plan.specs if not s.budget.round_to]
+    assert _cfg(round_to=8).rounded_targets == [0.7, 0.3] and _cfg().rounded_targets == []
+
+
 def test_a_target_a_method_cannot_reach_and_a_paper_without_a_method_are_reported(monkeypatch):
     cfg = _cfg(targets=[0.5, 0.01])
     registered = list_methods()
@@ -180,6 +198,9 @@ def test_equal_recipe_counts_the_same_steps_for_bilevel_methods():
     ({"hyper": {"nope": {}}}, r"hyper\.nope: not a registered method"),
     ({"targets": [0.5, 1.5]}, r"targets: "),
     ({"seeds": [0, 0]}, r"give each value once"),
+    ({"round_to": 8, "round_targets": [0.5]}, r"round_targets: \[0\.5\] are not in targets"),
+    ({"round_to": 0}, r"round_to: give a positive integer"),
+    ({"latency_batch": 64, "latency": {"batch_sizes": [1]}}, r"latency_batch: 64 is not measured"),
 ])
 def test_the_config_refuses_bad_keys_with_one_error(kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -230,7 +251,7 @@ def test_the_notebook_runs_end_to_end_on_a_tiny_dataset(tmp_path, monkeypatch):
         "workers": 1, "batch_size": 16, "eval_batch_size": 16, "prune_epochs": 1, "prune_max_steps": 2,
         "finetune": {"epochs": 1, "max_steps": 1, "lr": 0.01},
         "runtime": {"device": "cpu", "channels_last": False, "progress": False},
-        "latency": {"batch_sizes": [1], "repeats": 2, "warmup": 1},
+        "latency": {"batch_sizes": [1], "repeats": 2, "warmup": 1}, "round_to": 4, "round_targets": [0.5],
         "hyper": {"gdp": {"lam_init": 10.0, "lam_max": 100.0, "ramp_epochs": 0.2, "after_target": "stop"},
                   "greg": {"reg": {"update_reg_interval": 1, "reg_granularity_prune": 0.2, "reg_upper_limit": 1.0,
                                    "stabilize_reg_interval": 2, "max_iterations": 4}}}}
@@ -242,14 +263,18 @@ def test_the_notebook_runs_end_to_end_on_a_tiny_dataset(tmp_path, monkeypatch):
     for code in cells[1:]:
         exec(code, scope)
     out = tmp_path / "results" / "compare"
-    records = scope["records"]
+    records, rounded = scope["records"], scope["rounded"]
     assert len(records) == 10 and all(r.latency and r.latency["batch_1_ms"] > 0 for r in records)
-    for name in ("runs", "status", "comparison", "pruning_time", "hyper", "deviations"):
+    assert len(rounded) == 10 and all(w % 4 == 0 or w < 4 for r in rounded for w in r.widths.values())
+    assert all(r.budget["round_to"] == 4 for r in rounded) and not any(r.budget.get("round_to") for r in records)
+    for name in ("runs", "status", "comparison", "pruning_time", "hyper", "deviations", "rounding"):
         assert (out / "tables" / f"{name}.md").exists(), name
-    for name in ("accuracy_vs_macs", "accuracy_vs_latency", "pruning_time", "widths_0.5"):
+    for name in ("accuracy_vs_macs", "accuracy_vs_latency", "pruning_time", "widths_0.5", "rounding"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["runs"] == 10 and "gdp@0.5/minus_l1" in metrics
+    assert "l1@0.5+r4/test_acc_mean" in metrics and metrics["l1@0.5+r4/latency_bs1_vs_plain"] > 0
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 20
     comparison = (out / "tables" / "comparison.md").read_text()
     assert "fewer than 3 seeds: no verdict" in comparison                 # two seeds: intervals, no verdict
     assert "GReg (GReg-1, residual streams not pruned)" in comparison

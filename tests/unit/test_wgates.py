@@ -166,7 +166,7 @@ def test_freezing_meets_the_target_and_rounds_widths_to_multiples():
 
 def test_freezing_below_the_target_reopens_the_best_closed_channels_up_to_it():
     model = _net()
-    method = get_method("wgates", offset_init=-100.0)            # every gate closed but one per group
+    method = get_method("wgates", offset_init=-100.0, min_keep=0.0)   # every gate closed but one per group
     ctx = _ctx(model, Budget(macs_keep=0.4))
     model = method.prepare(model, ctx)
     assert method.hard_ratio() < 0.1
@@ -241,3 +241,51 @@ def test_freeze_on_target_fixes_the_gates_at_the_first_step_the_target_is_met(on
         assert method.reopened > 0 and 0.35 < method.hard_ratio() <= 0.4   # reopened up to the target
     else:
         assert method.frozen_step is None and not any(bool(g.frozen) for _, g in method.gates.items())
+
+
+def test_the_floor_keeps_the_best_scored_channels_open_through_the_gate_and_the_freeze():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3)
+    gate = WGate(FilterWeights([conv]), hidden=4, offset_init=-100.0, floor=3)
+    best3 = torch.zeros(8, dtype=torch.bool)
+    best3[torch.topk(gate.scores().detach(), 3).indices] = True
+    assert torch.equal(gate.hard_mask(), best3)              # every score < 0: only the floor is open
+    # the freeze closes channels above the floors to meet a target the floors allow ...
+    model = _net()
+    method = get_method("wgates", offset_init=3.0, min_keep=0.5)
+    model = method.prepare(model, _ctx(model, Budget(macs_keep=0.4)))
+    method.freeze(step=0)
+    assert method.hard_ratio() <= 0.4 and method.floor_breaks == 0 and method.forced > 0
+    for gid, gate in method.gates.items():
+        assert gate.floor == math.ceil(0.5 * gate.channels)
+        assert int(gate.hard_mask().sum()) >= gate.floor, gid
+    # ... and when the floors alone cost more than the target, the budget wins over the floors
+    model = _net()
+    method = get_method("wgates", offset_init=3.0, min_keep=0.5)
+    model = method.prepare(model, _ctx(model, Budget(macs_keep=0.1)))
+    method.freeze(step=0)
+    assert method.hard_ratio() <= 0.1 and method.floor_breaks > 0
+    assert method.summary()["floor_breaks"] == method.floor_breaks
+
+
+@pytest.mark.parametrize("pressure", ["cost", "relative"])
+def test_relative_pressure_gives_every_offset_the_same_push_and_leaves_the_value(pressure):
+    model = _net()
+    method = get_method("wgates", lam_init=1.0, lam_max=1.0, offset_init=3.0, pressure=pressure)
+    model = method.prepare(model, _ctx(model, Budget(macs_keep=0.3)))
+    method.on_train_start(model, TrainState(steps_per_epoch=4, total_steps=8))
+    loss = method.extra_loss(model, TrainState(step=0))
+    loss.backward()
+    pushes = torch.tensor([float(g.offset.grad) for _, g in method.gates.items()])
+    # the value is the hinge at the hard widths either way
+    assert float(loss.detach()) == pytest.approx(math.log(method.hard_ratio() / 0.3), rel=1e-5)
+    # as it comes, each offset's push is its group's share C_g * d log MACs / d w_g: the residual
+    # streams' (read by several convs) are the largest; with "relative", all equal their mean
+    widths = {gid: torch.tensor(float(w), requires_grad=True) for gid, w in method.hard_widths().items()}
+    method.log_ratio(widths).backward()
+    shares = torch.tensor([g.channels * float(widths[gid].grad) for gid, g in method.gates.items()])
+    if pressure == "cost":
+        torch.testing.assert_close(pushes, shares.float(), rtol=1e-4, atol=1e-7)
+        assert float(shares.max() / shares.min()) > 2
+    else:
+        torch.testing.assert_close(pushes, torch.full_like(pushes, float(shares.mean())), rtol=1e-4, atol=1e-7)

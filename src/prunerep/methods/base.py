@@ -38,10 +38,16 @@ class Budget:
     macs_keep: float | None = None
     ratios: Mapping[str, float] | None = None
     latency_keep: float | None = None
+    # After the method, round every width it pruned *down* to a multiple of this (the runner's
+    # `round_pruned_widths`; a method may round with its own scores first). None: no rounding.
+    round_to: int | None = None
 
     def __post_init__(self) -> None:
         if sum(v is not None for v in (self.macs_keep, self.ratios, self.latency_keep)) != 1:
             raise ValueError("Budget: give exactly one of macs_keep, ratios or latency_keep")
+        if self.round_to is not None and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
+                                          or self.round_to < 1):
+            raise ValueError(f"Budget.round_to must be a positive integer or None, got {self.round_to!r}")
         if self.macs_keep is not None and not 0 < self.macs_keep <= 1:
             raise ValueError(f"Budget.macs_keep must be in (0, 1], got {self.macs_keep}")
         if self.latency_keep is not None and not 0 < self.latency_keep <= 1:
@@ -51,11 +57,12 @@ class Budget:
                 raise ValueError(f"Budget.ratios[{gid!r}] must be in [0, 1), got {r}")
 
     def describe(self) -> str:
+        rounding = f", widths rounded down to multiples of {self.round_to}" if self.round_to else ""
         if self.macs_keep is not None:
-            return f"keep {self.macs_keep:.0%} of dense MACs ({1 / self.macs_keep:.2f}x)"
+            return f"keep {self.macs_keep:.0%} of dense MACs ({1 / self.macs_keep:.2f}x){rounding}"
         if self.latency_keep is not None:
-            return f"keep {self.latency_keep:.0%} of dense latency (predicted, {1 / self.latency_keep:.2f}x)"
-        return f"fixed per-group ratios ({len(self.ratios or {})} groups)"
+            return f"keep {self.latency_keep:.0%} of dense latency (predicted, {1 / self.latency_keep:.2f}x){rounding}"
+        return f"fixed per-group ratios ({len(self.ratios or {})} groups){rounding}"
 
 
 @dataclass

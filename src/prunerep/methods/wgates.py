@@ -27,6 +27,12 @@ is our reconstruction, each choice a named field of :class:`WGatesHyper`:
   (latency mode); with a ``Budget(macs_keep=...)``, ``E`` is the exact soft MACs of
   :class:`~prunerep.pruning.soft_cost.SoftCostModel` (FLOPs mode). ``lambda`` rises
   geometrically from ``lam_init`` to ``lam_max`` over ``ramp_epochs``, then holds.
+* **Pressure per group** (ours): an offset moves all its group's gates at once, so the hinge
+  pushes it in proportion to the group's share of the cost, and the residual streams (each
+  channel read by several layers) are cut first and furthest. ``pressure="relative"`` rescales
+  the gradient reaching each group's width so every offset gets the same push and only the task
+  loss (through the straight-through gates) tells the groups apart; ``min_keep`` keeps the
+  ``ceil(min_keep * C)`` best-scored channels of every group open (like slimming's floor here).
 * **Freezing**: after ``freeze_at`` of the gated training the gates are fixed, or, with
   ``freeze_on_target``, as soon as the hard network first meets the target (like GDP's
   ``after_target: stop``: the efficiency hinge can drive the gates far past the target, e.g.
@@ -119,12 +125,15 @@ class WGate(ChannelGate):
         weight_fn: :class:`FilterWeights` of the group.
         hidden: Hidden width of the generator.
         offset_init: Initial ``t`` (large: every gate starts open).
+        floor: The number of best-scored channels that stay open whatever their score (>= 1).
     """
 
-    def __init__(self, weight_fn: FilterWeights, hidden: int = 16, offset_init: float = 3.0) -> None:
+    def __init__(self, weight_fn: FilterWeights, hidden: int = 16, offset_init: float = 3.0,
+                 floor: int = 1) -> None:
         w = weight_fn()
         super().__init__(w.shape[0])
         self.weight_fn = weight_fn
+        self.floor = max(1, min(int(floor), self.channels))
         self.mlp = nn.Sequential(nn.Linear(w.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.mlp.to(device=w.device, dtype=w.dtype)
         self.offset = nn.Parameter(torch.tensor(float(offset_init), device=w.device, dtype=w.dtype))
@@ -151,8 +160,10 @@ class WGate(ChannelGate):
             return self.mask.to(self.offset.dtype)
         s = self.scores()
         hard = s > 0
-        hard = hard | (torch.arange(self.channels, device=s.device) == s.detach().argmax())
-        return straight_through(s, hard)
+        # The `floor` best-scored channels always stay open (at least one: no group dies).
+        top = torch.zeros_like(hard)
+        top[torch.topk(s.detach(), self.floor).indices] = True
+        return straight_through(s, hard | top)
 
     def hard_mask(self) -> torch.Tensor:
         if bool(self.frozen):
@@ -193,8 +204,16 @@ class WGatesHyper:
     lam_max: float = 10.0            # ... rising geometrically to this over ramp_epochs
     ramp_epochs: float = 1.0
     freeze_at: float = 0.75          # fraction of the gated training after which the gates are fixed
-    freeze_on_target: bool = False   # ... or as soon as the hard network first meets the target
+    freeze_on_target: bool = True    # ... or as soon as the hard network first meets the target
     round_to: int | None = None      # round widths down to multiples of this after freezing (null: no)
+    # per-group floor: ceil(min_keep x C) best-scored channels stay open (the budget wins if the
+    # floors alone exceed it). 0.33 and freeze_on_target: chosen on validation, see the notebook
+    min_keep: float = 0.33
+    # How the efficiency hinge's gradient reaches the groups' offsets. "cost": as it comes (each
+    # group's offset is pushed by its share of the cost: the residual streams, read by many layers,
+    # most); "relative": every group's offset gets the same push, (the mean of the groups' shares),
+    # so only the task loss tells the groups apart (ours: see the module docstring).
+    pressure: Literal["cost", "relative"] = "cost"
     scope: Literal["all", "internal"] = "all"   # all: residual streams too
     detach_weights: bool = False     # True: the gates' gradient does not reach the filters
     lpnet: str = ""                  # LPNet file (latency budgets)
@@ -210,6 +229,8 @@ class WGatesHyper:
             (self.ramp_epochs >= 0, "ramp_epochs must be >= 0"),
             (0 < self.freeze_at <= 1, "freeze_at must be in (0, 1]"),
             (self.round_to is None or self.round_to >= 1, "round_to must be >= 1 or null"),
+            (0.0 <= self.min_keep < 1.0, "min_keep must be in [0, 1)"),
+            (self.pressure in ("cost", "relative"), "pressure must be 'cost' or 'relative'"),
             (self.gate_lr_scale > 0, "gate_lr_scale must be > 0"),
             (self.trace_every >= 1, "trace_every must be >= 1"),
         ]
@@ -240,6 +261,7 @@ class WGates(PruningMethod):
         self.frozen_step: int | None = None
         self.forced = 0
         self.reopened = 0
+        self.floor_breaks = 0
         self.trace: list[dict[str, float]] = []
         self.exactness: dict[str, float] = {}
         self._freeze_step = 0
@@ -274,7 +296,9 @@ class WGates(PruningMethod):
 
         def make(g: ChannelGroup) -> WGate:
             producers = [modules[n] for n in g.producers]
-            return WGate(FilterWeights(producers, hp.detach_weights), hidden=hp.hidden, offset_init=hp.offset_init)
+            floor = max(1, math.ceil(hp.min_keep * g.channels - 1e-9))
+            return WGate(FilterWeights(producers, hp.detach_weights), hidden=hp.hidden, offset_init=hp.offset_init,
+                         floor=floor)
 
         self.gates = attach_gates(model, ctx.prunable, make, placement="output")
         self.ids = self.gates.ids()
@@ -329,6 +353,25 @@ class WGates(PruningMethod):
             return self.lpnet.log_ms(x.to(self.lpnet.y_mean.device))[0, self._lp_out].double() - self._lp_dense
         return torch.log(self.ctx.cost_model.macs(dict(widths)) / self.dense_macs)
 
+    def _equal_pressure(self, widths: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The same widths, with each group's gradient rescaled so every offset gets the same push.
+
+        A group's offset moves all its straight-through gates at once, so the hinge pushes it by
+        ``a_g = C_g * d log E / d w_g``: the group's share of the cost. Scaling the gradient that
+        reaches ``w_g`` by ``mean(a) / a_g`` (values unchanged) gives every offset ``mean(a)``.
+        """
+        names = list(widths)
+        probe = {g: widths[g].detach().clone().requires_grad_(True) for g in names}
+        grads = torch.autograd.grad(self.log_ratio(probe), [probe[g] for g in names], allow_unused=True)
+        share = torch.stack([(gr if gr is not None else torch.zeros(())).double().abs().reshape(())
+                             * self.gates[g].channels for g, gr in zip(names, grads, strict=True)])
+        scale = share.mean() / share.clamp_min(1e-12)
+        out = {}
+        for g, k in zip(names, scale.tolist(), strict=True):
+            w = widths[g]
+            out[g] = w * k + (w * (1.0 - k)).detach()
+        return out
+
     def hard_widths(self) -> dict[str, int]:
         with torch.no_grad():
             return {gid: int(gate.hard_mask().sum()) for gid, gate in self._gate_items()}
@@ -355,6 +398,8 @@ class WGates(PruningMethod):
         if state.phase != "weights" or self._frozen():
             return None
         widths = {gid: gate.expected_keep() for gid, gate in self._gate_items()}
+        if self.hp.pressure == "relative":
+            widths = self._equal_pressure(widths)
         log_ratio = self.log_ratio(widths)
         lam = self.lam(state.step)
         self._last = {"lam": lam, "soft_ratio": float(torch.exp(log_ratio.detach()))}
@@ -387,14 +432,18 @@ class WGates(PruningMethod):
                 scores[gid] = gate.scores().detach().float().cpu()
         widths = {gid: int(m.sum()) for gid, m in masks.items()}
         order = sorted((float(scores[gid][c]), gid, c) for gid, m in masks.items() for c in m.nonzero().flatten().tolist())
-        for _, gid, c in order:
-            if self.hard_ratio(widths) <= self.target:
-                break
-            if widths[gid] <= 1:
-                continue
-            masks[gid][c] = False
-            widths[gid] -= 1
-            self.forced += 1
+        # Close above the floors first; if the floors alone cost more than the target, the budget
+        # wins: close below them too (down to one channel), counted in `floor_breaks`.
+        for respect_floor in (True, False):
+            for _, gid, c in order:
+                if self.hard_ratio(widths) <= self.target:
+                    break
+                if not masks[gid][c] or widths[gid] <= (self.gates[gid].floor if respect_floor else 1):
+                    continue
+                masks[gid][c] = False
+                widths[gid] -= 1
+                self.forced += 1
+                self.floor_breaks += int(not respect_floor)
         if not self.forced:
             # Below the target (the one-sided hinge lets momentum overshoot): reopen the best-scored
             # closed channels while the network stays within it, so no arm gets less than its budget.
@@ -407,8 +456,8 @@ class WGates(PruningMethod):
                     self.reopened += 1
                 else:
                     widths[gid] -= 1
-        if self.hp.round_to:
-            m = self.hp.round_to
+        m = self.hp.round_to or self.ctx.budget.round_to
+        if m:
             for gid, mask in masks.items():
                 keep = mask.sum().item()
                 rounded = max(min(m, mask.numel()), (keep // m) * m)
@@ -448,6 +497,7 @@ class WGates(PruningMethod):
         offsets = {gid: float(gate.offset.detach()) for gid, gate in self._gate_items()} if self.gates else {}
         return {"mode": self.mode, "target": self.target, "final_ratio": getattr(self, "final_ratio", None),
                 "reached_step": self.reached_step, "frozen_step": self.frozen_step, "forced_closures": self.forced, "reopened": self.reopened,
+                "floor_breaks": self.floor_breaks,
                 "channels": channels, "widths": getattr(self, "final_widths", {}), "offsets": offsets,
                 "latency_batch": self.hp.latency_batch if self.mode == "latency" else None,
                 "trace": self.trace, "exactness": self.exactness}
@@ -455,11 +505,12 @@ class WGates(PruningMethod):
     def state_dict(self) -> dict[str, Any]:
         # Generators, offsets and frozen masks live in the model's state dict; this is the rest.
         return {"reached_step": self.reached_step, "frozen_step": self.frozen_step, "forced": self.forced,
-                "reopened": self.reopened, "trace": self.trace}
+                "reopened": self.reopened, "floor_breaks": self.floor_breaks, "trace": self.trace}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reached_step = state["reached_step"]
         self.frozen_step = state["frozen_step"]
         self.forced = int(state["forced"])
         self.reopened = int(state.get("reopened", 0))
+        self.floor_breaks = int(state.get("floor_breaks", 0))
         self.trace = list(state["trace"])

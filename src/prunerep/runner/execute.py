@@ -170,7 +170,7 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
         slug=job["slug"], label=result.label, method=result.method, model=base.model, seed=base.seed,
         tags=dict(base.tags), hyper=hyper,
         budget={"describe": base.budget.describe(), "macs_keep": base.budget.macs_keep,
-                "latency_keep": base.budget.latency_keep},
+                "latency_keep": base.budget.latency_keep, "round_to": base.budget.round_to},
         dense_macs=result.dense_macs, dense_params=result.dense_params, macs=result.macs, params=result.params,
         widths=result.widths, val_acc=result.val_acc, test_acc=result.test_acc,
         val_acc_before_finetune=result.val_acc_before_finetune,

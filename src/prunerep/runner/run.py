@@ -29,6 +29,7 @@ from prunerep.engine.device import set_threads
 from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
+from prunerep.pruning.rounding import round_pruned_widths
 from prunerep.pruning.soft_cost import SoftCostModel, group_widths, verify_soft_cost
 
 
@@ -91,6 +92,19 @@ def held_out_size(n_train: int, arch_fraction: float, batch_size: int) -> int:
     return max(batch_size, round(arch_fraction * n_train))
 
 
+def round_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget, prunable: Any) -> dict[str, int]:
+    """After the method's surgery: round the widths of its groups down to ``budget.round_to``
+    (the same rule after every method; a method may have rounded with its own scores first)."""
+    if not budget.round_to:
+        return {}
+    return round_pruned_widths(model, example, budget.round_to, {g.id for g in prunable})
+
+
+def with_rounding(summary: dict[str, Any], budget: Budget, removed: Mapping[str, int]) -> dict[str, Any]:
+    """The method's summary, plus the channels the rounding removed per group (if it ran)."""
+    return {**summary, "rounding_removed": dict(removed)} if budget.round_to else summary
+
+
 def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir: str | Path | None = None,
                 run_key: str = "", keep_model: bool = True) -> RunResult:
     """Prune a copy of `dense` with `spec` and report accuracy, cost and timings."""
@@ -146,6 +160,7 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
         histories[name] = res.history
     t0 = time.perf_counter()
     model = method.finalize(model, ctx)
+    rounded = round_to_budget(model, example, spec.budget, prunable)
     times["surgery"] = time.perf_counter() - t0
     before_val = evaluate(model, val_loader)["acc"]
     before_test = evaluate(model, test_loader)["acc"]
@@ -172,4 +187,4 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
         dense_macs=dense_cost.macs, dense_params=dense_cost.params, macs=cost.macs, params=cost.params,
         val_acc_before_finetune=before_val, test_acc_before_finetune=before_test,
         val_acc=val_acc, test_acc=test_acc, widths=widths, phase_time_s=times, histories=histories,
-        method_summary=method.summary(), model=model.cpu() if keep_model else None, selection=selection)
+        method_summary=with_rounding(method.summary(), spec.budget, rounded), model=model.cpu() if keep_model else None, selection=selection)

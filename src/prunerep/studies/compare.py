@@ -89,6 +89,11 @@ class CompareConfig:
     hyper: dict[str, dict[str, Any]] = field(default_factory=dict)     # per-method hyper-parameters
     runtime: RuntimeConfig = RuntimeConfig(progress=False)
     latency: LatencySettings = LatencySettings()
+    latency_batch: int = 1           # the measured batch size the accuracy-vs-latency figure plots
+    # Hardware-friendly widths: every method also runs with its widths rounded down to multiples
+    # of `round_to` (`Budget.round_to`) at `round_targets` ([]: every target); null: not run.
+    round_to: int | None = None
+    round_targets: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from prunerep.config import ConfigError
@@ -102,6 +107,15 @@ class CompareConfig:
             raise ValueError("targets and seeds: give each value once (and at least one seed)")
         if self.prune_epochs <= 0 or not 0 < self.arch_fraction < 1:
             raise ValueError("prune_epochs must be > 0 and arch_fraction in (0, 1)")
+        if self.latency.enabled and self.latency_batch not in self.latency.batch_sizes:
+            raise ValueError(f"latency_batch: {self.latency_batch} is not measured; add it to latency.batch_sizes "
+                             f"({self.latency.batch_sizes})")
+        if self.round_to is not None and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
+                                          or self.round_to < 1):
+            raise ValueError(f"round_to: give a positive integer (e.g. 8) or null, got {self.round_to!r}")
+        stray = [t for t in self.round_targets if t not in self.targets]
+        if stray:
+            raise ValueError(f"round_targets: {stray} are not in targets {self.targets}")
         registered = list_methods()
         unknown = [m for m in self.methods if m not in registered and m not in PAPERS]
         if unknown:
@@ -117,6 +131,12 @@ class CompareConfig:
     @property
     def all_models(self) -> list[str]:
         return [self.model]
+
+    @property
+    def rounded_targets(self) -> list[float]:
+        """The targets at which the rounded arms run ([] when `round_to` is null)."""
+        return [] if self.round_to is None else [t for t in self.targets if not self.round_targets
+                                                 or t in self.round_targets]
 
 
 # -- plan --------------------------------------------------------------------------------------------
@@ -221,14 +241,29 @@ def plan(cfg: CompareConfig, ctx: StudyContext) -> ComparePlan:
             except PruneError as err:
                 skipped.append(Skipped(method, target, NOT_RUN, str(err)))
                 continue
-            for seed in cfg.seeds:
-                specs.append(spec_for(
-                    method, target, hyper=cfg.hyper.get(method), finetune=finetune, select=cfg.select, seed=seed,
-                    batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, arch_fraction=cfg.arch_fraction,
-                    epochs=phase.epochs, phase_max_steps=phase.max_steps, runtime=cfg.runtime, model=dense,
-                    example_input=example, model_key=cfg.model, label=f"{method}@{target:g}",
-                    tags={"variant": method}))
+            roundings = [None] + ([cfg.round_to] if target in cfg.rounded_targets else [])
+            for round_to in roundings:
+                suffix = f"+r{round_to}" if round_to else ""
+                for seed in cfg.seeds:
+                    specs.append(spec_for(
+                        method, target, hyper=cfg.hyper.get(method), finetune=finetune, select=cfg.select, seed=seed,
+                        batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                        arch_fraction=cfg.arch_fraction, epochs=phase.epochs, phase_max_steps=phase.max_steps,
+                        runtime=cfg.runtime, model=dense, example_input=example, model_key=cfg.model,
+                        label=f"{method}@{target:g}{suffix}", round_to=round_to,
+                        tags={"variant": f"{method}{suffix}", **({"round_to": round_to} if round_to else {})}))
     return ComparePlan(specs, skipped)
+
+
+def is_rounded(record: RunRecord) -> bool:
+    """A run of the rounded arms (widths rounded down to multiples of ``round_to``)."""
+    return bool(record.tags.get("round_to"))
+
+
+def split_rounded(records: Sequence[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(the runs at the plain budgets, the runs with rounded widths): every table and figure of
+    the comparison reads the first; the rounding section compares the two."""
+    return [r for r in records if not is_rounded(r)], [r for r in records if is_rounded(r)]
 
 
 def run(cfg: CompareConfig, study: StudyContext, the_plan: ComparePlan | None = None
@@ -282,7 +317,9 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
 _NOTES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "gdp": lambda h: (["sampling gates, ours"] if h.get("gate") == "sampling" else [])
     + (["stopped at its target"] if h.get("after_target") == "stop" else []),
-    "wgates": lambda h: ["FLOPs mode"] + ([f"widths rounded to {h['round_to']}"] if h.get("round_to") else []),
+    "wgates": lambda h: ["FLOPs mode"] + ([f"{h['min_keep']:.0%} per-group floor, ours"] if h.get("min_keep") else [])
+    + (["equal pressure per group, ours"] if h.get("pressure") == "relative" else [])
+    + ([f"widths rounded to {h['round_to']}"] if h.get("round_to") else []),
     "functionality": lambda h: ([f"{str(h.get('descriptor', '')).replace('_', '-')} descriptor, ours"]
                                 if h.get("descriptor", "response") in ("response", "class_gradient")
                                 else ["activation-maximisation descriptor, reconstruction"]),
@@ -348,8 +385,16 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                      "test acc after surgery (%)": r.test_acc_before_finetune, "selection": r.selection,
                      "fine-tuning steps": int(fine[-1]["step"]) if fine else 0,
                      "pruning time (s)": r.pruning_time_s, "fine-tuning time (s)": r.finetune_time_s,
-                     "latency bs1 (ms)": r.latency_ms(1)})
+                     **{f"latency bs{b} (ms)": r.latency_ms(b) for b in measured_batches(records)},
+                     "widths rounded to": r.tags.get("round_to") or "—"})
     return pd.DataFrame(rows)
+
+
+def measured_batches(records: Sequence[RunRecord]) -> list[int]:
+    """The batch sizes at which some run's latency was measured."""
+    found = {int(k.removeprefix("batch_").removesuffix("_ms")) for r in records for k in (r.latency or {})
+             if k.startswith("batch_") and k.endswith("_ms")}
+    return sorted(found)
 
 
 def paired(records: Sequence[RunRecord], method: str, baseline: str, target: float) -> Interval | None:
@@ -371,11 +416,12 @@ def comparison_table(records: Sequence[RunRecord], baselines: Sequence[str] = BA
     for (method, target), rs in sorted(_arms(records).items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         accs = [r.test_acc for r in rs]
         mean, std, n = mean_std(accs)
-        lat = [r.latency_ms(1) for r in rs if r.latency_ms(1) is not None]
         row: dict[str, Any] = {"MACs target": target, "method": method, "what ran": record_name(rs[0]), "n": n,
                                "MACs kept": sum(r.macs_keep for r in rs) / n,
-                               "test acc (%)": fmt_mean_std(accs), "test_acc_mean": mean, "test_acc_std": std,
-                               "latency bs1 (ms)": fmt_mean_std(lat, 3) if lat else "not measured"}
+                               "test acc (%)": fmt_mean_std(accs), "test_acc_mean": mean, "test_acc_std": std}
+        for b in measured_batches(records) or [1]:
+            lat = [r.latency_ms(b) for r in rs if r.latency_ms(b) is not None]
+            row[f"latency bs{b} (ms)"] = fmt_mean_std(lat, 3) if lat else "not measured"
         for b in baselines:
             iv = None if method == b else paired(records, method, b, target)
             short = NAMES.get(b, (b, ()))[0].split(" ")[0]
@@ -410,7 +456,79 @@ def timing_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("pruning_time_mean", ascending=False, ignore_index=True)
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def rounding_table(plain: Sequence[RunRecord], rounded: Sequence[RunRecord]) -> pd.DataFrame:
+    """Per method and target with rounded runs: MACs kept, measured latency and test accuracy as
+    pruned → with the widths rounded (means over seeds), and the accuracy cost of the rounding
+    (rounded minus as pruned, paired by seed, 95% t-interval)."""
+    base = _arms(plain)
+    rows = []
+    for (method, target), rs in sorted(_arms(rounded).items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        ps = base.get((method, target), [])
+        if not ps:
+            continue
+        row: dict[str, Any] = {"MACs target": target, "what ran": record_name(ps[0]),
+                               "rounded to": rs[0].tags["round_to"], "n": len(rs),
+                               "MACs kept": f"{_mean([r.macs_keep for r in ps]):.3f} → "
+                                            f"{_mean([r.macs_keep for r in rs]):.3f}"}
+        for b in measured_batches([*ps, *rs]):
+            lp = [r.latency_ms(b) for r in ps if r.latency_ms(b) is not None]
+            lr = [r.latency_ms(b) for r in rs if r.latency_ms(b) is not None]
+            row[f"latency bs{b} (ms)"] = f"{_mean(lp):.2f} → {_mean(lr):.2f}" if lp and lr else "not measured"
+            row[f"latency bs{b} change"] = f"{_mean(lr) / _mean(lp) - 1:+.1%}" if lp and lr else "—"
+        row["test acc (%)"] = f"{fmt_mean_std([r.test_acc for r in ps])} → {fmt_mean_std([r.test_acc for r in rs])}"
+        ga, gb = records_by_seed(rs), records_by_seed(ps)
+        iv = paired_difference(ga, gb) if set(ga) & set(gb) else None
+        row["rounded − as pruned (points, 95% CI)"] = "—" if iv is None else str(iv)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # -- figures -------------------------------------------------------------------------------------------
+
+
+def rounding_figure(plain: Sequence[RunRecord], rounded: Sequence[RunRecord], batch_size: int, title: str) -> Any:
+    """Test accuracy vs measured latency of each method as pruned (filled) and with its widths
+    rounded (hollow, arrow from the first): means over seeds."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    base = _arms(plain)
+    colors = plt.get_cmap("tab20").colors
+    drawn, multiple = 0, None
+    for (method, target), rs in sorted(_arms(rounded).items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ps = base.get((method, target), [])
+        points = []
+        for group_ in (ps, rs):
+            lat = [r.latency_ms(batch_size) for r in group_ if r.latency_ms(batch_size) is not None]
+            points.append((_mean(lat), _mean([r.test_acc for r in group_])) if lat else None)
+        if None in points:
+            continue
+        (x0, y0), (x1, y1) = points
+        color = colors[drawn % len(colors)]
+        multiple = rs[0].tags["round_to"]
+        ax.plot([x0], [y0], "o", color=color, label=f"{record_name(ps[0])} @ {target:g}")
+        ax.plot([x1], [y1], "o", mfc="none", color=color)
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops={"arrowstyle": "->", "color": color, "lw": 1})
+        drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "no rounded runs with a measured latency", ha="center", va="center", transform=ax.transAxes)
+    else:
+        handles, labels = ax.get_legend_handles_labels()
+        handles += [Line2D([], [], ls="none", marker="o", color="grey"),
+                    Line2D([], [], ls="none", marker="o", mfc="none", color="grey")]
+        labels += ["as pruned (filled)", f"widths rounded down to multiples of {multiple} (hollow)"]
+        ax.legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set(xlabel=f"measured latency, batch {batch_size} (ms, median; mean over seeds)",
+           ylabel="test accuracy (%, mean over seeds)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
 
 
 def dense_groups(ctx: StudyContext, model_key: str) -> list[tuple[str, int, bool]]:
@@ -515,6 +633,22 @@ def metrics(cfg: CompareConfig, records: Sequence[RunRecord], table: pd.DataFram
     return out
 
 
+def rounding_metrics(plain: Sequence[RunRecord], rounded: Sequence[RunRecord], batch_size: int) -> dict[str, Any]:
+    """Headline scalars of the rounded arms: mean test accuracy and measured latency (at
+    `batch_size`) relative to the same method as pruned."""
+    out: dict[str, Any] = {}
+    base = _arms(plain)
+    for (method, target), rs in _arms(rounded).items():
+        ps = base.get((method, target), [])
+        key = f"{method}@{target:g}+r{rs[0].tags['round_to']}"
+        out[f"{key}/test_acc_mean"] = _mean([r.test_acc for r in rs])
+        lp = [r.latency_ms(batch_size) for r in ps if r.latency_ms(batch_size) is not None]
+        lr = [r.latency_ms(batch_size) for r in rs if r.latency_ms(batch_size) is not None]
+        if lp and lr:
+            out[f"{key}/latency_bs{batch_size}_vs_plain"] = _mean(lr) / _mean(lp)
+    return out
+
+
 def deviations_table(cfg: CompareConfig, records: Sequence[RunRecord], specs: Sequence[RunSpec]) -> pd.DataFrame:
     """Where this comparison departs from each paper's own protocol, and why; measured effects
     computed from the runs."""
@@ -555,8 +689,14 @@ def deviations_table(cfg: CompareConfig, records: Sequence[RunRecord], specs: Se
         ("model selection", f"one rule for every method: {cfg.select.replace('_', ' ')} of the fine-tuning on the "
          "validation split (held out of the training set); the test split is only reported",
          "no method is chosen on test data", "—"),
-        ("widths rounded for the hardware (round_to)", "not run: no method's budget rounds widths here",
-         "the shared budget rules have no width rounding yet", "—"),
+        ("widths rounded for the hardware (round_to; none of the papers rounds)",
+         (f"every method also ran with its pruned widths rounded down to multiples of {cfg.round_to} at "
+          f"{', '.join(f'{t:g}' for t in cfg.rounded_targets)} of the MACs: the runner removes the channels with the "
+          "smallest filter L1 norm after the method (W-Gates rounds with its own gate scores first); the plain "
+          "arms' tables are unaffected" if cfg.rounded_targets else "not run at this profile (round_to: null)"),
+         "on these CPUs widths that are multiples of 8 run faster per MAC (benchmarks/latency.py): the rounded "
+         "arms measure how much latency that buys and what it costs in accuracy; rounding down lowers the MACs "
+         "below the target", "the rounding table" if cfg.rounded_targets else "—"),
         ("full data, the papers' epochs", "class-stratified subsets and a few hundred SGD steps per phase at the "
          "default profile (the paper profile: full data, long schedules)",
          "CPU budget: absolute accuracies are far below the papers'; the methods are compared on equal terms", "—"),

@@ -97,6 +97,30 @@ ARMS: dict[str, str] = {
     "l1": "L1-norm, uniform widths",
     "random": "uniform widths, random channels",
 }
+
+
+def arm_name(arm: str, hyper: Mapping[str, Any] | None = None) -> str:
+    """What an arm ran, as tables and figures name it: W-Gates' choices of ours say so."""
+    base = ARMS.get(arm, arm)
+    notes = []
+    if arm.startswith("wgates") and hyper:
+        if hyper.get("min_keep"):
+            notes.append(f"{hyper['min_keep']:.0%} per-group floor, ours")
+        if hyper.get("pressure") == "relative":
+            notes.append("equal pressure per group, ours")
+    return f"{base} ({'; '.join(notes)})" if notes else base
+
+
+def arm_names(records: Sequence[RunRecord]) -> dict[str, str]:
+    """``{arm: name}`` from the first record of each arm."""
+    out: dict[str, str] = {}
+    for r in records:
+        arm = r.tags.get("arm")
+        if arm and arm not in out:
+            out[arm] = arm_name(arm, r.hyper)
+    return out
+
+
 PREDICTORS: dict[str, str] = {
     "lpnet": "LPNet",
     "macs": "MACs (a·MACs + b)",
@@ -609,7 +633,7 @@ def accuracy_table(records: Sequence[RunRecord], final: pd.DataFrame, batch: int
     for model, target, arm in keys:
         recs = list(_by(records, model, target, arm).values())
         lat = [x for x in (_measured(final, r, batch) for r in recs) if math.isfinite(x)]
-        rows.append({"model": model, "latency target": target, "arm": ARMS.get(arm, arm),
+        rows.append({"model": model, "latency target": target, "arm": arm_name(arm, recs[0].hyper if recs else None),
                      "test acc (%)": fmt_mean_std([r.test_acc for r in recs]),
                      f"measured latency, batch {batch} (fraction of dense)": fmt_mean_std(lat, 3) if lat else "—",
                      "MACs (fraction of dense)": fmt_mean_std([r.macs_keep for r in recs], 3),
@@ -633,7 +657,9 @@ def comparison_table(records: Sequence[RunRecord], final: pd.DataFrame, batch: i
             iv = paired_difference({s: ours[s].test_acc for s in shared}, {s: other[s].test_acc for s in shared})
             lat_a = [_measured(final, ours[s], batch) for s in shared]
             lat_b = [_measured(final, other[s], batch) for s in shared]
-            rows.append({"model": model, "latency target": target, "comparison": f"{ARMS[a]} − {ARMS[b]}",
+            first = shared[0]
+            rows.append({"model": model, "latency target": target,
+                         "comparison": f"{arm_name(a, ours[first].hyper)} − {arm_name(b, other[first].hyper)}",
                          "claim": claim, "gain (points)": str(iv), "n": iv.n,
                          "measured latency, W-Gates": fmt_mean_std([x for x in lat_a if math.isfinite(x)], 3),
                          "measured latency, other": fmt_mean_std([x for x in lat_b if math.isfinite(x)], 3),
@@ -700,8 +726,9 @@ def scatter_figure(fit: PredictorFit, batch: int, tolerance: float = 0.10) -> Fi
     return fig
 
 
-def widths_figure(widths: pd.DataFrame, model: str, target: float) -> Figure:
-    """Per-group kept fraction: W-Gates under the latency target vs under the FLOPs target (and L1)."""
+def widths_figure(widths: pd.DataFrame, model: str, target: float, names: Mapping[str, str] | None = None) -> Figure:
+    """Per-group kept fraction: W-Gates under the latency target vs under the FLOPs target (and L1).
+    `names`: the arms' names (`arm_names`; default: `ARMS`)."""
     plt = _pyplot()
     part = widths[(widths["model"] == model) & (widths["target"] == target)]
     groups = part.sort_values("order").drop_duplicates("group")["group"].tolist()
@@ -714,7 +741,7 @@ def widths_figure(widths: pd.DataFrame, model: str, target: float) -> Figure:
         n = sub["seed"].nunique()
         ax.bar([i + (j - (len(arms) - 1) / 2) * width for i in range(len(groups))],
                [mean.get(g, math.nan) for g in groups], width=width, color=f"C{j}",
-               label=f"{ARMS[arm]} (mean of {n} seed{'s' if n > 1 else ''})")
+               label=f"{(names or ARMS).get(arm, arm)} (mean of {n} seed{'s' if n > 1 else ''})")
     ax.set_xticks(range(len(groups)), groups, rotation=90, fontsize=7)
     ax.set(ylabel="kept fraction of the group", ylim=(0, 1.05),
            title=f"{model}, latency target {target:g}: widths per group")
