@@ -64,8 +64,17 @@ def _atomic(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the same directory, then rename over `path`."""
-    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save to a temp file in the same directory, then rename over `path`.
+
+    Through an open file, not the temp file's name: torch names the archive inside the zip after
+    the file it is given, and a random temp name would make two saves of the same object differ
+    in their bytes (and DVC rerun every stage depending on them)."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return _atomic(path, save)
 
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:

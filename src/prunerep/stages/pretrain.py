@@ -158,8 +158,7 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
         return metrics  # only rank 0 writes outputs
     out = results / "pretrain" / key
     write_json(result.history, out / "history.json")
-    save_model(model, artifacts / "pretrain" / key / "model.pt",
-               meta={**metrics, "config": to_dict(cfg)})
+    save_model(model, artifacts / "pretrain" / key / "model.pt", meta={**checkpoint_meta(metrics), "config": to_dict(cfg)})
     write_json(metrics, out / "run.json")
     # DVC metrics: headline scalars only (`dvc metrics show` / `diff` read one table); the full
     # record (architecture, budget, data, provenance) is run.json beside it.
@@ -169,6 +168,18 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     print(f"[pretrain {key}] test acc {test['acc']:.2f}% (val {result.val['acc']:.2f}%), "
           f"{cost.macs / 1e6:.2f}M MACs, {cost.params / 1e6:.3f}M params, profile {profile}", flush=True)
     return metrics
+
+
+#: What varies between two identical trainings: the wall time and the git revision (a commit that
+#: touches nothing the training reads). They stay in run.json / metrics.json.
+VOLATILE = {"budget": ("wall_time_s",), "provenance": ("git",)}
+
+
+def checkpoint_meta(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`metrics` without its volatile entries: model.pt is what every later stage depends on, so an
+    identical retraining must write identical bytes (or DVC reruns every downstream stage)."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk not in VOLATILE[k]} if k in VOLATILE else v)
+            for k, v in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
