@@ -159,7 +159,28 @@ def render_comparison(results_root: str | Path = "results") -> list[str]:
                  f"; latency, pruning time, the difference to random channels and the width "
                  f"profiles are in [compare.ipynb]({LINK_ROOT}/compare/compare.ipynb); "
                  "produced by `dvc repro compare`.")
-    return [*lines, ""]
+    return [*lines, "", *render_rounding(root)]
+
+
+ROUNDING = "compare/tables/rounding.csv"
+
+
+def render_rounding(root: Path) -> list[str]:
+    """The rounded arms of the comparison (widths rounded down to multiples for the hardware):
+    MACs, measured latency and accuracy as pruned → rounded; [] when the stage ran none."""
+    path = root / ROUNDING
+    if not path.exists():
+        return []
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if table.empty:
+        return []
+    multiple, target = table["rounded to"].iloc[0], table["MACs target"].iloc[0]
+    shown = [c for c in table.columns if c not in ("MACs target", "rounded to", "n")]
+    lines = [f"**Widths rounded down to multiples of {multiple}** (keep {target}; every method as pruned → "
+             "rounded, then the same fine-tuning; the channels with the smallest filter L1 norm go):", "",
+             "| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    lines += ["| " + " | ".join(_cell(rec[c]) for c in shown) + " |" for rec in table.to_dict("records")]
+    return [*lines, "", f"From `{LINK_ROOT}/{ROUNDING}`.", ""]
 
 
 def render_results(results_root: str | Path = "results") -> str:

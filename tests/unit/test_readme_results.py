@@ -187,3 +187,20 @@ def test_render_includes_the_comparison_best_first(tmp_path: Path) -> None:
     provenance = next(x for x in lines if x.startswith("From `results/compare/tables/comparison.csv`"))
     assert "(Profile `default`: resnet20 dense checkpoint, MACs targets 0.7, 0.5.)" in provenance
     assert "[compare.ipynb](results/compare/compare.ipynb)" in provenance
+
+
+def test_render_includes_the_rounded_arms_when_the_comparison_ran_them(tmp_path: Path) -> None:
+    res = _results(tmp_path)
+    _comparison(res)
+    assert "Widths rounded down" not in R.render_results(res)
+    pd.DataFrame([{"MACs target": 0.5, "what ran": "L1-norm", "rounded to": 8, "n": 3, "MACs kept": "0.490 → 0.410",
+                   "latency bs64 (ms)": "20.00 → 17.00", "latency bs64 change": "-15.0%",
+                   "test acc (%)": "60.00 ± 1.00 (n=3) → 58.00 ± 1.00 (n=3)",
+                   "rounded − as pruned (points, 95% CI)": "-2.00 [-3.0, -1.0] (n=3)"}]
+                 ).to_csv(res / "compare" / "tables" / "rounding.csv", index=False)
+    lines = R.render_results(res).splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith("**Widths rounded down to multiples of 8** (keep 0.5"))
+    assert lines[head + 2] == ("| what ran | MACs kept | latency bs64 (ms) | latency bs64 change | test acc (%) | "
+                               "rounded − as pruned (points, 95% CI) |")
+    assert lines[head + 4] == ("| L1-norm | 0.490 → 0.410 | 20.00 → 17.00 | -15.0% | 60.00 ± 1.00 (n=3) → 58.00 ± 1.00 "
+                               "(n=3) | -2.00 [-3.0, -1.0] (n=3) |")
