@@ -342,10 +342,10 @@ def spec_for(method: str, macs: float, *, hyper: Any = None, finetune: Any = Non
     if ft is not None:
         ft = _with_recipe(ft, epochs=None, max_steps=None, cap=max_steps, batch_size=batch_size)
     budget = native_budget(method, macs, model, example_input, typed)
-    if round_to is not None:
-        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-            raise PruneError(f"round_to={round_to!r}: give a positive integer (e.g. 8) or None")
+    try:   # Budget checks round_to (one rule); the API's error names the argument
         budget = dataclasses.replace(budget, round_to=round_to)
+    except ValueError:
+        raise PruneError(f"round_to={round_to!r}: give a positive integer (e.g. 8) or None") from None
     return RunSpec(method=method, budget=budget, hyper=typed, finetune=ft, select=select, seed=seed,
                    batch_size=batch_size, eval_batch_size=eval_batch_size, arch_fraction=arch_fraction,
                    runtime=runtime or RuntimeConfig(), label=label or f"{method}@{macs:g}", model=model_key,

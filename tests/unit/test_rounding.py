@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from prunerep.api import PruneError, spec_for
 from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods import Budget
+from prunerep.methods.importance import filter_l1
 from prunerep.models import get_model
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
-from prunerep.pruning.rounding import producer_l1, round_pruned_widths, rounded_width
+from prunerep.pruning.rounding import round_pruned_widths, rounded_width
 from prunerep.pruning.surgery import prune_channels
 from prunerep.runner import RunSpec, run_pruning
 
@@ -31,6 +33,10 @@ def test_budget_round_to_is_validated_and_described():
     for bad in (0, -8, 2.5, True):
         with pytest.raises(ValueError, match="round_to"):
             Budget(macs_keep=0.5, round_to=bad)
+        with pytest.raises(PruneError, match=rf"round_to={bad!r}: give a positive integer"):
+            spec_for("l1", 0.5, round_to=bad)
+    assert spec_for("l1", 0.5, round_to=8).budget == Budget(macs_keep=0.5, round_to=8)
+    assert spec_for("l1", 0.5).budget == Budget(macs_keep=0.5)
 
 
 def test_rounding_removes_the_smallest_l1_channels_and_only_from_the_groups_named():
@@ -41,12 +47,13 @@ def test_rounding_removes_the_smallest_l1_channels_and_only_from_the_groups_name
     # prune to odd widths first (drop the first channels), as a method would
     keep = {g.id: torch.arange(g.channels) >= 3 for g in groups}
     prune_channels(model, groups, keep)
-    before = {g.id: (g.channels, producer_l1(model, g)) for g in find_groups(model, x)}
+    groups = find_groups(model, x)
+    before = {g.id: (g.channels, filter_l1(model, [g])[g.id]) for g in groups}
     # two blocks' inner groups: their producers read residual streams, which are not rounded here,
     # so their filters' norms are comparable before and after
     some = ["layer2.0.conv1", "layer3.1.conv1"]
-    removed = round_pruned_widths(model, x, 4, some)
-    after = {g.id: (g.channels, producer_l1(model, g)) for g in find_groups(model, x)}
+    removed = round_pruned_widths(model, x, 4, filter_l1, some)
+    after = {g.id: (g.channels, filter_l1(model, [g])[g.id]) for g in find_groups(model, x)}
     assert {gid: w for gid, (w, _) in after.items() if gid not in some} == \
         {gid: w for gid, (w, _) in before.items() if gid not in some}   # not named: unchanged
     for gid in some:

@@ -67,6 +67,7 @@ from prunerep.methods.base import MethodContext, PruningMethod, register_method
 from prunerep.methods.baselines import in_scope
 from prunerep.pruning.gates import ChannelGate, attach_gates, straight_through
 from prunerep.pruning.groups import ChannelGroup
+from prunerep.pruning.rounding import rounded_width
 from prunerep.pruning.surgery import apply_gates
 
 __all__ = ["FilterWeights", "WGate", "WGates", "WGatesHyper", "efficiency_penalty", "lambda_at"]
@@ -459,8 +460,8 @@ class WGates(PruningMethod):
         m = self.hp.round_to or self.ctx.budget.round_to
         if m:
             for gid, mask in masks.items():
-                keep = mask.sum().item()
-                rounded = max(min(m, mask.numel()), (keep // m) * m)
+                keep = int(mask.sum())
+                rounded = rounded_width(keep, m)
                 if rounded < keep:
                     idx = mask.nonzero().flatten()
                     drop = idx[torch.argsort(scores[gid][idx])[: keep - rounded]]

@@ -8,7 +8,7 @@ its channels itself may round first with its own scores (then nothing is left to
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,7 +16,10 @@ from torch import nn
 from prunerep.pruning.groups import ChannelGroup, find_groups
 from prunerep.pruning.surgery import prune_channels
 
-__all__ = ["producer_l1", "round_pruned_widths", "rounded_width"]
+__all__ = ["round_pruned_widths", "rounded_width"]
+
+#: Per-channel scores of groups: ``scores(model, groups) -> {group id: [C]}`` (higher: kept).
+Scores = Callable[[nn.Module, Sequence[ChannelGroup]], Mapping[str, torch.Tensor]]
 
 
 def rounded_width(width: int, multiple: int) -> int:
@@ -27,38 +30,33 @@ def rounded_width(width: int, multiple: int) -> int:
     return max(min(multiple, width), (width // multiple) * multiple)
 
 
-def producer_l1(model: nn.Module, group: ChannelGroup) -> torch.Tensor:
-    """Per channel, the L1 norm of the group's producers' filters (summed over producers)."""
-    modules = dict(model.named_modules())
-    return sum(modules[n].weight.detach().abs().flatten(1).sum(1).double().cpu() for n in group.producers)
-
-
-def round_pruned_widths(model: nn.Module, example_input: torch.Tensor, multiple: int,
+def round_pruned_widths(model: nn.Module, example_input: torch.Tensor, multiple: int, scores: Scores,
                         group_ids: Collection[str] | None = None) -> dict[str, int]:
     """Remove, in place, the channels that round each group's width down to a multiple of `multiple`.
 
-    The channels removed are those with the smallest L1 norm of their producers' filters (the
-    L1-norm criterion: it needs nothing but the weights, so it applies after any method).
+    The channels removed are those with the lowest `scores` (the runner passes the L1-norm
+    criterion, `prunerep.methods.importance.filter_l1`: it needs nothing but the weights, so it
+    applies after any method).
 
     Args:
         model: A (pruned) network; modified in place.
         example_input: One input batch of the data's shape.
         multiple: Round down to multiples of this.
+        scores: Per-channel scores of the groups (see `Scores`).
         group_ids: The groups to round (the method's prunable ones); None: every group.
 
     Returns:
         ``{group id: channels removed}`` for every group that changed.
     """
     groups = find_groups(model, example_input)
+    todo = [g for g in groups if (group_ids is None or g.id in group_ids)
+            and rounded_width(g.channels, multiple) < g.channels]
+    ranked = scores(model, todo) if todo else {}
     keep, removed = {}, {}
-    for g in groups:
-        if group_ids is not None and g.id not in group_ids:
-            continue
+    for g in todo:
         target = rounded_width(g.channels, multiple)
-        if target == g.channels:
-            continue
         mask = torch.zeros(g.channels, dtype=torch.bool)
-        mask[torch.topk(producer_l1(model, g), target).indices] = True
+        mask[torch.topk(ranked[g.id], target).indices] = True
         keep[g.id] = mask
         removed[g.id] = g.channels - target
     if keep:

@@ -27,6 +27,7 @@ from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import set_threads
 from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
+from prunerep.methods.importance import filter_l1
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
 from prunerep.pruning.rounding import round_pruned_widths
@@ -97,7 +98,7 @@ def round_to_budget(model: nn.Module, example: torch.Tensor, budget: Budget, pru
     (the same rule after every method; a method may have rounded with its own scores first)."""
     if not budget.round_to:
         return {}
-    return round_pruned_widths(model, example, budget.round_to, {g.id for g in prunable})
+    return round_pruned_widths(model, example, budget.round_to, filter_l1, {g.id for g in prunable})
 
 
 def with_rounding(summary: dict[str, Any], budget: Budget, removed: Mapping[str, int]) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from prunerep.reporting.stats import (
 from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
 from prunerep.runner.run import held_out_size
 from prunerep.studies.base import describe_splits, group, records_by_seed
+from prunerep.studies.wgates import wgates_notes
 
 #: The baselines every method is paired against.
 BASELINES: tuple[str, ...] = ("l1", "random")
@@ -98,7 +99,7 @@ class CompareConfig:
     def __post_init__(self) -> None:
         from prunerep.config import ConfigError
         from prunerep.methods import list_methods
-        from prunerep.methods.base import build_hyper
+        from prunerep.methods.base import Budget, build_hyper
         from prunerep.reporting.ledger import PAPERS
 
         if not self.targets or not all(0 < t <= 1 for t in self.targets):
@@ -110,9 +111,10 @@ class CompareConfig:
         if self.latency.enabled and self.latency_batch not in self.latency.batch_sizes:
             raise ValueError(f"latency_batch: {self.latency_batch} is not measured; add it to latency.batch_sizes "
                              f"({self.latency.batch_sizes})")
-        if self.round_to is not None and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int)
-                                          or self.round_to < 1):
-            raise ValueError(f"round_to: give a positive integer (e.g. 8) or null, got {self.round_to!r}")
+        try:   # the budget's own check, one rule
+            Budget(macs_keep=1.0, round_to=self.round_to)
+        except ValueError:
+            raise ValueError(f"round_to: give a positive integer (e.g. 8) or null, got {self.round_to!r}") from None
         stray = [t for t in self.round_targets if t not in self.targets]
         if stray:
             raise ValueError(f"round_targets: {stray} are not in targets {self.targets}")
@@ -317,8 +319,7 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
 _NOTES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "gdp": lambda h: (["sampling gates, ours"] if h.get("gate") == "sampling" else [])
     + (["stopped at its target"] if h.get("after_target") == "stop" else []),
-    "wgates": lambda h: ["FLOPs mode"] + ([f"{h['min_keep']:.0%} per-group floor, ours"] if h.get("min_keep") else [])
-    + (["equal pressure per group, ours"] if h.get("pressure") == "relative" else [])
+    "wgates": lambda h: ["FLOPs mode", *wgates_notes(h)]
     + ([f"widths rounded to {h['round_to']}"] if h.get("round_to") else []),
     "functionality": lambda h: ([f"{str(h.get('descriptor', '')).replace('_', '-')} descriptor, ours"]
                                 if h.get("descriptor", "response") in ("response", "class_gradient")
@@ -378,6 +379,7 @@ def status_table(cfg: CompareConfig, records: Sequence[RunRecord], skipped: Sequ
 def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """One row per run."""
     rows = []
+    batches = measured_batches(records)
     for r in records:
         fine = r.histories.get("finetune") or []
         rows.append({"method": r.method, "MACs target": _target(r), "seed": r.seed, "MACs kept": r.macs_keep,
@@ -385,7 +387,7 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                      "test acc after surgery (%)": r.test_acc_before_finetune, "selection": r.selection,
                      "fine-tuning steps": int(fine[-1]["step"]) if fine else 0,
                      "pruning time (s)": r.pruning_time_s, "fine-tuning time (s)": r.finetune_time_s,
-                     **{f"latency bs{b} (ms)": r.latency_ms(b) for b in measured_batches(records)},
+                     **{f"latency bs{b} (ms)": r.latency_ms(b) for b in batches},
                      "widths rounded to": r.tags.get("round_to") or "—"})
     return pd.DataFrame(rows)
 
@@ -395,6 +397,11 @@ def measured_batches(records: Sequence[RunRecord]) -> list[int]:
     found = {int(k.removeprefix("batch_").removesuffix("_ms")) for r in records for k in (r.latency or {})
              if k.startswith("batch_") and k.endswith("_ms")}
     return sorted(found)
+
+
+def _latencies(records: Sequence[RunRecord], batch_size: int) -> list[float]:
+    """The measured latencies at `batch_size` of the records that have one."""
+    return [ms for r in records if (ms := r.latency_ms(batch_size)) is not None]
 
 
 def paired(records: Sequence[RunRecord], method: str, baseline: str, target: float) -> Interval | None:
@@ -413,14 +420,15 @@ def comparison_table(records: Sequence[RunRecord], baselines: Sequence[str] = BA
 
     Internal columns ``_<baseline>`` hold the intervals (for metrics and figures)."""
     rows = []
+    batches = measured_batches(records) or [1]
     for (method, target), rs in sorted(_arms(records).items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         accs = [r.test_acc for r in rs]
         mean, std, n = mean_std(accs)
         row: dict[str, Any] = {"MACs target": target, "method": method, "what ran": record_name(rs[0]), "n": n,
                                "MACs kept": sum(r.macs_keep for r in rs) / n,
                                "test acc (%)": fmt_mean_std(accs), "test_acc_mean": mean, "test_acc_std": std}
-        for b in measured_batches(records) or [1]:
-            lat = [r.latency_ms(b) for r in rs if r.latency_ms(b) is not None]
+        for b in batches:
+            lat = _latencies(rs, b)
             row[f"latency bs{b} (ms)"] = fmt_mean_std(lat, 3) if lat else "not measured"
         for b in baselines:
             iv = None if method == b else paired(records, method, b, target)
@@ -460,23 +468,28 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
+def rounding_pairs(plain: Sequence[RunRecord], rounded: Sequence[RunRecord]
+                   ) -> list[tuple[str, float, list[RunRecord], list[RunRecord]]]:
+    """``(method, target, runs as pruned, runs with rounded widths)`` for every method and target
+    with both, highest target first."""
+    base = _arms(plain)
+    return [(method, target, base[(method, target)], rs)
+            for (method, target), rs in sorted(_arms(rounded).items(), key=lambda kv: (-kv[0][1], kv[0][0]))
+            if base.get((method, target))]
+
+
 def rounding_table(plain: Sequence[RunRecord], rounded: Sequence[RunRecord]) -> pd.DataFrame:
     """Per method and target with rounded runs: MACs kept, measured latency and test accuracy as
     pruned → with the widths rounded (means over seeds), and the accuracy cost of the rounding
     (rounded minus as pruned, paired by seed, 95% t-interval)."""
-    base = _arms(plain)
     rows = []
-    for (method, target), rs in sorted(_arms(rounded).items(), key=lambda kv: (-kv[0][1], kv[0][0])):
-        ps = base.get((method, target), [])
-        if not ps:
-            continue
+    for _, target, ps, rs in rounding_pairs(plain, rounded):
         row: dict[str, Any] = {"MACs target": target, "what ran": record_name(ps[0]),
                                "rounded to": rs[0].tags["round_to"], "n": len(rs),
                                "MACs kept": f"{_mean([r.macs_keep for r in ps]):.3f} → "
                                             f"{_mean([r.macs_keep for r in rs]):.3f}"}
         for b in measured_batches([*ps, *rs]):
-            lp = [r.latency_ms(b) for r in ps if r.latency_ms(b) is not None]
-            lr = [r.latency_ms(b) for r in rs if r.latency_ms(b) is not None]
+            lp, lr = _latencies(ps, b), _latencies(rs, b)
             row[f"latency bs{b} (ms)"] = f"{_mean(lp):.2f} → {_mean(lr):.2f}" if lp and lr else "not measured"
             row[f"latency bs{b} change"] = f"{_mean(lr) / _mean(lp) - 1:+.1%}" if lp and lr else "—"
         row["test acc (%)"] = f"{fmt_mean_std([r.test_acc for r in ps])} → {fmt_mean_std([r.test_acc for r in rs])}"
@@ -497,14 +510,12 @@ def rounding_figure(plain: Sequence[RunRecord], rounded: Sequence[RunRecord], ba
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    base = _arms(plain)
     colors = plt.get_cmap("tab20").colors
     drawn, multiple = 0, None
-    for (method, target), rs in sorted(_arms(rounded).items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        ps = base.get((method, target), [])
+    for _, target, ps, rs in sorted(rounding_pairs(plain, rounded), key=lambda p: (p[1], p[0])):
         points = []
         for group_ in (ps, rs):
-            lat = [r.latency_ms(batch_size) for r in group_ if r.latency_ms(batch_size) is not None]
+            lat = _latencies(group_, batch_size)
             points.append((_mean(lat), _mean([r.test_acc for r in group_])) if lat else None)
         if None in points:
             continue
@@ -637,13 +648,10 @@ def rounding_metrics(plain: Sequence[RunRecord], rounded: Sequence[RunRecord], b
     """Headline scalars of the rounded arms: mean test accuracy and measured latency (at
     `batch_size`) relative to the same method as pruned."""
     out: dict[str, Any] = {}
-    base = _arms(plain)
-    for (method, target), rs in _arms(rounded).items():
-        ps = base.get((method, target), [])
+    for method, target, ps, rs in rounding_pairs(plain, rounded):
         key = f"{method}@{target:g}+r{rs[0].tags['round_to']}"
         out[f"{key}/test_acc_mean"] = _mean([r.test_acc for r in rs])
-        lp = [r.latency_ms(batch_size) for r in ps if r.latency_ms(batch_size) is not None]
-        lr = [r.latency_ms(batch_size) for r in rs if r.latency_ms(batch_size) is not None]
+        lp, lr = _latencies(ps, batch_size), _latencies(rs, batch_size)
         if lp and lr:
             out[f"{key}/latency_bs{batch_size}_vs_plain"] = _mean(lr) / _mean(lp)
     return out

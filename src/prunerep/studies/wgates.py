@@ -99,15 +99,18 @@ ARMS: dict[str, str] = {
 }
 
 
+def wgates_notes(hyper: Mapping[str, Any] | None) -> list[str]:
+    """What a W-Gates run's resolved hyper-parameters add to its name: its choices of ours (also
+    the comparison's names)."""
+    hyper = hyper or {}
+    return ([f"{hyper['min_keep']:.0%} per-group floor, ours"] if hyper.get("min_keep") else []) + \
+        (["equal pressure per group, ours"] if hyper.get("pressure") == "relative" else [])
+
+
 def arm_name(arm: str, hyper: Mapping[str, Any] | None = None) -> str:
     """What an arm ran, as tables and figures name it: W-Gates' choices of ours say so."""
     base = ARMS.get(arm, arm)
-    notes = []
-    if arm.startswith("wgates") and hyper:
-        if hyper.get("min_keep"):
-            notes.append(f"{hyper['min_keep']:.0%} per-group floor, ours")
-        if hyper.get("pressure") == "relative":
-            notes.append("equal pressure per group, ours")
+    notes = wgates_notes(hyper) if arm.startswith("wgates") else []
     return f"{base} ({'; '.join(notes)})" if notes else base
 
 
