@@ -70,7 +70,7 @@ from prunerep.pruning.groups import ChannelGroup
 from prunerep.pruning.rounding import rounded_width
 from prunerep.pruning.surgery import apply_gates
 
-__all__ = ["FilterWeights", "WGate", "WGates", "WGatesHyper", "efficiency_penalty", "lambda_at"]
+__all__ = ["FilterWeights", "WGate", "WGates", "WGatesHyper", "choices_of_ours", "efficiency_penalty", "lambda_at"]
 
 
 # -- pure functions ------------------------------------------------------------------------------
@@ -238,6 +238,14 @@ class WGatesHyper:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+
+
+def choices_of_ours(hyper: Mapping[str, Any] | None) -> list[str]:
+    """The choices of ours a run's resolved hyper-parameters make, as every table names them (the
+    wgates and compare studies both label runs with these)."""
+    hyper = hyper or {}
+    return ([f"{hyper['min_keep']:.0%} per-group floor, ours"] if hyper.get("min_keep") else []) + \
+        (["equal pressure per group, ours"] if hyper.get("pressure") == "relative" else [])
 
 
 # -- the method ----------------------------------------------------------------------------------

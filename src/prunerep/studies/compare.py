@@ -40,6 +40,7 @@ import torch
 from prunerep.config import register_section, to_dict
 from prunerep.data import SubsetConfig
 from prunerep.engine import OptimConfig, RuntimeConfig
+from prunerep.methods.wgates import choices_of_ours
 from prunerep.reporting.stats import (
     NOT_IMPLEMENTED,
     VERDICT_RULE,
@@ -52,7 +53,6 @@ from prunerep.reporting.stats import (
 from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
 from prunerep.runner.run import held_out_size
 from prunerep.studies.base import describe_splits, group, records_by_seed
-from prunerep.studies.wgates import wgates_notes
 
 #: The baselines every method is paired against.
 BASELINES: tuple[str, ...] = ("l1", "random")
@@ -319,7 +319,7 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
 _NOTES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "gdp": lambda h: (["sampling gates, ours"] if h.get("gate") == "sampling" else [])
     + (["stopped at its target"] if h.get("after_target") == "stop" else []),
-    "wgates": lambda h: ["FLOPs mode", *wgates_notes(h)]
+    "wgates": lambda h: ["FLOPs mode", *choices_of_ours(h)]
     + ([f"widths rounded to {h['round_to']}"] if h.get("round_to") else []),
     "functionality": lambda h: ([f"{str(h.get('descriptor', '')).replace('_', '-')} descriptor, ours"]
                                 if h.get("descriptor", "response") in ("response", "class_gradient")

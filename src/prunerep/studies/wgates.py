@@ -56,7 +56,7 @@ from prunerep.data import SubsetConfig
 from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods.base import Budget, MethodContext
 from prunerep.methods.baselines import OneShotHyper
-from prunerep.methods.wgates import WGates, WGatesHyper
+from prunerep.methods.wgates import WGates, WGatesHyper, choices_of_ours
 from prunerep.pruning.latency_dataset import (
     LatencyDataset,
     MeasureFn,
@@ -99,18 +99,10 @@ ARMS: dict[str, str] = {
 }
 
 
-def wgates_notes(hyper: Mapping[str, Any] | None) -> list[str]:
-    """What a W-Gates run's resolved hyper-parameters add to its name: its choices of ours (also
-    the comparison's names)."""
-    hyper = hyper or {}
-    return ([f"{hyper['min_keep']:.0%} per-group floor, ours"] if hyper.get("min_keep") else []) + \
-        (["equal pressure per group, ours"] if hyper.get("pressure") == "relative" else [])
-
-
 def arm_name(arm: str, hyper: Mapping[str, Any] | None = None) -> str:
     """What an arm ran, as tables and figures name it: W-Gates' choices of ours say so."""
     base = ARMS.get(arm, arm)
-    notes = wgates_notes(hyper) if arm.startswith("wgates") else []
+    notes = choices_of_ours(hyper) if arm.startswith("wgates") else []
     return f"{base} ({'; '.join(notes)})" if notes else base
 
 
