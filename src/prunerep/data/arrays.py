@@ -127,6 +127,19 @@ class DataSplits:
         """Image height and width (H, W)."""
         return int(self.train.images.shape[2]), int(self.train.images.shape[3])
 
+    def loader(self, dataset: ArrayDataset, batch_size: int, *, train: bool, device: torch.device | str = "cpu",
+               channels_last: bool = False, seed: int = 0, shard: tuple[int, int] | None = None) -> Any:
+        """Batches of `dataset` (one of these splits or a subset of one), normalised with the
+        train split's statistics: shuffled, augmented and without the last incomplete batch if
+        `train`. `shard`: ``(rank, world_size)`` of a distributed run (see `Loader`).
+
+        The one place the runner gets its batches from: a dataset streamed from disk offers the
+        same method."""
+        from prunerep.data.loader import Loader
+
+        return Loader(dataset, batch_size, mean=self.mean, std=self.std, shuffle=train, augment=train,
+                      drop_last=train, device=device, channels_last=channels_last, seed=seed, shard=shard)
+
     def describe(self) -> dict[str, Any]:
         """A json-able record of what data a result was computed on."""
         return {

@@ -88,6 +88,11 @@ class Loader:
         seed: seed of order and augmentation.
         pad: zero padding of the random crop (0: no crop).
         flip: random horizontal flip when augmenting.
+        shard: ``(rank, world_size)`` of a distributed run: the epoch's order and augmentation
+            are drawn for the global batch of ``batch_size * world_size`` images, identically on
+            every rank, and rank r yields rows ``[r * batch_size, (r + 1) * batch_size)`` of each
+            global batch; N ranks thus see together exactly the batches one process sees with
+            ``N * batch_size``. Needs ``drop_last`` (every rank takes the same number of steps).
     """
 
     def __init__(
@@ -105,7 +110,17 @@ class Loader:
         seed: int = 0,
         pad: int = 4,
         flip: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> None:
+        if shard is not None:
+            rank, world = (int(v) for v in shard)
+            if not 0 <= rank < world:
+                raise ValueError(f"shard: rank {rank} is not in [0, {world})")
+            if world > 1 and not drop_last:
+                raise ValueError("shard: a sharded loader needs drop_last=True (every rank must take the "
+                                 "same number of steps)")
+            shard = (rank, world)
+        self.shard = shard if shard is not None and shard[1] > 1 else None
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if pad < 0:
@@ -137,6 +152,8 @@ class Loader:
 
     def __len__(self) -> int:
         n = len(self.dataset)
+        if self.shard is not None:
+            return n // (self.batch_size * self.shard[1])
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -157,6 +174,14 @@ class Loader:
         while True:
             yield from self
 
+    def _starts(self, n: int) -> range:
+        """Where this process's batches start in the epoch's order."""
+        if self.shard is None:
+            return range(0, min(len(self) * self.batch_size, n), self.batch_size)
+        rank, world = self.shard
+        step = self.batch_size * world
+        return range(rank * self.batch_size, len(self) * step, step)
+
     def _epoch(self, epoch: int) -> Iterator[Batch]:
         n = len(self.dataset)
         gen = _epoch_generator(self.seed, epoch)
@@ -170,8 +195,7 @@ class Loader:
             shifts, flips = shifts.to(self.device), flips.to(self.device)
         order = order.to(self.device)
         images, labels = self.dataset.images, self.dataset.labels
-        stop = len(self) * self.batch_size
-        for start in range(0, min(stop, n), self.batch_size):
+        for start in self._starts(n):
             idx = order[start : start + self.batch_size]
             x = images[idx]
             if augment:
@@ -180,8 +204,9 @@ class Loader:
                 )
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            # .float() keeps the memory format; then fused scale/shift in place.
-            x = x.float().mul_(self._scale).sub_(self._shift)
+            # float32 (the default dtype; float64 in the exact tests) keeps the memory format; then
+            # fused scale/shift in place.
+            x = x.to(torch.get_default_dtype()).mul_(self._scale).sub_(self._shift)
             yield x, labels[idx]
 
 

@@ -47,6 +47,8 @@ def init_distributed() -> bool:
     """Join a torch.distributed job when launched by torchrun (WORLD_SIZE > 1); idempotent."""
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":   # collectives of Python objects use the current device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
         dist.init_process_group(backend=backend)
     return is_distributed()
 

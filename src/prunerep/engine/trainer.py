@@ -9,6 +9,7 @@ run sees the same batches it would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -30,6 +31,7 @@ from tqdm.std import tqdm as text_tqdm
 
 from prunerep.engine.config import ArchOptimConfig, OptimConfig, RuntimeConfig
 from prunerep.engine.device import is_distributed, is_main_process, world_size
+from prunerep.engine.distributed import average_gradients, check_same_across_ranks, global_batchnorm
 from prunerep.engine.evaluate import evaluate
 from prunerep.engine.hooks import TrainHooks, TrainState
 from prunerep.engine.schedules import lr_at
@@ -113,6 +115,8 @@ def load_resume_checkpoint(path: Path, device: torch.device, desc: str = "fit") 
         try:
             return _read_verified(candidate, device)
         except Exception as err:  # any unreadable file is set aside the same way
+            if not is_main_process():   # rank 0 sets it aside; the others just skip it
+                continue
             aside = candidate.with_name(candidate.name + ".corrupt")
             os.replace(candidate, aside)
             _digest_path(candidate).unlink(missing_ok=True)
@@ -302,99 +306,107 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
         hook.on_train_start(net, state)
 
     done = state.step >= total_steps or result.stopped_early
-    for epoch in range(start_epoch, n_epochs):
-        if done:
-            break
-        state.epoch = epoch
-        net.train()
-        train_loader.set_epoch(epoch)
-        for hook in hooks:
-            hook.on_epoch_start(net, state)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
-        t_epoch = time.perf_counter()
-        steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
-        bar = _progress_bar()(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
-                   disable=not (runtime.progress and is_main_process()), file=sys.stdout,
-                   mininterval=1.0 if sys.stdout.isatty() else 60.0)
-        for x, y in train_loader:
-            state.lr = lr_for(state.step)
-            for group in optimizer.param_groups:
-                group["lr"] = state.lr * group.get("lr_scale", 1.0)
-            state.phase = "weights"
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=criterion_smoothing)
-            state.loss = loss
-            total = loss
-            for hook in hooks:
-                extra = hook.extra_loss(net, state)
-                if extra is not None:
-                    total = total + extra
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)  # hooks edit true gradients, never scaled ones
-            for hook in hooks:
-                hook.after_backward(net, state)
-            scaler.step(optimizer)
-            scaler.update()
-            state.step += 1
-            with torch.no_grad():
-                sums[0] += loss.detach().float() * y.numel()
-                sums[1] += (logits.argmax(1) == y).sum()
-                sums[2] += y.numel()
-            for hook in hooks:
-                hook.after_step(net, state)
-
-            if arch_optimizer is not None and state.step % arch_every == 0:
-                _arch_step(net, hooks, state, arch_iter, arch_params, arch_optimizer, device, amp, amp_dtype)
-
-            bar.update(1)
-            if state.step >= total_steps or state.stop:
+    # Several ranks (torchrun): gradients averaged after each backward, BatchNorm over the global
+    # batch (prunerep.engine.distributed); a DDP-wrapped model averages its own gradients.
+    average_over_ranks = is_distributed() and not isinstance(model, nn.parallel.DistributedDataParallel)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    with global_batchnorm(net) if average_over_ranks else contextlib.nullcontext():
+        for epoch in range(start_epoch, n_epochs):
+            if done:
                 break
-        bar.close()
+            state.epoch = epoch
+            net.train()
+            train_loader.set_epoch(epoch)
+            for hook in hooks:
+                hook.on_epoch_start(net, state)
+            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+            t_epoch = time.perf_counter()
+            steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
+            bar = _progress_bar()(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
+                       disable=not (runtime.progress and is_main_process()), file=sys.stdout,
+                       mininterval=1.0 if sys.stdout.isatty() else 60.0)
+            for x, y in train_loader:
+                state.lr = lr_for(state.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = state.lr * group.get("lr_scale", 1.0)
+                state.phase = "weights"
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=criterion_smoothing)
+                state.loss = loss
+                total = loss
+                for hook in hooks:
+                    extra = hook.extra_loss(net, state)
+                    if extra is not None:
+                        total = total + extra
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                if average_over_ranks:   # before unscaling: every rank then sees the same overflow
+                    average_gradients(trainable)
+                scaler.unscale_(optimizer)  # hooks edit true gradients, never scaled ones
+                for hook in hooks:
+                    hook.after_backward(net, state)
+                scaler.step(optimizer)
+                scaler.update()
+                state.step += 1
+                with torch.no_grad():
+                    sums[0] += loss.detach().float() * y.numel()
+                    sums[1] += (logits.argmax(1) == y).sum()
+                    sums[2] += y.numel()
+                for hook in hooks:
+                    hook.after_step(net, state)
 
-        state.phase = "weights"
-        for hook in hooks:
-            hook.on_epoch_end(net, state)
-        if is_distributed():
-            torch.distributed.all_reduce(sums)
-        loss_sum, correct, count = sums.tolist()
-        elapsed = time.perf_counter() - t_epoch
-        record: dict[str, Any] = {
-            "epoch": epoch + 1, "step": state.step, "lr": state.lr,
-            "train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
-            "epoch_time_s": elapsed, "train_images_per_s": count / max(elapsed, 1e-9),
-        }
-        if val_loader is not None:
-            val = evaluate(net, val_loader, amp=amp)
-            record.update(val_loss=val["loss"], val_acc=val["acc"])
-            if select == "best_val" and val["acc"] > best_acc:
-                best_acc = val["acc"]
-                best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-                result.selected_epoch = epoch + 1
-        record.update(state.logs)
-        result.history.append(record)
-        done = state.step >= total_steps or state.stop
-        result.stopped_early = bool(state.stop)
-        if is_main_process():
-            msg = (f"[{desc}] epoch {epoch + 1}/{n_epochs} step {state.step}/{total_steps} "
-                   f"loss {record['train_loss']:.4f} acc {record['train_acc']:.2f}")
-            if "val_acc" in record:
-                msg += f" | val acc {record['val_acc']:.2f}"
-            msg += f" | {record['train_images_per_s']:.0f} img/s"
-            print(msg, flush=True)
-            if ckpt_path is not None:
-                save_resume_checkpoint({
-                    "run_key": run_key, "epoch": epoch, "step": state.step,
-                    "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer else None,
-                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "hooks": [h.state_dict() for h in hooks], "history": result.history,
-                    "best_acc": best_acc, "best_weights": best_weights,
-                    "selected_epoch": result.selected_epoch, "stopped_early": result.stopped_early,
-                    "elapsed_s": elapsed_before_resume + time.perf_counter() - t_start,
-                    "rng": _rng_state(),
-                }, ckpt_path)
+                if arch_optimizer is not None and state.step % arch_every == 0:
+                    _arch_step(net, hooks, state, arch_iter, arch_params, arch_optimizer, device, amp, amp_dtype)
+
+                bar.update(1)
+                if state.step >= total_steps or state.stop:
+                    break
+            bar.close()
+
+            state.phase = "weights"
+            for hook in hooks:
+                hook.on_epoch_end(net, state)
+            if is_distributed():
+                torch.distributed.all_reduce(sums)
+            loss_sum, correct, count = sums.tolist()
+            elapsed = time.perf_counter() - t_epoch
+            record: dict[str, Any] = {
+                "epoch": epoch + 1, "step": state.step, "lr": state.lr,
+                "train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
+                "epoch_time_s": elapsed, "train_images_per_s": count / max(elapsed, 1e-9),
+            }
+            if val_loader is not None:
+                val = evaluate(net, val_loader, amp=amp)
+                record.update(val_loss=val["loss"], val_acc=val["acc"])
+                if select == "best_val" and val["acc"] > best_acc:
+                    best_acc = val["acc"]
+                    best_weights = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+                    result.selected_epoch = epoch + 1
+            record.update(state.logs)
+            result.history.append(record)
+            done = state.step >= total_steps or state.stop
+            result.stopped_early = bool(state.stop)
+            check_same_across_ranks(net, f"{desc} epoch {epoch + 1}")
+            if is_main_process():
+                msg = (f"[{desc}] epoch {epoch + 1}/{n_epochs} step {state.step}/{total_steps} "
+                       f"loss {record['train_loss']:.4f} acc {record['train_acc']:.2f}")
+                if "val_acc" in record:
+                    msg += f" | val acc {record['val_acc']:.2f}"
+                msg += f" | {record['train_images_per_s']:.0f} img/s"
+                print(msg, flush=True)
+                if ckpt_path is not None:
+                    save_resume_checkpoint({
+                        "run_key": run_key, "epoch": epoch, "step": state.step,
+                        "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "arch_optimizer": arch_optimizer.state_dict() if arch_optimizer else None,
+                        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                        "hooks": [h.state_dict() for h in hooks], "history": result.history,
+                        "best_acc": best_acc, "best_weights": best_weights,
+                        "selected_epoch": result.selected_epoch, "stopped_early": result.stopped_early,
+                        "elapsed_s": elapsed_before_resume + time.perf_counter() - t_start,
+                        "rng": _rng_state(),
+                    }, ckpt_path)
 
     if select == "best_val" and best_weights is not None:
         net.load_state_dict(best_weights)

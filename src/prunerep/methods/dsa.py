@@ -80,6 +80,7 @@ from torch import nn
 
 from prunerep.config import from_dict
 from prunerep.engine import ArchOptimConfig, OptimConfig, TrainState
+from prunerep.engine.distributed import mean_over_ranks
 from prunerep.methods.base import MethodContext, PruningMethod, register_method
 from prunerep.methods.budget import top_k_masks
 from prunerep.pruning.gates import StochasticMask, attach_gates
@@ -502,6 +503,7 @@ class _Preconditioner:
         self.beta = beta
 
     def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        grad = mean_over_ranks(grad)   # several ranks: precondition the global batch's gradient
         r = grad.double() / self.method.flops_slope().to(grad.device).clamp_min(1e-12)
         ms = float((r * r).mean())
         prev = self.method.grad_ms

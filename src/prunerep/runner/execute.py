@@ -19,6 +19,7 @@ file, ``artifacts/<slug>/logs/<run name>.log``, in a worker process or in this o
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 import time
@@ -34,6 +35,7 @@ import torch
 from prunerep import paths
 from prunerep.config import to_dict
 from prunerep.data import DataConfig, SubsetConfig, example_shape
+from prunerep.engine.device import is_main_process
 from prunerep.runner.iterative import IterativeSpec, run_iterative
 from prunerep.runner.record import RunRecord
 from prunerep.runner.run import RunResult, RunSpec, held_out_size, run_pruning
@@ -157,7 +159,8 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
     cpu = time.process_time() - cpu0
     wall = time.perf_counter() - wall0
     model_path = None
-    if job["model_path"] and result.model is not None and hasattr(result.model, "arch_spec"):
+    if (job["model_path"] and result.model is not None and hasattr(result.model, "arch_spec")
+            and is_main_process()):   # under torchrun every rank holds the network; rank 0 saves it
         kept = paths.finished_run(job["identity"]) / FINISHED_MODEL
         save_model(result.model, kept, meta={"label": result.label, "seed": result.seed, "identity": job["identity"]})
         _copy_atomic(kept, Path(job["model_path"]))
@@ -182,6 +185,33 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
                     "dense_checkpoint": job["dense_path"], "dense_digest": job["dense_digest"],
                     "identity": job["identity"], "finetune": to_dict(base.finetune),
                     "batch_size": base.batch_size, "threads": torch.get_num_threads()})
+
+
+#: A command prefix that launches one run on several processes, e.g.
+#: ``torchrun --standalone --nproc_per_node 4`` (docs/distributed.md). When set, each run of a study
+#: is started as ``<prefix> -m prunerep.runner.job <job file>`` and its record read back from the
+#: finished runs; unset, runs go to ``ctx.workers`` local processes.
+LAUNCHER_ENV = "PRUNEREP_LAUNCHER"
+
+
+def _launched(job: dict[str, Any], launcher: str) -> RunRecord:
+    """Run `job` as a distributed job (every rank runs it; rank 0 saves the network and the
+    finished record) and return that record."""
+    import shlex
+    import subprocess
+
+    from prunerep.io import atomic_torch_save
+
+    job_file = Path(job["checkpoint_dir"]) / "job.pt"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(dict(job, threads=None), job_file)
+    command = [*shlex.split(launcher), "-m", "prunerep.runner.job", str(job_file)]
+    done = subprocess.run(command, check=False)
+    record = _load_finished(job)
+    if done.returncode != 0 or record is None:
+        raise RuntimeError(f"run {job['name']!r}: `{' '.join(command)}` exited with {done.returncode} without a "
+                           f"finished record; its output is in {job['log_path']} (rank 0) and beside it (other ranks)")
+    return record
 
 
 #: What a finished run leaves in its checkpoint directory: its record (written last) and its network.
@@ -345,7 +375,9 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
     _preflight(specs, ctx)
     finished = {i: r for i, job in enumerate(jobs) if (r := _load_finished(job)) is not None}
     todo = [job for i, job in enumerate(jobs) if i not in finished]
-    fresh = iter(map_jobs(_run_job, todo, workers=ctx.workers, lazy=True))
+    launcher = os.environ.get(LAUNCHER_ENV, "").strip()
+    fresh = (iter(_launched(job, launcher) for job in todo) if launcher
+             else iter(map_jobs(_run_job, todo, workers=ctx.workers, lazy=True)))
     records = []
     for i, job in enumerate(jobs):
         if i in finished:
@@ -358,7 +390,9 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
         print(f"[{i + 1}/{len(jobs)}] {job['name']}: test acc {record.test_acc:.2f}% ({how})", file=sys.stdout,
               flush=True)
     if jobs:
-        print(f"{len(todo)} runs on {min(ctx.workers, max(1, len(todo)))} worker(s), {len(finished)} reused "
+        where = (f"one after the other, each by `{launcher}`" if launcher
+                 else f"on {min(ctx.workers, max(1, len(todo)))} worker(s)")
+        print(f"{len(todo)} runs {where}, {len(finished)} reused "
               f"(same identity: spec, data, dense checkpoint, code); per-run logs in "
               f"{paths.run_logs(ctx.slug).as_posix()}/", flush=True)
     shape = ctx.input_shape

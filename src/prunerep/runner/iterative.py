@@ -34,6 +34,7 @@ from torch import nn
 from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig, fit, pick_device, seed_everything
 from prunerep.engine.device import set_threads
+from prunerep.engine.distributed import shard
 from prunerep.methods.base import Budget
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
@@ -131,7 +132,6 @@ def _pretrain(spec: RunSpec, recipe: OptimConfig, dense: nn.Module, splits: Any,
               run_key: str) -> tuple[nn.Module, list[dict[str, Any]]]:
     """A fresh initialisation of `dense`'s architecture trained for `recipe` on the training split
     (best validation epoch), seeded by the spec; checkpointed and resumable like every phase."""
-    from prunerep.data import Loader
     from prunerep.models import build_model
 
     if not hasattr(dense, "arch_spec"):
@@ -141,9 +141,9 @@ def _pretrain(spec: RunSpec, recipe: OptimConfig, dense: nn.Module, splits: Any,
     seed_everything(spec.seed)
     model = build_model(dense.arch_spec).to(device).train()
 
-    def loader(ds: Any, train: bool, bs: int) -> Loader:
-        return Loader(ds, bs, mean=splits.mean, std=splits.std, shuffle=train, augment=train, drop_last=train,
-                      device=device, channels_last=spec.runtime.channels_last, seed=spec.seed)
+    def loader(ds: Any, train: bool, bs: int) -> Any:
+        return splits.loader(ds, bs, train=train, device=device, channels_last=spec.runtime.channels_last,
+                             seed=spec.seed, shard=shard() if train else None)
 
     res = fit(model, loader(splits.train, True, spec.batch_size), optim=recipe, runtime=spec.runtime,
               val_loader=loader(splits.val, False, spec.eval_batch_size),

@@ -25,7 +25,8 @@ from torch import nn
 
 from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
-from prunerep.engine.device import set_threads
+from prunerep.engine.device import set_threads, world_size
+from prunerep.engine.distributed import shard
 from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
 from prunerep.methods.importance import filter_l1
 from prunerep.pruning.cost import count_cost
@@ -109,8 +110,6 @@ def with_rounding(summary: dict[str, Any], budget: Budget, removed: Mapping[str,
 def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir: str | Path | None = None,
                 run_key: str = "", keep_model: bool = True) -> RunResult:
     """Prune a copy of `dense` with `spec` and report accuracy, cost and timings."""
-    from prunerep.data import Loader
-
     set_threads(spec.runtime.threads)
     device = pick_device(spec.runtime.device)
     seed_everything(spec.seed)
@@ -130,12 +129,14 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     if method.bilevel:
         g = torch.Generator().manual_seed(spec.seed)
         order = torch.randperm(len(splits.train), generator=g)
-        n_arch = held_out_size(len(order), spec.arch_fraction, spec.batch_size)
+        n_arch = held_out_size(len(order), spec.arch_fraction, spec.batch_size * world_size())
         arch_set, train_set = splits.train.subset(order[:n_arch]), splits.train.subset(order[n_arch:])
 
-    def loader(ds, train: bool, bs: int) -> Loader:
-        return Loader(ds, bs, mean=splits.mean, std=splits.std, shuffle=train, augment=train,
-                      drop_last=train, device=device, channels_last=spec.runtime.channels_last, seed=spec.seed)
+    def loader(ds: Any, train: bool, bs: int) -> Any:
+        # under torchrun each rank takes its slice of every global batch (training batches only:
+        # every rank evaluates the whole validation and test split)
+        return splits.loader(ds, bs, train=train, device=device, channels_last=spec.runtime.channels_last,
+                             seed=spec.seed, shard=shard() if train else None)
 
     train_loader = loader(train_set, True, spec.batch_size)
     val_loader = loader(splits.val, False, spec.eval_batch_size)

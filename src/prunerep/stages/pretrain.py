@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from prunerep.config import (
     ConfigError,
     _suggest,
@@ -36,7 +34,8 @@ from prunerep.config import (
 )
 from prunerep.data import DataError, SubsetConfig, load_data
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
-from prunerep.engine.device import init_distributed, is_main_process, rank, set_threads, world_size
+from prunerep.engine.device import init_distributed, is_main_process, set_threads
+from prunerep.engine.distributed import shard
 from prunerep.io import write_json
 from prunerep.provenance import provenance, run_key
 
@@ -94,7 +93,7 @@ def arch_spec(entry: ModelEntry, num_classes: int, in_channels: int) -> dict[str
 
 def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("artifacts"),
         results: Path = Path("results")) -> dict[str, Any]:
-    from prunerep.data import Loader, loaders
+    from prunerep.data import loaders
     from prunerep.models import build_model
     from prunerep.models.checkpoint import save_model
     from prunerep.pruning.cost import count_cost
@@ -127,19 +126,12 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
     train_loader, val_loader, test_loader = loaders(
         splits, optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
         seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
-    trained: torch.nn.Module = model
-    if distributed:
-        shard = splits.train.subset(torch.arange(rank(), len(splits.train), world_size()))
-        train_loader = Loader(shard, optim.batch_size, mean=splits.mean, std=splits.std, shuffle=True,
-                              augment=True, drop_last=True, device=device,
-                              channels_last=cfg.runtime.channels_last, seed=cfg.seed)
-        if cfg.runtime.channels_last:  # convert before DDP registers its gradient buckets
-            model.to(memory_format=torch.channels_last)
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if distributed:   # each rank trains on its slice of every global batch (prunerep.engine.distributed)
+        train_loader = splits.loader(splits.train, optim.batch_size, train=True, device=device,
+                                     channels_last=cfg.runtime.channels_last, seed=cfg.seed, shard=shard())
 
     identity = run_key(cfg, data_cfg, spec, splits.fingerprint)
-    result = fit(trained, train_loader, optim=optim, runtime=cfg.runtime, val_loader=val_loader,
+    result = fit(model, train_loader, optim=optim, runtime=cfg.runtime, val_loader=val_loader,
                  checkpoint_dir=artifacts / "checkpoints" / "pretrain" / key, run_key=identity,
                  select=cfg.select, desc=f"pretrain {key}")
     test = evaluate(model, test_loader)

@@ -1,0 +1,68 @@
+"""One tiny pruning run of any registered method, on one process or as one rank of several.
+
+Run as ``python -m tests.unit.distributed_worker METHOD OUT BATCH`` with torchrun's environment
+(``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) for a rank of a gloo job, or without
+it for one process. ``BATCH`` is the per-process batch: N ranks with B images each see what one
+process sees with N*B. Rank 0 (or the one process) saves the pruned network's widths, state dict
+and accuracies to ``OUT``.
+
+The run is in float64: in float32 the two ways of summing a batch (one pass over 32 images, or
+two of 16 plus an all-reduce) differ by rounding, and on this tiny random problem BatchNorm
+channels of almost zero variance amplify it to ~1% of a gradient after one step; in float64 the
+same code agrees to ~1e-14, so any difference left is a real one (a rank-local decision).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+
+from tests.unit.kill_resume_worker import TINY_HYPER
+
+
+def build(method: str, batch_size: int) -> tuple[Any, torch.nn.Module, Any]:
+    """The spec, dense network and data of the tiny run of `method` at per-process batch `batch_size`."""
+    from prunerep.api import spec_for
+    from prunerep.data.arrays import ArrayDataset, DataSplits
+    from prunerep.engine import OptimConfig, RuntimeConfig
+    from prunerep.models import get_model
+
+    def ds(n: int, seed: int) -> ArrayDataset:
+        g = torch.Generator().manual_seed(seed)
+        return ArrayDataset(torch.randint(0, 256, (n, 1, 12, 12), generator=g, dtype=torch.uint8),
+                            torch.arange(n) % 3, ("a", "b", "c"))
+
+    splits = DataSplits(ds(128, 0), ds(32, 1), ds(32, 2), (0.5,), (0.25,), "fp", "synthetic")
+    torch.manual_seed(0)
+    dense = get_model("resnet20", shortcut="A", num_classes=3, in_channels=1)
+    runtime = RuntimeConfig(device="cpu", channels_last=False, progress=False, threads=1)
+    finetune = OptimConfig(epochs=1, batch_size=batch_size, lr=0.01, schedule="cosine")
+    spec = spec_for(method, 0.6, hyper=TINY_HYPER.get(method), finetune=finetune, select="best_val", seed=1,
+                    batch_size=batch_size, eval_batch_size=32, arch_fraction=0.25, epochs=2, runtime=runtime,
+                    model=dense, example_input=torch.zeros(1, 1, 12, 12))
+    return spec, dense, splits
+
+
+def main(argv: list[str]) -> int:
+    method, out, batch = argv
+    from prunerep.engine.device import init_distributed, is_main_process
+    from prunerep.runner import run_pruning
+
+    torch.set_default_dtype(torch.float64)
+    distributed = init_distributed()
+    spec, dense, splits = build(method, int(batch))
+    result = run_pruning(spec, dense, splits)
+    if is_main_process():
+        torch.save({"widths": result.widths, "state": result.model.state_dict(), "val_acc": result.val_acc,
+                    "test_acc": result.test_acc, "macs": result.macs}, out)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

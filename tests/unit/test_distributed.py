@@ -1,0 +1,110 @@
+"""Several processes compute what one process computes (issue #20): the loader's shards, the
+global-batch BatchNorm, and every registered method end to end under a 2-process gloo job."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunerep.data.arrays import ArrayDataset
+from prunerep.data.loader import Loader
+from prunerep.methods import list_methods
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dataset(n: int = 40) -> ArrayDataset:
+    g = torch.Generator().manual_seed(3)
+    return ArrayDataset(torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8), torch.arange(n) % 4,
+                        ("a", "b", "c", "d"))
+
+
+def test_the_ranks_shards_together_are_the_batches_of_one_process_with_the_global_batch():
+    data = _dataset(40)
+    common = {"mean": (0.5,) * 3, "std": (0.25,) * 3, "shuffle": True, "augment": True, "drop_last": True,
+              "seed": 7}
+    one = Loader(data, 12, **common)
+    ranks = [Loader(data, 4, shard=(r, 3), **common) for r in range(3)]
+    assert len(one) == 3 and all(len(r) == 3 for r in ranks)        # 40 // 12, the last 4 dropped
+    for epoch in (0, 5):
+        one.set_epoch(epoch)
+        for r in ranks:
+            r.set_epoch(epoch)
+        for (x, y), *parts in zip(one, *ranks, strict=True):
+            assert torch.equal(x, torch.cat([p[0] for p in parts])) and torch.equal(y, torch.cat([p[1] for p in parts]))
+
+
+def test_a_sharded_loader_refuses_a_last_partial_batch_and_a_rank_outside_the_job():
+    data = _dataset(8)
+    with pytest.raises(ValueError, match="drop_last"):
+        Loader(data, 2, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True, augment=False, shard=(0, 2))
+    with pytest.raises(ValueError, match="rank 2"):
+        Loader(data, 2, mean=(0.5,) * 3, std=(0.25,) * 3, shuffle=True, augment=False, drop_last=True, shard=(2, 2))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(module_args: list[str], world: int, timeout: float = 600) -> None:
+    """`python -m <module_args>` as `world` gloo ranks (torchrun's environment), or one process."""
+    port = _free_port()
+    procs = []
+    for r in range(world):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), OMP_NUM_THREADS="1")
+        if world > 1:
+            env.update(WORLD_SIZE=str(world), RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(world),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        else:
+            for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+                env.pop(key, None)
+        procs.append(subprocess.Popen([sys.executable, "-m", *module_args], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for r, (p, out) in enumerate(zip(procs, outputs, strict=True)):
+        assert p.returncode == 0, f"rank {r} of {world} failed:\n{out[-4000:]}"
+
+
+def test_global_batchnorm_on_two_ranks_equals_batchnorm_on_the_whole_batch(tmp_path):
+    out = tmp_path / "bn.pt"
+    _launch(["tests.unit.distributed_bn_worker", str(out)], world=2, timeout=120)
+    got = torch.load(out)
+    for name in ("output", "input_grad", "weight_grad", "bias_grad", "running_mean", "running_var"):
+        assert torch.allclose(got[name], got[f"ref_{name}"], atol=1e-5, rtol=1e-5), name
+
+
+def _run(method: str, world: int, batch: int, out: Path) -> dict:
+    _launch(["tests.unit.distributed_worker", method, str(out), str(batch)], world=world)
+    return torch.load(out)
+
+
+FAST_METHODS = ["gdp", "dsa", "greg"]   # a gate method, a bi-level one, a penalty one; the rest in the slow tier
+
+
+@pytest.mark.parametrize("method", [m if m in FAST_METHODS else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in list_methods()])
+def test_a_two_process_run_ends_with_the_widths_and_weights_of_a_one_process_run(method, tmp_path):
+    """2 gloo ranks with batches of 16 vs one process with 32: same global batches, gradients
+    averaged, BatchNorm over the global batch; in float64 (see distributed_worker), where only
+    the order of the sums differs: widths and accuracies agree exactly, weights to 1e-9."""
+    one = _run(method, 1, 32, tmp_path / "one.pt")
+    two = _run(method, 2, 16, tmp_path / "two.pt")
+    assert two["widths"] == one["widths"]
+    assert two["macs"] == one["macs"]
+    assert two["state"].keys() == one["state"].keys()
+    for name, ref in one["state"].items():
+        got = two["state"][name]
+        assert got.shape == ref.shape, name
+        if ref.is_floating_point():
+            assert torch.allclose(got, ref, atol=1e-9, rtol=1e-9), f"{name}: max diff {(got - ref).abs().max():.2e}"
+        else:
+            assert torch.equal(got, ref), name
+    assert two["val_acc"] == one["val_acc"] and two["test_acc"] == one["test_acc"]
