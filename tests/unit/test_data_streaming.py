@@ -346,3 +346,14 @@ def test_miou_on_a_hand_made_example(as_dict: bool) -> None:
     assert result["pixel_acc"] == pytest.approx(100 * 5 / 7) and result["n"] == 7
     assert result["iou"][:3] == pytest.approx([100 / 3, 75.0, 50.0]) and result["iou"][3] is None
     assert math.isclose(result["miou"], 100 * 19 / 36)
+
+
+@pytest.mark.parametrize("n", [0, 1, 37, 200])
+def test_fast_stratified_pick_draws_what_the_in_memory_one_draws(n: int) -> None:
+    from prunerep.data.arrays import stratified_pick as reference
+    from prunerep.data.streaming import stratified_pick
+
+    labels = torch.randint(0, 7, (200,), generator=torch.Generator().manual_seed(1))
+    labels[labels == 3] = 4                                       # a class with no sample
+    fast = stratified_pick(labels, n, torch.Generator().manual_seed(9))
+    assert torch.equal(fast, reference(labels, n, torch.Generator().manual_seed(9)))
