@@ -100,6 +100,8 @@ def test_load_data_streams_imagenet_with_the_runner_attributes(imagenet: Path) -
     record = splits.describe()
     assert record["sizes"] == {"train": 6, "val": 3, "test": 3} and record["dataset"] == "imagenet"
     assert {"source", "fingerprint", "num_classes", "classes", "in_channels", "image_size", "mean", "std"} <= set(record)
+    clamped = load_data(cfg, SubsetConfig(val=10))                # larger than the split: all of it, recorded
+    assert len(clamped.val) == 3 and clamped.info["subset_clamped"] == {"val": [10, 3]}
 
 
 def test_eval_batches_are_centre_crops_normalised(imagenet: Path) -> None:

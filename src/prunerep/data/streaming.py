@@ -597,8 +597,11 @@ def split_files(
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be None or an integer >= 0, got {value!r}")
         if value >= base.numel():
-            if value > base.numel():
-                clamped[name.removesuffix("_subset")] = [value, base.numel()]
+            if value > base.numel():  # as load_splits: not silent, and recorded
+                split = name.removesuffix("_subset")
+                clamped[split] = [value, base.numel()]
+                log.warning("subset.%s: %d images asked, the %s split has %d: using all of them",
+                            split, value, split, base.numel())
             return base
         return base[stratified_pick(labels[base], value, _generator(split_seed, name))]
 
