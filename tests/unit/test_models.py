@@ -227,6 +227,26 @@ def test_torchvision_in_channels_and_num_classes() -> None:
         get_model("tv_resnet18", in_channels=1, weights="IMAGENET1K_V1")
 
 
+def test_deeplabv3_returns_the_logits_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's DeepLabV3 returns torchvision's ``"out"`` as a tensor, same weights and keys."""
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", lambda *a, **k: pytest.fail("download"))
+    with torch.device("meta"):
+        model = get_model("deeplabv3_resnet50", num_classes=5).eval()
+        out = model(torch.zeros(2, 3, 40, 56))
+        assert isinstance(out, torch.Tensor) and out.shape == (2, 5, 40, 56)
+        tv = get_model("tv_deeplabv3_resnet50", num_classes=5, aux_loss=True)
+    tv_keys = [k for k in tv.state_dict() if not k.startswith("aux_classifier.")]
+    assert list(model.state_dict()) == tv_keys
+    assert model.arch_spec["name"] == "deeplabv3_resnet50"
+    # Same computation as torchvision's "out" on shared weights (~3 s: two real builds).
+    tv = get_model("tv_deeplabv3_resnet50", num_classes=3).eval()
+    ours = get_model("deeplabv3_resnet50", num_classes=3).eval()
+    ours.load_state_dict(tv.state_dict())
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), tv(x)["out"])
+
+
 def test_torchvision_escape_hatch_never_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("tried to download weights")

@@ -12,7 +12,7 @@ Importing this package registers the built-in models (see :mod:`prunerep.models.
 """
 
 # Imported for their registration side effect (and re-exported for direct use).
-from prunerep.models import cifar_resnet, imagenet, mobilenetv2, vgg
+from prunerep.models import cifar_resnet, imagenet, mobilenetv2, segmentation, vgg
 from prunerep.models.cifar_resnet import CifarResNet
 from prunerep.models.layers import ChannelSelect, ConvBNAct
 from prunerep.models.mobilenetv2 import CifarMobileNetV2
@@ -40,6 +40,7 @@ __all__ = [
     "list_models",
     "mobilenetv2",
     "register_model",
+    "segmentation",
     "unregister_model",
     "vgg",
 ]
