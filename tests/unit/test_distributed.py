@@ -3,6 +3,8 @@ global-batch BatchNorm, and every registered method end to end under a 2-process
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 import socket
 import subprocess
@@ -86,7 +88,7 @@ def _run(method: str, world: int, batch: int, out: Path) -> dict:
     return torch.load(out)
 
 
-FAST_METHODS = ["gdp", "dsa", "greg"]   # a gate method, a bi-level one, a penalty one; the rest in the slow tier
+FAST_METHODS = ["dsa", "greg"]   # a bi-level method with a gradient preconditioner, a penalty one; the rest: slow tier
 
 
 @pytest.mark.parametrize("method", [m if m in FAST_METHODS else pytest.param(m, marks=pytest.mark.slow)
@@ -108,3 +110,59 @@ def test_a_two_process_run_ends_with_the_widths_and_weights_of_a_one_process_run
         else:
             assert torch.equal(got, ref), name
     assert two["val_acc"] == one["val_acc"] and two["test_acc"] == one["test_acc"]
+
+
+def test_a_study_launches_each_run_on_two_ranks_and_reuses_it_like_any_finished_run(tmp_path, monkeypatch):
+    """PRUNEREP_LAUNCHER: `execute` starts each run as `<launcher> -m prunerep.runner.job`; rank 0
+    saves the network and the record, the study reads them back; a later study without the
+    launcher finds the run finished (same identity: the launch is not part of what a run is)."""
+    execute_module = importlib.import_module("prunerep.runner.execute")   # the package exports a function of that name
+    from prunerep.api import spec_for
+    from prunerep.data import DataConfig
+    from prunerep.data.arrays import save_cache
+    from prunerep.engine import OptimConfig, RuntimeConfig
+    from prunerep.models import get_model
+    from prunerep.models.checkpoint import save_model
+    from prunerep.runner.execute import LatencySettings, StudyContext, execute
+
+    monkeypatch.chdir(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    save_cache("artifacts/data/dataset.pt", dataset="synthetic",
+               train_images=torch.randint(0, 256, (96, 1, 12, 12), generator=g, dtype=torch.uint8),
+               train_labels=torch.arange(96) % 3,
+               test_images=torch.randint(0, 256, (24, 1, 12, 12), generator=g, dtype=torch.uint8),
+               test_labels=torch.arange(24) % 3, classes=("a", "b", "c"), source="synthetic")
+    torch.manual_seed(0)
+    save_model(get_model("resnet20", shortcut="A", num_classes=3, in_channels=1), Path("artifacts/pretrain/r20/model.pt"))
+    dense = get_model("resnet20", shortcut="A", num_classes=3, in_channels=1)
+    spec = dataclasses.replace(
+        spec_for("gdp", 0.6, hyper={"lam_init": 0.5, "lam_max": 5.0, "ramp_epochs": 0.5},
+                 finetune=OptimConfig(epochs=1, lr=0.01, max_steps=2), batch_size=16, epochs=1,
+                 runtime=RuntimeConfig(device="cpu", channels_last=False, progress=False), model=dense,
+                 example_input=torch.zeros(1, 1, 12, 12)),
+        label="gdp@0.6", model="r20")
+    ctx = StudyContext(slug="dist", profile="smoke", data=DataConfig(val_size=24), latency=LatencySettings(enabled=False))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(execute_module.LAUNCHER_ENV,
+                       f"{sys.executable} -m torch.distributed.run --standalone --nproc_per_node 2")
+    (record,) = execute([spec], ctx)
+    log = Path(f"artifacts/dist/logs/{execute_module.run_name(spec)}.log")
+    assert log.exists() and Path(f"{log}.rank1").exists()
+    assert record.macs < record.dense_macs and Path(record.model_path).exists()
+    assert record.provenance["identity"]
+
+    monkeypatch.delenv(execute_module.LAUNCHER_ENV)
+    ran: list[str] = []
+    monkeypatch.setattr(execute_module, "_run_one", lambda job: ran.append(job["name"]))
+    (again,) = execute([spec], ctx)
+    assert ran == [] and again.widths == record.widths and again.test_acc == record.test_acc
+
+
+def test_a_launch_that_fails_names_the_command_and_the_log(tmp_path, monkeypatch):
+    execute_module = importlib.import_module("prunerep.runner.execute")   # the package exports a function of that name
+
+    job = {"checkpoint_dir": str(tmp_path / "ck"), "name": "r", "log_path": "artifacts/x/logs/r.log",
+           "identity": "no-such-run", "model_path": None, "slug": "x"}
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match=r"exited with 3 .*r\.log"):
+        execute_module._launched(job, f"{sys.executable} -c 'import sys; sys.exit(3)'")

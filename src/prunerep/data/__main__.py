@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from prunerep.config import ConfigError
+from prunerep.data import STREAMED_DATASETS
 from prunerep.data.config import DataConfig, DataError
 
 log = logging.getLogger("prunerep.data")
@@ -61,6 +62,9 @@ def _cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
 
     config = _read_data_config(args.params)
     root = Path(args.params or DEFAULT_PARAMS).resolve().parent
+    if config.name in STREAMED_DATASETS:   # read where it is: nothing to copy
+        return {"dataset": config.name, "source": config.source, "raw": None,
+                "note": "streamed from data.source by the loaders; nothing fetched"}
     path = fetch_raw(config, root=root)
     return {"dataset": config.name, "source": config.source, "raw": str(path)}
 
@@ -70,10 +74,28 @@ def _cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
 
     config = _read_data_config(args.params)
     root = Path(args.params or DEFAULT_PARAMS).resolve().parent
+    if config.name in STREAMED_DATASETS:
+        return _index_streamed(config, Path(args.out))
     summary = prepare_cache(config, args.out, root=root, raw=args.raw)
     summary["out"] = str(args.out)
     summary.pop("classes", None)
     return summary
+
+
+def _index_streamed(config: DataConfig, out: Path) -> dict[str, Any]:
+    """A streamed dataset (ImageNet, VOC) is never decoded: the `data` stage checks its folder's
+    layout and writes what the stage's output stands for, its file lists' fingerprint and split
+    sizes, so the later stages rerun when the folder's files change."""
+    from prunerep.data import load_data
+    from prunerep.io import atomic_torch_save
+
+    splits = load_data(config)
+    summary = {"dataset": config.name, "source": config.source, "streamed": True,
+               "fingerprint": splits.fingerprint,
+               "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+               "num_classes": splits.num_classes}
+    atomic_torch_save(summary, out)
+    return {**summary, "out": str(out)}
 
 
 def _cmd_info(args: argparse.Namespace) -> dict[str, Any]:

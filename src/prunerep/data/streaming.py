@@ -387,6 +387,7 @@ class StreamLoader:
         self.channels_last = channels_last
         self.seed = int(seed)
         self.rank, self.world = int(rank), int(world)
+        self.shard = (self.rank, self.world) if self.world > 1 else None   # what `evaluate` reads
         self.num_workers = workers
         self.ignore_value = ignore_value
         self.epoch = 0

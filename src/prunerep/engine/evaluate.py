@@ -1,4 +1,4 @@
-"""Accuracy and loss of a model over a loader (all ranks' counts summed under torch.distributed)."""
+"""Accuracy and loss of a model over a loader (summed over the ranks when the loader is sharded)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from torch import nn
 
 from prunerep.engine.device import is_distributed
 
+#: Targets cross-entropy ignores (its default ignore_index): not counted as samples either.
+IGNORE_INDEX = -100
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
@@ -18,6 +21,9 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
     """Top-1 accuracy (%) and mean cross-entropy of `model` on `loader`, in eval mode.
 
     The model's training flag is restored afterwards. Inputs are expected on the model's device.
+    Under torch.distributed the counts are summed over the ranks only if the loader is sharded
+    (``loader.shard``); an unsharded loader gives every rank the whole split, and its own counts.
+    Targets equal to -100 (cross-entropy's ignore index: VOC's unlabelled pixels) are not counted.
     """
     was_training = model.training
     model.eval()
@@ -28,11 +34,12 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
             with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
                 logits = model(x)
             totals[0] += F.cross_entropy(logits.float(), y, reduction="sum")
-            totals[1] += (logits.argmax(1) == y).sum()
-            totals[2] += y.numel()
+            valid = y != IGNORE_INDEX
+            totals[1] += ((logits.argmax(1) == y) & valid).sum()
+            totals[2] += valid.sum()
     finally:
         model.train(was_training)
-    if is_distributed():
+    if is_distributed() and getattr(loader, "shard", None) is not None:
         torch.distributed.all_reduce(totals)
     loss_sum, correct, count = totals.tolist()
     if count == 0:

@@ -32,7 +32,7 @@ from tqdm.std import tqdm as text_tqdm
 from prunerep.engine.config import ArchOptimConfig, OptimConfig, RuntimeConfig
 from prunerep.engine.device import is_distributed, is_main_process, world_size
 from prunerep.engine.distributed import average_gradients, check_same_across_ranks, global_batchnorm
-from prunerep.engine.evaluate import evaluate
+from prunerep.engine.evaluate import IGNORE_INDEX, evaluate
 from prunerep.engine.hooks import TrainHooks, TrainState
 from prunerep.engine.schedules import lr_at
 from prunerep.io import atomic_torch_save, atomic_write_text
@@ -319,7 +319,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
             train_loader.set_epoch(epoch)
             for hook in hooks:
                 hook.on_epoch_start(net, state)
-            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+            sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, targets, images
             t_epoch = time.perf_counter()
             steps_this_epoch = min(steps_per_epoch, total_steps - state.step)
             bar = _progress_bar()(total=steps_this_epoch, desc=f"{desc} {epoch + 1}/{n_epochs}", leave=False,
@@ -350,9 +350,12 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
                 scaler.update()
                 state.step += 1
                 with torch.no_grad():
-                    sums[0] += loss.detach().float() * y.numel()
-                    sums[1] += (logits.argmax(1) == y).sum()
-                    sums[2] += y.numel()
+                    valid = y != IGNORE_INDEX      # all of them, but for unlabelled pixels
+                    n_valid = valid.sum()
+                    sums[0] += loss.detach().float() * n_valid
+                    sums[1] += ((logits.argmax(1) == y) & valid).sum()
+                    sums[2] += n_valid
+                    sums[3] += y.shape[0]
                 for hook in hooks:
                     hook.after_step(net, state)
 
@@ -369,12 +372,12 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
                 hook.on_epoch_end(net, state)
             if is_distributed():
                 torch.distributed.all_reduce(sums)
-            loss_sum, correct, count = sums.tolist()
+            loss_sum, correct, count, images = sums.tolist()
             elapsed = time.perf_counter() - t_epoch
             record: dict[str, Any] = {
                 "epoch": epoch + 1, "step": state.step, "lr": state.lr,
                 "train_loss": loss_sum / max(count, 1), "train_acc": 100.0 * correct / max(count, 1),
-                "epoch_time_s": elapsed, "train_images_per_s": count / max(elapsed, 1e-9),
+                "epoch_time_s": elapsed, "train_images_per_s": images / max(elapsed, 1e-9),
             }
             if val_loader is not None:
                 val = evaluate(net, val_loader, amp=amp)

@@ -44,7 +44,7 @@ def dense_report(cfg: BaselineConfig, data_cfg: Any, profile: str,
     """
     import torch
 
-    from prunerep.data import Loader, example_shape, format_shape, load_data
+    from prunerep.data import example_shape, format_shape, load_data
     from prunerep.engine import evaluate, pick_device
     from prunerep.io import read_json
     from prunerep.models.checkpoint import load_model
@@ -54,8 +54,7 @@ def dense_report(cfg: BaselineConfig, data_cfg: Any, profile: str,
     device = pick_device(cfg.device)
     if splits is None:
         splits = load_data(data_cfg, cfg.subset)
-    test_loader = Loader(splits.test, 512, mean=splits.mean, std=splits.std, shuffle=False,
-                         augment=False, device=device)
+    test_loader = splits.loader(splits.test, 512, train=False, device=device)
     example = example_shape(splits)
     rows = []
     for key in cfg.models:

@@ -31,7 +31,6 @@ def open_study(nb: Any, cfg: Any) -> StudyContext:
 
 def dense_reference(ctx: StudyContext, model_key: str, batch_size: int = 512) -> dict[str, Any]:
     """Test accuracy, MACs, params and measured latency of a dense checkpoint on the study's split."""
-    from prunerep.data import Loader
     from prunerep.engine import evaluate, pick_device
     from prunerep.pruning.cost import count_cost
     from prunerep.pruning.latency import measure_latency
@@ -39,8 +38,7 @@ def dense_reference(ctx: StudyContext, model_key: str, batch_size: int = 512) ->
     device = pick_device("auto")
     splits = ctx.splits
     model = ctx.load_dense(model_key, map_location=device)
-    loader = Loader(splits.test, batch_size, mean=splits.mean, std=splits.std, shuffle=False, augment=False,
-                    device=device)
+    loader = splits.loader(splits.test, batch_size, train=False, device=device)
     acc = float(evaluate(model, loader)["acc"])
     cost = count_cost(model.cpu(), ctx.example_shape)
     out: dict[str, Any] = {"model": model_key, "test_acc": acc, "macs": int(cost.macs), "params": int(cost.params)}

@@ -379,9 +379,7 @@ def accuracy_table(cfg: FunctionalityConfig, df: Any, dense_acc: Mapping[str, fl
 def validation_set(splits: Any, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The validation split's images, normalised as every run's validation loader gives them (same
     order, so that indices into it are the indices of the methods' descriptor batches), and labels."""
-    from prunerep.data import Loader
-
-    loader = Loader(splits.val, 512, mean=splits.mean, std=splits.std, shuffle=False, augment=False, device=device)
+    loader = splits.loader(splits.val, 512, train=False, device=device)
     xs, ys = zip(*loader, strict=True)
     return torch.cat(xs), torch.cat(ys)
 
