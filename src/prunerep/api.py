@@ -379,6 +379,7 @@ class DeviceBatches:
 
     def set_epoch(self, epoch: int) -> None:
         for obj in (self.batches, getattr(self.batches, "sampler", None),
+                    getattr(self.batches, "batch_sampler", None),
                     getattr(getattr(self.batches, "batch_sampler", None), "sampler", None)):
             if obj is not None and hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
@@ -429,17 +430,47 @@ def _dataset(data: Any, name: str) -> torch.utils.data.Dataset | None:
     return None
 
 
+class GlobalBatchSampler:
+    """Training batches under torch.distributed: each epoch's order is drawn from (seed, epoch) on
+    every rank alike, and rank r takes rows ``[r*B, (r+1)*B)`` of each global batch of
+    ``world*B`` (as `prunerep.data.Loader` shards), so the ranks together see every sample once
+    per epoch and each step's global batch is the same whatever the number of ranks."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int, world: int) -> None:
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n // (self.batch_size * self.world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        step = self.batch_size * self.world
+        for start in range(self.rank * self.batch_size, len(self) * step, step):
+            yield order[start:start + self.batch_size].tolist()
+
+
 def _loader(dataset: torch.utils.data.Dataset, batch_size: int, *, train: bool, seed: int,
             like: Any = None) -> torch.utils.data.DataLoader:
     from torch.utils.data import DataLoader
+
+    from prunerep.engine.distributed import shard
 
     n = len(dataset)  # type: ignore[arg-type]
     bs = min(batch_size, n)
     extra = {}
     if like is not None:   # a split of the caller's DataLoader keeps its workers and collation
         extra = {"num_workers": like.num_workers, "collate_fn": like.collate_fn, "pin_memory": like.pin_memory}
-    return DataLoader(dataset, batch_size=bs, shuffle=train, drop_last=train,
-                      generator=torch.Generator().manual_seed(seed) if train else None, **extra)
+    if train:   # under torchrun each rank takes its slice of every global batch
+        rank, world = shard() or (0, 1)
+        sampler = GlobalBatchSampler(n, min(bs, n // world) or 1, seed, rank, world)
+        if len(sampler) == 0:
+            raise PruneError(f"fewer training samples ({n}) than one global batch ({bs} x {world} ranks)")
+        return DataLoader(dataset, batch_sampler=sampler, **extra)
+    return DataLoader(dataset, batch_size=bs, shuffle=False, drop_last=False, **extra)
 
 
 def _batches(data: Any, name: str, batch_size: int, *, train: bool, seed: int, device: torch.device,
@@ -454,6 +485,7 @@ def _split_for_arch(train: Any, fraction: float, batch_size: int, seed: int, met
     runner splits its training split (`held_out_size` samples, a seeded permutation)."""
     from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 
+    from prunerep.engine.device import world_size
     from prunerep.runner.run import held_out_size
 
     ds = _dataset(train, "train")
@@ -467,7 +499,7 @@ def _split_for_arch(train: Any, fraction: float, batch_size: int, seed: int, met
                          "held out from the weights' training. Pass arch=<batches of training data not in train>, or "
                          "give train as tensors, a Dataset or a DataLoader with a plain sampler (split here)")
     n = len(ds)
-    n_arch = held_out_size(n, fraction, batch_size)
+    n_arch = held_out_size(n, fraction, batch_size * world_size())   # at least one global batch
     if n_arch >= n:
         raise PruneError(f"train: {n} samples are too few to hold out {n_arch} for {method!r}'s architecture steps "
                          "and train the weights on the rest; give more data, a smaller batch_size or pass arch=")

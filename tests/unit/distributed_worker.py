@@ -1,9 +1,10 @@
 """One tiny pruning run of any registered method, on one process or as one rank of several.
 
-Run as ``python -m tests.unit.distributed_worker METHOD OUT BATCH`` with torchrun's environment
+Run as ``python -m tests.unit.distributed_worker METHOD OUT BATCH [api]`` with torchrun's environment
 (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) for a rank of a gloo job, or without
 it for one process. ``BATCH`` is the per-process batch: N ranks with B images each see what one
-process sees with N*B. Rank 0 (or the one process) saves the pruned network's widths, state dict
+process sees with N*B. ``api``: through `prunerep.prune` with tensors as the data, instead of the
+runner on the in-memory splits. Rank 0 (or the one process) saves the pruned network's widths, state dict
 and accuracies to ``OUT``.
 
 The run is in float64: in float32 the two ways of summing a batch (one pass over 32 images, or
@@ -45,18 +46,38 @@ def build(method: str, batch_size: int) -> tuple[Any, torch.nn.Module, Any]:
     return spec, dense, splits
 
 
+def _api(method: str, batch: int) -> dict[str, Any]:
+    """The same tiny problem through the public API, with tensors as the data."""
+    import prunerep
+
+    _, dense, splits = build(method, batch)
+
+    def pair(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return (ds.images.to(torch.get_default_dtype()) / 255 - 0.5) / 0.25, ds.labels
+
+    pruned = prunerep.prune(dense, method, 0.6, train=pair(splits.train), val=pair(splits.val), test=pair(splits.test),
+                            hyper=TINY_HYPER.get(method), finetune=1, epochs=2, batch_size=batch, eval_batch_size=32,
+                            seed=1, device="cpu", channels_last=False)
+    return {"widths": pruned.record.widths, "state": pruned.model.state_dict(), "val_acc": pruned.record.val_acc,
+            "test_acc": pruned.record.test_acc, "macs": pruned.record.macs}
+
+
 def main(argv: list[str]) -> int:
-    method, out, batch = argv
+    method, out, batch, *how = argv
     from prunerep.engine.device import init_distributed, is_main_process
     from prunerep.runner import run_pruning
 
     torch.set_default_dtype(torch.float64)
     distributed = init_distributed()
-    spec, dense, splits = build(method, int(batch))
-    result = run_pruning(spec, dense, splits)
+    if how == ["api"]:
+        saved = _api(method, int(batch))
+    else:
+        spec, dense, splits = build(method, int(batch))
+        result = run_pruning(spec, dense, splits)
+        saved = {"widths": result.widths, "state": result.model.state_dict(), "val_acc": result.val_acc,
+                 "test_acc": result.test_acc, "macs": result.macs}
     if is_main_process():
-        torch.save({"widths": result.widths, "state": result.model.state_dict(), "val_acc": result.val_acc,
-                    "test_acc": result.test_acc, "macs": result.macs}, out)
+        torch.save(saved, out)
     if distributed:
         import torch.distributed as dist
 

@@ -166,3 +166,19 @@ def test_a_launch_that_fails_names_the_command_and_the_log(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match=r"exited with 3 .*r\.log"):
         execute_module._launched(job, f"{sys.executable} -c 'import sys; sys.exit(3)'")
+
+
+def test_the_public_api_on_two_ranks_ends_where_one_process_with_the_global_batch_ends(tmp_path):
+    """`prunerep.prune` with tensors: its training batches come from GlobalBatchSampler, so 2 ranks
+    with 16 images each see what one process sees with 32 (float64, as above)."""
+    one = _launch_api("dsa", 1, 32, tmp_path / "one.pt")
+    two = _launch_api("dsa", 2, 16, tmp_path / "two.pt")
+    assert two["widths"] == one["widths"] and two["macs"] == one["macs"]
+    for name, ref in one["state"].items():
+        assert torch.allclose(two["state"][name].double(), ref.double(), atol=1e-9, rtol=1e-9), name
+    assert two["val_acc"] == one["val_acc"]
+
+
+def _launch_api(method: str, world: int, batch: int, out: Path) -> dict:
+    _launch(["tests.unit.distributed_worker", method, str(out), str(batch), "api"], world=world)
+    return torch.load(out)
