@@ -161,8 +161,10 @@ def _prune(args: argparse.Namespace) -> int:
     import torch
 
     from prunerep.api import prune
+    from prunerep.engine.device import init_distributed, is_main_process
     from prunerep.io import atomic_write_text
 
+    init_distributed()   # under torchrun: every rank prunes, each on its slice of every batch
     kwargs = _json_arg(args.model_kwargs, "--model-kwargs") or {}
     if not isinstance(kwargs, dict):
         raise PruneError("--model-kwargs: give a JSON object, e.g. '{\"num_classes\": 10}'")
@@ -173,6 +175,8 @@ def _prune(args: argparse.Namespace) -> int:
                            finetune=_finetune_arg(args.finetune), select=args.select, epochs=args.epochs,
                            max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, device=args.device,
                            threads=args.threads, round_to=args.round_to)
+    if not is_main_process():   # rank 0 prints and writes
+        return 0
     print(record)
     if args.out:
         pruned = pruned.cpu()

@@ -287,7 +287,7 @@ def test_a_bilevel_method_holds_out_part_of_the_training_data_itself():
     assert not set(weights.dataset.indices) & set(held_out.dataset.indices)
     loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True)
     w2, h2 = _split_for_arch(loader, 0.25, 128, 0, "dsa")                    # the loader's own batch size
-    assert (len(w2.dataset), len(h2.dataset), w2.batch_size) == (30, 10, 8)
+    assert (len(w2.dataset), len(h2.dataset), w2.batch_sampler.batch_size) == (30, 10, 8)
     pruned, record = prune(_tiny(), "dsa", 0.5, train=(x, y), val=_data(8, (3, 4, 4), 4, 1), batch_size=8,
                            arch_fraction=0.25, hyper={"arch_optim": {"optimizer": "sgd", "lr": 0.05}}, max_steps=2,
                            device="cpu")

@@ -532,7 +532,7 @@ class FolderSplits:
         batch_size: int,
         *,
         train: bool,
-        device: torch.device | str,
+        device: torch.device | str = "cpu",
         channels_last: bool = False,
         seed: int = 0,
         shard: tuple[int, int] | None = None,

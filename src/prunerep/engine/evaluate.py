@@ -89,7 +89,7 @@ def segmentation_miou(model: nn.Module, loader: Iterable[tuple[torch.Tensor, tor
     The loader yields images ``[N, C, H, W]`` and int64 targets ``[N, H, W]`` with ignored
     pixels at -100 (`prunerep.data.voc`); the model returns logits ``[N, K, H, W]`` (or
     torchvision's ``{"out": logits}``). One confusion matrix is accumulated over all pixels of
-    the split (summed over ranks under torch.distributed), then scored by `miou_from_confusion`:
+    the split (summed over the ranks when the loader is sharded), then scored by `miou_from_confusion`:
     ``{"miou", "pixel_acc", "iou" (per class), "n" (scored pixels)}``.
     """
     was_training = model.training
@@ -104,6 +104,6 @@ def segmentation_miou(model: nn.Module, loader: Iterable[tuple[torch.Tensor, tor
             conf += confusion_matrix(logits.argmax(1), y.to(device), num_classes)
     finally:
         model.train(was_training)
-    if is_distributed():
+    if is_distributed() and getattr(loader, "shard", None) is not None:   # as in `evaluate`
         torch.distributed.all_reduce(conf)
     return miou_from_confusion(conf.cpu())
