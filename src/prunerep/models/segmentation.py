@@ -1,7 +1,7 @@
 """Segmentation networks whose forward returns the logits tensor (not torchvision's dict).
 
 torchvision's segmentation models return ``{"out": logits, "aux": ...}``; the shared training
-loop and evaluation expect a tensor. Registered name:
+loop and evaluation expect a tensor. `SegmentationLogits` wraps any of them; registered name:
 
 * ``deeplabv3_resnet50``: DeepLabV3-ResNet50 (Chen et al., "Rethinking Atrous Convolution for
   Semantic Image Segmentation", 2017; torchvision's output stride 8) returning ``[N, K, H, W]``
@@ -20,7 +20,22 @@ from torch import nn
 from prunerep.models.imagenet import tv_deeplabv3_resnet50
 from prunerep.models.registry import register_model
 
-__all__ = ["SegmentationNet", "deeplabv3_resnet50"]
+__all__ = ["SegmentationLogits", "SegmentationNet", "deeplabv3_resnet50"]
+
+
+class SegmentationLogits(nn.Module):
+    """``model(x)["out"]``: any torchvision segmentation model (dict output) as a logits model.
+
+    The shared loop's cross-entropy then works per pixel (targets ``[N, H, W]``; VOC's boundary
+    label 255 mapped to -100, cross-entropy's ignore index, as `prunerep.data.voc` does).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
 
 
 class SegmentationNet(nn.Module):

@@ -37,6 +37,7 @@ from prunerep.data import SubsetConfig
 from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods.base import Budget, MethodContext, build_hyper
 from prunerep.methods.gdp import GDP, GDPHyper, _default_train, curve_roughness, polarization_stats
+from prunerep.models.segmentation import SegmentationLogits, SegmentationNet
 from prunerep.reporting.ledger import Evidence, load_claims
 from prunerep.reporting.stats import (
     Interval,
@@ -316,21 +317,6 @@ def run(cfg: GDPConfig, study: StudyContext) -> list[RunRecord]:
 # -- large-scale settings (ImageNet, Pascal VOC) -------------------------------------------------
 
 
-class SegmentationLogits(nn.Module):
-    """``model(x)["out"]``: a torchvision segmentation model as a plain logits model.
-
-    The shared loop's cross-entropy then works per pixel (targets ``[N, H, W]``; the VOC
-    "boundary" label 255 must be mapped to -100, cross-entropy's ignore index).
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
-
-
 def build_large_scale(entry: LargeScaleConfig, *, input_size: int | None = None,
                       model: nn.Module | None = None, device: str | torch.device = "cpu"
                       ) -> tuple[nn.Module, GDP, MethodContext]:
@@ -354,7 +340,7 @@ def build_large_scale(entry: LargeScaleConfig, *, input_size: int | None = None,
     if model is None:
         kwargs = {"num_classes": entry.num_classes}
         model = get_model(entry.model, **kwargs)
-    if entry.task == "segmentation" and not isinstance(model, SegmentationLogits):
+    if entry.task == "segmentation" and not isinstance(model, SegmentationLogits | SegmentationNet):   # dict output
         model = SegmentationLogits(model)
     model = model.to(device)
     size = input_size or entry.input_size
