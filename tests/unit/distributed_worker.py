@@ -20,30 +20,14 @@ from typing import Any
 
 import torch
 
+from tests.unit import kill_resume_worker
 from tests.unit.kill_resume_worker import TINY_HYPER
 
 
 def build(method: str, batch_size: int) -> tuple[Any, torch.nn.Module, Any]:
-    """The spec, dense network and data of the tiny run of `method` at per-process batch `batch_size`."""
-    from prunerep.api import spec_for
-    from prunerep.data.arrays import ArrayDataset, DataSplits
-    from prunerep.engine import OptimConfig, RuntimeConfig
-    from prunerep.models import get_model
-
-    def ds(n: int, seed: int) -> ArrayDataset:
-        g = torch.Generator().manual_seed(seed)
-        return ArrayDataset(torch.randint(0, 256, (n, 1, 12, 12), generator=g, dtype=torch.uint8),
-                            torch.arange(n) % 3, ("a", "b", "c"))
-
-    splits = DataSplits(ds(128, 0), ds(32, 1), ds(32, 2), (0.5,), (0.25,), "fp", "synthetic")
-    torch.manual_seed(0)
-    dense = get_model("resnet20", shortcut="A", num_classes=3, in_channels=1)
-    runtime = RuntimeConfig(device="cpu", channels_last=False, progress=False, threads=1)
-    finetune = OptimConfig(epochs=1, batch_size=batch_size, lr=0.01, schedule="cosine")
-    spec = spec_for(method, 0.6, hyper=TINY_HYPER.get(method), finetune=finetune, select="best_val", seed=1,
-                    batch_size=batch_size, eval_batch_size=32, arch_fraction=0.25, epochs=2, runtime=runtime,
-                    model=dense, example_input=torch.zeros(1, 1, 12, 12))
-    return spec, dense, splits
+    """The tiny run of `method` at per-process batch `batch_size` (128 training images)."""
+    return kill_resume_worker.build(method, batch_size=batch_size, n_train=128, n_eval=32, finetune_epochs=1,
+                                    eval_batch_size=32)
 
 
 def _api(method: str, batch: int) -> dict[str, Any]:

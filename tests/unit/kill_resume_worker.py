@@ -34,8 +34,10 @@ TINY_HYPER: dict[str, dict[str, Any]] = {
 }
 
 
-def build(method: str) -> tuple[Any, torch.nn.Module, Any]:
-    """The spec, dense network and data splits of the tiny run of `method`."""
+def build(method: str, *, batch_size: int = 16, n_train: int = 64, n_eval: int = 16, finetune_epochs: float = 2,
+          eval_batch_size: int = 16) -> tuple[Any, torch.nn.Module, Any]:
+    """The spec, dense network and data splits of the tiny run of `method` (1x12x12 images, 3
+    classes, ResNet-20, keep 0.6 of the MACs); tests/unit/distributed_worker.py varies the sizes."""
     from prunerep.api import spec_for
     from prunerep.data.arrays import ArrayDataset, DataSplits
     from prunerep.engine import OptimConfig, RuntimeConfig
@@ -46,14 +48,14 @@ def build(method: str) -> tuple[Any, torch.nn.Module, Any]:
         return ArrayDataset(torch.randint(0, 256, (n, 1, 12, 12), generator=g, dtype=torch.uint8),
                             torch.arange(n) % 3, ("a", "b", "c"))
 
-    splits = DataSplits(ds(64, 0), ds(16, 1), ds(16, 2), (0.5,), (0.25,), "fp", "synthetic")
+    splits = DataSplits(ds(n_train, 0), ds(n_eval, 1), ds(n_eval, 2), (0.5,), (0.25,), "fp", "synthetic")
     torch.manual_seed(0)
     dense = get_model("resnet20", shortcut="A", num_classes=3, in_channels=1)
     runtime = RuntimeConfig(device="cpu", channels_last=False, progress=False, threads=1)
-    finetune = OptimConfig(epochs=2, batch_size=16, lr=0.01, schedule="cosine")
+    finetune = OptimConfig(epochs=finetune_epochs, batch_size=batch_size, lr=0.01, schedule="cosine")
     spec = spec_for(method, 0.6, hyper=TINY_HYPER.get(method), finetune=finetune, select="best_val", seed=1,
-                    batch_size=16, eval_batch_size=16, arch_fraction=0.25, epochs=2, runtime=runtime,
-                    model=dense, example_input=torch.zeros(1, 1, 12, 12))
+                    batch_size=batch_size, eval_batch_size=eval_batch_size, arch_fraction=0.25, epochs=2,
+                    runtime=runtime, model=dense, example_input=torch.zeros(1, 1, 12, 12))
     return spec, dense, splits
 
 

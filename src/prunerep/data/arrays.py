@@ -81,8 +81,44 @@ class ArrayDataset:
         return torch.bincount(self.labels.cpu(), minlength=len(self.classes))
 
 
+class SplitsSummary:
+    """What every kind of splits (in memory: `DataSplits`; streamed: `FolderSplits`) derives from
+    its ``train``, ``val``, ``test``, ``mean``, ``std``, ``fingerprint``, ``source``, ``info``,
+    ``in_channels`` and ``image_size``: the class list and the record of what a result was
+    computed on."""
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.train.classes)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, indexed by label."""
+        return self.train.classes
+
+    def _describe_extra(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """A json-able record of what data a result was computed on."""
+        return {
+            "source": self.source,
+            "fingerprint": self.fingerprint,
+            "num_classes": self.num_classes,
+            "classes": list(self.classes),
+            "in_channels": self.in_channels,
+            "image_size": list(self.image_size),
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "mean": list(self.mean),
+            "std": list(self.std),
+            **self._describe_extra(),
+            **self.info,
+        }
+
+
 @dataclass(frozen=True, eq=False)
-class DataSplits:
+class DataSplits(SplitsSummary):
     """Train / validation / test sets of one dataset, with the train-split normalisation stats.
 
     Attributes:
@@ -108,16 +144,6 @@ class DataSplits:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.train.classes)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """Class names, indexed by label."""
-        return self.train.classes
-
-    @property
     def in_channels(self) -> int:
         """Image channels C (1 for grayscale, 3 for RGB)."""
         return int(self.train.images.shape[1])
@@ -139,21 +165,6 @@ class DataSplits:
 
         return Loader(dataset, batch_size, mean=self.mean, std=self.std, shuffle=train, augment=train,
                       drop_last=train, device=device, channels_last=channels_last, seed=seed, shard=shard)
-
-    def describe(self) -> dict[str, Any]:
-        """A json-able record of what data a result was computed on."""
-        return {
-            "source": self.source,
-            "fingerprint": self.fingerprint,
-            "num_classes": self.num_classes,
-            "classes": list(self.classes),
-            "in_channels": self.in_channels,
-            "image_size": list(self.image_size),
-            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
-            "mean": list(self.mean),
-            "std": list(self.std),
-            **self.info,
-        }
 
 
 # --------------------------------------------------------------------------------------------

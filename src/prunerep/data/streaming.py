@@ -46,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from prunerep.data.arrays import _generator, _stratified_quota
+from prunerep.data.arrays import SplitsSummary, _generator, _stratified_quota
 from prunerep.data.config import DataError
 
 log = logging.getLogger("prunerep.data")
@@ -462,7 +462,7 @@ class StreamLoader:
 
 
 @dataclass(frozen=True, eq=False)
-class FolderSplits:
+class FolderSplits(SplitsSummary):
     """Train / validation / test of a streamed dataset, with the attributes of `DataSplits`.
 
     Attributes:
@@ -496,35 +496,12 @@ class FolderSplits:
     task: str = "classification"
 
     @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.train.classes)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """Class names, indexed by label."""
-        return self.train.classes
-
-    @property
     def in_channels(self) -> int:
         """Image channels: 3 (every image is converted to RGB)."""
         return 3
 
-    def describe(self) -> dict[str, Any]:
-        """A json-able record of what data a result was computed on (as `DataSplits.describe`)."""
-        return {
-            "source": self.source,
-            "fingerprint": self.fingerprint,
-            "num_classes": self.num_classes,
-            "classes": list(self.classes),
-            "in_channels": self.in_channels,
-            "image_size": list(self.image_size),
-            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "task": self.task,
-            **self.info,
-        }
+    def _describe_extra(self) -> dict[str, Any]:
+        return {"task": self.task}
 
     def loader(
         self,

@@ -333,12 +333,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                     logits = model(x)
                     loss = F.cross_entropy(logits, y, label_smoothing=criterion_smoothing)
-                state.loss = loss
-                total = loss
-                for hook in hooks:
-                    extra = hook.extra_loss(net, state)
-                    if extra is not None:
-                        total = total + extra
+                total = _with_extra_losses(loss, net, hooks, state)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(total).backward()
                 if average_over_ranks:   # before unscaling: every rank then sees the same overflow
@@ -424,6 +419,18 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
     return result
 
 
+def _with_extra_losses(loss: torch.Tensor, net: nn.Module, hooks: Sequence[TrainHooks],
+                       state: TrainState) -> torch.Tensor:
+    """The task loss (kept in `state.loss` for the hooks) plus every hook's extra term."""
+    state.loss = loss
+    total = loss
+    for hook in hooks:
+        extra = hook.extra_loss(net, state)
+        if extra is not None:
+            total = total + extra
+    return total
+
+
 def _arch_step(net: nn.Module, hooks: Sequence[TrainHooks], state: TrainState,
                arch_iter: Iterator[tuple[torch.Tensor, torch.Tensor]], arch_params: list[nn.Parameter],
                arch_optimizer: torch.optim.Optimizer, device: torch.device, amp: bool,
@@ -434,12 +441,7 @@ def _arch_step(net: nn.Module, hooks: Sequence[TrainHooks], state: TrainState,
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         logits = net(x)
         loss = F.cross_entropy(logits, y)
-    state.loss = loss
-    total = loss
-    for hook in hooks:
-        extra = hook.extra_loss(net, state)
-        if extra is not None:
-            total = total + extra
+    total = _with_extra_losses(loss, net, hooks, state)
     grads = torch.autograd.grad(total.float(), arch_params, allow_unused=True)
     for p, g in zip(arch_params, grads, strict=True):
         if g is not None and is_distributed():
