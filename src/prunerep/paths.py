@@ -14,9 +14,19 @@ CHECKPOINTS = ARTIFACTS / "checkpoints"   # per-run resume checkpoints (not a DV
 FINISHED_RUNS = ARTIFACTS / "finished"    # finished runs by identity, shared by every study (not a DVC output)
 
 
+#: An absolute folder to keep finished runs in instead of FINISHED_RUNS, e.g. the workspace's
+#: ``artifacts/finished`` for `dvc exp` experiments, which run in temporary copies of the repository
+#: and would otherwise recompute every run the workspace (or another experiment) already finished
+#: (docs/sweeps.md). Records are written atomically and keyed by identity, so copies may share it.
+FINISHED_RUNS_ENV = "PRUNEREP_FINISHED_RUNS"
+
+
 def finished_run(identity: str) -> Path:
     """Folder of a finished run (its record and pruned network), found by identity from any study."""
-    return FINISHED_RUNS / identity
+    import os
+
+    shared = os.environ.get(FINISHED_RUNS_ENV, "").strip()
+    return (Path(shared).expanduser() if shared else FINISHED_RUNS) / identity
 
 
 def dense_checkpoint(model_key: str) -> Path:

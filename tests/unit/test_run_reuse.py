@@ -123,3 +123,26 @@ def test_run_code_leaves_out_presentation_and_other_methods_but_not_the_own_meth
     assert "methods/dsa.py" not in included and "methods/wgates.py" not in included
     assert not any(p.startswith(("studies/", "reporting/", "stages/")) for p in included)
     assert "nbrun.py" not in included
+
+
+def test_a_shared_finished_runs_folder_is_reused_from_another_copy_of_the_repository(setup, monkeypatch, tmp_path):
+    """PRUNEREP_FINISHED_RUNS (docs/sweeps.md): a `dvc exp` experiment runs in a temporary copy of
+    the repository; pointed at the workspace's folder it reuses what the workspace finished, and
+    what it finishes lands there. The folder changes where runs are kept, not their identity."""
+    spec, ctx = setup
+    shared = tmp_path / "workspace-finished"
+    monkeypatch.setenv("PRUNEREP_FINISHED_RUNS", str(shared))
+    ran = _count_runs(monkeypatch)
+    (first,) = execute([spec], ctx)
+    assert len(ran) == 1
+    assert (shared / first.provenance["identity"] / execute_module.FINISHED_RECORD).exists()
+    assert not Path("artifacts/finished").exists()
+    dense = Path("artifacts/pretrain/resnet20/model.pt").read_bytes()
+    copy = tmp_path / "experiment-copy"       # another checkout: its own artifacts/, the same dense bytes
+    (copy / "artifacts/pretrain/resnet20").mkdir(parents=True)
+    (copy / "artifacts/pretrain/resnet20/model.pt").write_bytes(dense)
+    monkeypatch.chdir(copy)
+    (again,) = execute([spec], ctx)
+    assert len(ran) == 1                                   # nothing ran in the copy
+    assert again.provenance["identity"] == first.provenance["identity"] and again.test_acc == first.test_acc
+    assert Path(again.model_path).exists() and str(copy) in str(Path(again.model_path).resolve())
