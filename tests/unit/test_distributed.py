@@ -182,3 +182,28 @@ def test_the_public_api_on_two_ranks_ends_where_one_process_with_the_global_batc
 def _launch_api(method: str, world: int, batch: int, out: Path) -> dict:
     _launch(["tests.unit.distributed_worker", method, str(out), str(batch), "api"], world=world)
     return torch.load(out)
+
+
+@pytest.mark.slow
+def test_the_multi_node_launch_command_of_the_docs_runs_a_method_as_two_nodes(tmp_path):
+    """docs/distributed.md's multi-node command (c10d rendezvous, one torchrun agent per node),
+    with two agents on this machine standing in for two nodes of one process each: the run
+    ends where one process with the global batch ends."""
+    one = _run("greg", 1, 32, tmp_path / "one.pt")
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), OMP_NUM_THREADS="1")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(key, None)
+    out = tmp_path / "nodes.pt"
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                                "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "nodes",
+                                "-m", "tests.unit.distributed_worker", "greg", str(out), "16"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    logs = [a.communicate(timeout=600)[0] for a in agents]
+    for a, log in zip(agents, logs, strict=True):
+        assert a.returncode == 0, log[-4000:]
+    two = torch.load(out)
+    assert two["widths"] == one["widths"] and two["val_acc"] == one["val_acc"]
+    for name, ref in one["state"].items():
+        assert torch.allclose(two["state"][name].double(), ref.double(), atol=1e-9, rtol=1e-9), name
