@@ -137,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for method in methods:
             one = _launch(method, 1, args.batch, args.threads, Path(tmp) / f"{method}-1.pt", args)
-            two = _launch(method, 2, args.batch // 2, 1, Path(tmp) / f"{method}-2.pt", args)
+            two = _launch(method, 2, args.batch, 1, Path(tmp) / f"{method}-2.pt", args)
             tp1, tp2 = one["images"] / one["train_s"], two["images"] / two["train_s"]
             same = one["widths"] == two["widths"]
             diff = max(((one["state"][k].double() - two["state"][k].double()).abs().max().item()

@@ -466,10 +466,15 @@ def _loader(dataset: torch.utils.data.Dataset, batch_size: int, *, train: bool, 
         extra = {"num_workers": like.num_workers, "collate_fn": like.collate_fn, "pin_memory": like.pin_memory}
     if train:   # under torchrun each rank takes its slice of every global batch
         rank, world = shard() or (0, 1)
-        sampler = GlobalBatchSampler(n, min(bs, n // world) or 1, seed, rank, world)
+        if bs % world:
+            raise PruneError(f"batch_size: {bs} images per (global) batch cannot be split evenly over {world} ranks; "
+                             f"give a multiple of {world}")
+        sampler = GlobalBatchSampler(n, bs // world, seed, rank, world)
         if len(sampler) == 0:
-            raise PruneError(f"fewer training samples ({n}) than one global batch ({bs} x {world} ranks)")
-        return DataLoader(dataset, batch_sampler=sampler, **extra)
+            raise PruneError(f"train: fewer samples ({n}) than one batch ({bs})")
+        # the loader's own generator: creating its iterator leaves the global RNG (which methods
+        # such as DSA sample from) untouched
+        return DataLoader(dataset, batch_sampler=sampler, generator=torch.Generator().manual_seed(seed), **extra)
     return DataLoader(dataset, batch_size=bs, shuffle=False, drop_last=False, **extra)
 
 
@@ -485,7 +490,6 @@ def _split_for_arch(train: Any, fraction: float, batch_size: int, seed: int, met
     runner splits its training split (`held_out_size` samples, a seeded permutation)."""
     from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Subset
 
-    from prunerep.engine.device import world_size
     from prunerep.runner.run import held_out_size
 
     ds = _dataset(train, "train")
@@ -499,7 +503,7 @@ def _split_for_arch(train: Any, fraction: float, batch_size: int, seed: int, met
                          "held out from the weights' training. Pass arch=<batches of training data not in train>, or "
                          "give train as tensors, a Dataset or a DataLoader with a plain sampler (split here)")
     n = len(ds)
-    n_arch = held_out_size(n, fraction, batch_size * world_size())   # at least one global batch
+    n_arch = held_out_size(n, fraction, batch_size)   # at least one (global) batch
     if n_arch >= n:
         raise PruneError(f"train: {n} samples are too few to hold out {n_arch} for {method!r}'s architecture steps "
                          "and train the weights on the rest; give more data, a smaller batch_size or pass arch=")

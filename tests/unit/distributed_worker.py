@@ -2,8 +2,7 @@
 
 Run as ``python -m tests.unit.distributed_worker METHOD OUT BATCH [api]`` with torchrun's environment
 (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) for a rank of a gloo job, or without
-it for one process. ``BATCH`` is the per-process batch: N ranks with B images each see what one
-process sees with N*B. ``api``: through `prunerep.prune` with tensors as the data, instead of the
+it for one process. ``BATCH`` is the (global) batch: each of N ranks takes BATCH/N of it. ``api``: through `prunerep.prune` with tensors as the data, instead of the
 runner on the in-memory splits. Rank 0 (or the one process) saves the pruned network's widths, state dict
 and accuracies to ``OUT``.
 
@@ -25,7 +24,7 @@ from tests.unit.kill_resume_worker import TINY_HYPER
 
 
 def build(method: str, batch_size: int) -> tuple[Any, torch.nn.Module, Any]:
-    """The tiny run of `method` at per-process batch `batch_size` (128 training images)."""
+    """The tiny run of `method` with (global) batch `batch_size` (128 training images)."""
     return kill_resume_worker.build(method, batch_size=batch_size, n_train=128, n_eval=32, finetune_epochs=1,
                                     eval_batch_size=32)
 

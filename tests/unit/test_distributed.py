@@ -94,11 +94,11 @@ FAST_METHODS = ["dsa", "greg"]   # a bi-level method with a gradient preconditio
 @pytest.mark.parametrize("method", [m if m in FAST_METHODS else pytest.param(m, marks=pytest.mark.slow)
                                     for m in list_methods()])
 def test_a_two_process_run_ends_with_the_widths_and_weights_of_a_one_process_run(method, tmp_path):
-    """2 gloo ranks with batches of 16 vs one process with 32: same global batches, gradients
+    """2 gloo ranks with 16 images each of every batch of 32 vs one process: same global batches, gradients
     averaged, BatchNorm over the global batch; in float64 (see distributed_worker), where only
     the order of the sums differs: widths and accuracies agree exactly, weights to 1e-9."""
     one = _run(method, 1, 32, tmp_path / "one.pt")
-    two = _run(method, 2, 16, tmp_path / "two.pt")
+    two = _run(method, 2, 32, tmp_path / "two.pt")
     assert two["widths"] == one["widths"]
     assert two["macs"] == one["macs"]
     assert two["state"].keys() == one["state"].keys()
@@ -170,9 +170,9 @@ def test_a_launch_that_fails_names_the_command_and_the_log(tmp_path, monkeypatch
 
 def test_the_public_api_on_two_ranks_ends_where_one_process_with_the_global_batch_ends(tmp_path):
     """`prunerep.prune` with tensors: its training batches come from GlobalBatchSampler, so 2 ranks
-    with 16 images each see what one process sees with 32 (float64, as above)."""
+    with 16 images each of every batch of 32 see what one process sees (float64, as above)."""
     one = _launch_api("dsa", 1, 32, tmp_path / "one.pt")
-    two = _launch_api("dsa", 2, 16, tmp_path / "two.pt")
+    two = _launch_api("dsa", 2, 32, tmp_path / "two.pt")
     assert two["widths"] == one["widths"] and two["macs"] == one["macs"]
     for name, ref in one["state"].items():
         assert torch.allclose(two["state"][name].double(), ref.double(), atol=1e-9, rtol=1e-9), name
@@ -197,7 +197,7 @@ def test_the_multi_node_launch_command_of_the_docs_runs_a_method_as_two_nodes(tm
     out = tmp_path / "nodes.pt"
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                                 "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "nodes",
-                                "-m", "tests.unit.distributed_worker", "greg", str(out), "16"],
+                                "-m", "tests.unit.distributed_worker", "greg", str(out), "32"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
               for _ in range(2)]
     logs = [a.communicate(timeout=600)[0] for a in agents]

@@ -69,8 +69,10 @@ IMAGENET_LAYOUT = (
 
 
 def default_workers() -> int:
-    """Worker processes of a streamed loader: ``min(8, cpu count)``."""
-    return min(8, os.cpu_count() or 1)
+    """Worker processes of a streamed loader: ``min(8, cpu count / ranks on this machine)``
+    (``LOCAL_WORLD_SIZE``, set by torchrun: 8 ranks of a node share its cores)."""
+    local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, (os.cpu_count() or 1) // local_ranks))
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,9 +440,11 @@ class StreamLoader:
         targets, on the CPU)."""
         samples = _EpochSamples(self.dataset, self.transform, self.seed, augment=self.train)
         batches = [[(i, epoch) for i in batch] for batch in self.batch_indices(epoch)]
+        # its own generator: creating the iterator leaves the global RNG (which DSA samples
+        # its masks from) untouched, so a resumed run draws what the uninterrupted one drew
         return torch.utils.data.DataLoader(
             samples, batch_sampler=batches, num_workers=self.num_workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda", generator=_epoch_generator(self.seed, epoch),
         )
 
     def _epoch(self, epoch: int) -> Iterator[Batch]:

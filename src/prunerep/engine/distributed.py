@@ -28,12 +28,26 @@ from torch import nn
 
 from prunerep.engine.device import is_distributed, rank, world_size
 
-__all__ = ["average_gradients", "check_same_across_ranks", "global_batchnorm", "mean_over_ranks", "shard"]
+__all__ = ["average_gradients", "check_same_across_ranks", "global_batchnorm", "mean_over_ranks", "per_rank_batch",
+           "shard"]
 
 
 def shard() -> tuple[int, int] | None:
     """``(rank, world size)`` of this process in a distributed run, else None (one process)."""
     return (rank(), world_size()) if is_distributed() else None
+
+
+def per_rank_batch(batch_size: int, what: str = "batch_size") -> int:
+    """This rank's share of a global batch of `batch_size` (all of it in one process).
+
+    Batch sizes in configs are global: N ranks each take ``batch_size / N`` images of every
+    batch, so a run computes the same thing (up to float rounding) on any number of ranks, and a
+    run finished on 8 GPUs is the same run as on one process (same identity, same steps)."""
+    world = world_size()
+    if batch_size % world:
+        raise ValueError(f"{what}: {batch_size} images per (global) batch cannot be split evenly over {world} ranks; "
+                         f"give a multiple of {world}")
+    return batch_size // world
 
 
 def average_gradients(params: list[nn.Parameter]) -> None:
@@ -90,43 +104,51 @@ def _all_sum(tensor: torch.Tensor) -> torch.Tensor:
     return _AllSum.apply(tensor)
 
 
+#: ids of the BatchNorm modules `global_batchnorm` is active on (a deepcopy of a patched module
+#: keeps the bound forward but not its id, and so normalises like a plain BatchNorm).
+_GLOBAL_BN: set[int] = set()
+
+
 def _global_batchnorm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """BatchNorm in training mode with the mean and variance of the batch over all ranks.
 
-    One all-reduce forward and one backward per layer (the sums of ``x - s`` and ``(x - s)**2``
-    and the count, together): on CPUs with gloo each collective costs milliseconds, and a
-    two-pass variant (the mean first, then the squared deviations) took twice as many. The shift
-    ``s`` is the running mean (the same on every rank), so the one-pass variance does not lose
-    precision to a large mean. Running statistics are updated with the global count (unbiased
-    variance), as torch does."""
-    if not self.training or not is_distributed():
+    Each rank computes its own mean and sum of squared deviations in two passes, in float32
+    (also under fp16/bf16 autocast: the statistics would overflow or lose their digits); one
+    all-reduce per layer (and one in the backward) combines them in float64, where the between-
+    rank term ``sum n_r * mean_r**2 - N * mean**2`` keeps its precision. On CPUs with gloo each
+    collective costs milliseconds: one per layer, not two. Running statistics are updated with
+    the global count (unbiased variance), as torch does; the output has the input's dtype."""
+    if not self.training or not is_distributed() or id(self) not in _GLOBAL_BN:
         return nn.modules.batchnorm._BatchNorm.forward(self, x)
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
-    channels = x.shape[1]
-    tracking = self.track_running_stats and self.running_mean is not None and self.running_var is not None
-    shift = self.running_mean.detach().to(x.dtype) if tracking else x.new_zeros(channels)
-    shifted = x - shift.view(shape)
-    local_count = x.numel() // channels
-    total = _all_sum(torch.cat([shifted.sum(dim=dims), (shifted * shifted).sum(dim=dims),
-                                x.new_tensor([float(local_count)])]))
+    # float32 under fp16/bf16 autocast (float64 stays float64)
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    local_count = xf.numel() // xf.shape[1]
+    local_mean = xf.mean(dim=dims)
+    local_m2 = ((xf - local_mean.view(shape)) ** 2).sum(dim=dims)
+    channels = xf.shape[1]
+    n = float(local_count)
+    total = _all_sum(torch.cat([local_mean.double() * n, local_m2.double() + n * local_mean.double() ** 2,
+                                torch.tensor([n], dtype=torch.float64, device=x.device)]))
     count = total[-1]
-    m1 = total[:channels] / count                     # mean of x - s
-    var = (total[channels:2 * channels] / count - m1 * m1).clamp_min(0)
-    mean = shift + m1
-    if tracking:
+    mean64 = total[:channels] / count
+    var64 = ((total[channels:2 * channels] - count * mean64 * mean64) / count).clamp_min(0)
+    mean, var = mean64.to(xf.dtype), var64.to(xf.dtype)
+    if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
         with torch.no_grad():
             if self.num_batches_tracked is not None:
                 self.num_batches_tracked.add_(1)
             factor = (1.0 / float(self.num_batches_tracked) if self.momentum is None
                       else self.momentum)
-            n = float(count)
-            self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-            self.running_var.mul_(1 - factor).add_(var.detach() * (n / max(n - 1, 1)), alpha=factor)
-    out = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
+            n_all = float(count)
+            self.running_mean.mul_(1 - factor).add_(mean.detach().to(self.running_mean.dtype), alpha=factor)
+            unbiased = var.detach() * (n_all / max(n_all - 1, 1))
+            self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+    out = (xf - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
     if self.affine:
-        out = out * self.weight.view(shape) + self.bias.view(shape)
-    return out
+        out = out * self.weight.to(xf.dtype).view(shape) + self.bias.to(xf.dtype).view(shape)
+    return out.to(x.dtype)
 
 
 @contextlib.contextmanager
@@ -141,10 +163,12 @@ def global_batchnorm(model: nn.Module) -> Iterator[None]:
                and "forward" not in vars(m)]
     for m in patched:
         m.forward = _global_batchnorm_forward.__get__(m)   # instance attribute: removed below
+        _GLOBAL_BN.add(id(m))
     try:
         yield
     finally:
         for m in patched:
+            _GLOBAL_BN.discard(id(m))
             del m.forward
 
 

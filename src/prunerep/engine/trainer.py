@@ -309,6 +309,10 @@ def fit(model: nn.Module, train_loader: BatchLoader, *, optim: OptimConfig,
     # Several ranks (torchrun): gradients averaged after each backward, BatchNorm over the global
     # batch (prunerep.engine.distributed); a DDP-wrapped model averages its own gradients.
     average_over_ranks = is_distributed() and not isinstance(model, nn.parallel.DistributedDataParallel)
+    # every rank must resume from the same checkpoint (a rank that could not read it would start
+    # over, and the ranks would then run different epochs): stop here, with the reason, if not
+    check_same_across_ranks(net, f"{desc} start (resumed after epoch {start_epoch})" if start_epoch
+                            else f"{desc} start")
     trainable = [p for p in net.parameters() if p.requires_grad]
     with global_batchnorm(net) if average_over_ranks else contextlib.nullcontext():
         for epoch in range(start_epoch, n_epochs):

@@ -34,7 +34,7 @@ from torch import nn
 from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig, fit, pick_device, seed_everything
 from prunerep.engine.device import set_threads
-from prunerep.engine.distributed import shard
+from prunerep.engine.distributed import per_rank_batch, shard
 from prunerep.methods.base import Budget
 from prunerep.pruning.cost import count_cost
 from prunerep.pruning.groups import find_groups
@@ -142,8 +142,9 @@ def _pretrain(spec: RunSpec, recipe: OptimConfig, dense: nn.Module, splits: Any,
     model = build_model(dense.arch_spec).to(device).train()
 
     def loader(ds: Any, train: bool, bs: int) -> Any:
-        return splits.loader(ds, bs, train=train, device=device, channels_last=spec.runtime.channels_last,
-                             seed=spec.seed, shard=shard() if train else None)
+        return splits.loader(ds, per_rank_batch(bs, "RunSpec.batch_size") if train else bs, train=train,
+                             device=device, channels_last=spec.runtime.channels_last, seed=spec.seed,
+                             shard=shard() if train else None)
 
     res = fit(model, loader(splits.train, True, spec.batch_size), optim=recipe, runtime=spec.runtime,
               val_loader=loader(splits.val, False, spec.eval_batch_size),

@@ -25,8 +25,8 @@ from torch import nn
 
 from prunerep.data.describe import example_shape
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
-from prunerep.engine.device import set_threads, world_size
-from prunerep.engine.distributed import shard
+from prunerep.engine.device import set_threads
+from prunerep.engine.distributed import per_rank_batch, shard
 from prunerep.methods.base import Budget, MethodContext, build_hyper, get_method
 from prunerep.methods.importance import filter_l1
 from prunerep.pruning.cost import count_cost
@@ -129,14 +129,15 @@ def run_pruning(spec: RunSpec, dense: nn.Module, splits: Any, *, checkpoint_dir:
     if method.bilevel:
         g = torch.Generator().manual_seed(spec.seed)
         order = torch.randperm(len(splits.train), generator=g)
-        n_arch = held_out_size(len(order), spec.arch_fraction, spec.batch_size * world_size())
+        n_arch = held_out_size(len(order), spec.arch_fraction, spec.batch_size)
         arch_set, train_set = splits.train.subset(order[:n_arch]), splits.train.subset(order[n_arch:])
 
     def loader(ds: Any, train: bool, bs: int) -> Any:
-        # under torchrun each rank takes its slice of every global batch (training batches only:
-        # every rank evaluates the whole validation and test split)
-        return splits.loader(ds, bs, train=train, device=device, channels_last=spec.runtime.channels_last,
-                             seed=spec.seed, shard=shard() if train else None)
+        # under torchrun each rank takes its slice of every (global) training batch; every rank
+        # evaluates the whole validation and test split
+        return splits.loader(ds, per_rank_batch(bs, "RunSpec.batch_size") if train else bs, train=train,
+                             device=device, channels_last=spec.runtime.channels_last, seed=spec.seed,
+                             shard=shard() if train else None)
 
     train_loader = loader(train_set, True, spec.batch_size)
     val_loader = loader(splits.val, False, spec.eval_batch_size)

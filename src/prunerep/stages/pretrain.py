@@ -35,7 +35,7 @@ from prunerep.config import (
 from prunerep.data import DataError, SubsetConfig, load_data
 from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_device, seed_everything
 from prunerep.engine.device import init_distributed, is_main_process, set_threads
-from prunerep.engine.distributed import shard
+from prunerep.engine.distributed import per_rank_batch, shard
 from prunerep.io import write_json
 from prunerep.provenance import provenance, run_key
 
@@ -127,7 +127,11 @@ def run(key: str, params_path: str = "params.yaml", artifacts: Path = Path("arti
         splits, optim.batch_size, device=device, channels_last=cfg.runtime.channels_last,
         seed=cfg.seed, eval_batch_size=cfg.eval_batch_size)
     if distributed:   # each rank trains on its slice of every global batch (prunerep.engine.distributed)
-        train_loader = splits.loader(splits.train, optim.batch_size, train=True, device=device,
+        try:   # the configured batch is the global one, split over the ranks
+            per_rank = per_rank_batch(optim.batch_size, "pretrain.optim.batch_size")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        train_loader = splits.loader(splits.train, per_rank, train=True, device=device,
                                      channels_last=cfg.runtime.channels_last, seed=cfg.seed, shard=shard())
 
     identity = run_key(cfg, data_cfg, spec, splits.fingerprint)
