@@ -444,12 +444,18 @@ class GlobalBatchSampler:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n // (self.batch_size * self.world)
+        return len(self._starts())
+
+    def _starts(self) -> range:
+        from prunerep.data.loader import global_batch_starts
+
+        return global_batch_starts(self.n, self.batch_size, (self.rank, self.world))
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        step = self.batch_size * self.world
-        for start in range(self.rank * self.batch_size, len(self) * step, step):
+        from prunerep.data.loader import epoch_generator
+
+        order = torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch, "api"))
+        for start in self._starts():
             yield order[start:start + self.batch_size].tolist()
 
 
@@ -457,7 +463,7 @@ def _loader(dataset: torch.utils.data.Dataset, batch_size: int, *, train: bool, 
             like: Any = None) -> torch.utils.data.DataLoader:
     from torch.utils.data import DataLoader
 
-    from prunerep.engine.distributed import shard
+    from prunerep.engine.distributed import per_rank_batch, shard
 
     n = len(dataset)  # type: ignore[arg-type]
     bs = min(batch_size, n)
@@ -466,10 +472,11 @@ def _loader(dataset: torch.utils.data.Dataset, batch_size: int, *, train: bool, 
         extra = {"num_workers": like.num_workers, "collate_fn": like.collate_fn, "pin_memory": like.pin_memory}
     if train:   # under torchrun each rank takes its slice of every global batch
         rank, world = shard() or (0, 1)
-        if bs % world:
-            raise PruneError(f"batch_size: {bs} images per (global) batch cannot be split evenly over {world} ranks; "
-                             f"give a multiple of {world}")
-        sampler = GlobalBatchSampler(n, bs // world, seed, rank, world)
+        try:
+            per_rank = per_rank_batch(bs)
+        except ValueError as err:
+            raise PruneError(str(err)) from None
+        sampler = GlobalBatchSampler(n, per_rank, seed, rank, world)
         if len(sampler) == 0:
             raise PruneError(f"train: fewer samples ({n}) than one batch ({bs})")
         # the loader's own generator: creating its iterator leaves the global RNG (which methods

@@ -19,11 +19,21 @@ from prunerep.data.arrays import ArrayDataset, DataSplits
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # A CPU generator keyed by (seed, epoch) only: the same batches on CPU and CUDA, and a
-    # resumed run re-creates any epoch without replaying the ones before it.
-    key = hashlib.sha256(f"loader:{seed}:{epoch}".encode()).digest()[:8]
+def epoch_generator(seed: int, epoch: int, purpose: str = "loader") -> torch.Generator:
+    """A CPU generator keyed by (purpose, seed, epoch) only: the same batches on CPU and CUDA, on
+    every rank, and a resumed run re-creates any epoch without replaying the ones before it.
+    Every loader of the project (in memory, streamed, the API's) draws its epochs from it."""
+    key = hashlib.sha256(f"{purpose}:{seed}:{epoch}".encode()).digest()[:8]
     return torch.Generator().manual_seed(int.from_bytes(key, "little") & ((1 << 63) - 1))
+
+
+def global_batch_starts(n: int, batch_size: int, shard: tuple[int, int] | None) -> range:
+    """Where one rank's batches start in an epoch's order of `n` samples, the last incomplete
+    global batch dropped: rank r of N takes rows ``[r*B, (r+1)*B)`` of every global batch of
+    ``N*B``, so the ranks together see the batches one process sees (``shard=None``: one rank)."""
+    rank, world = shard or (0, 1)
+    step = batch_size * world
+    return range(rank * batch_size, (n // step) * step, step)
 
 
 def crop_flip(
@@ -178,13 +188,11 @@ class Loader:
         """Where this process's batches start in the epoch's order."""
         if self.shard is None:
             return range(0, min(len(self) * self.batch_size, n), self.batch_size)
-        rank, world = self.shard
-        step = self.batch_size * world
-        return range(rank * self.batch_size, len(self) * step, step)
+        return global_batch_starts(n, self.batch_size, self.shard)
 
     def _epoch(self, epoch: int) -> Iterator[Batch]:
         n = len(self.dataset)
-        gen = _epoch_generator(self.seed, epoch)
+        gen = epoch_generator(self.seed, epoch)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         augment = self.augment and (self.pad > 0 or self.flip)
         if augment:

@@ -48,6 +48,7 @@ import torch
 
 from prunerep.data.arrays import SplitsSummary, _generator, _stratified_quota
 from prunerep.data.config import DataError
+from prunerep.data.loader import epoch_generator, global_batch_starts
 
 log = logging.getLogger("prunerep.data")
 
@@ -320,11 +321,6 @@ def _collate(samples: list[tuple[Any, Any]]) -> Batch:
     return images, targets
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    key = hashlib.sha256(f"stream-loader:{seed}:{epoch}".encode()).digest()[:8]
-    return torch.Generator().manual_seed(int.from_bytes(key, "little") & ((1 << 63) - 1))
-
-
 # --------------------------------------------------------------------------------------------
 # The streamed loader
 # --------------------------------------------------------------------------------------------
@@ -418,10 +414,9 @@ class StreamLoader:
         if not self.train:
             mine = list(range(self.rank, n, self.world))
             return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
-        order = torch.randperm(n, generator=_epoch_generator(self.seed, epoch)).tolist()
-        step = self.batch_size * self.world
-        first = self.rank * self.batch_size
-        return [order[g * step + first : g * step + first + self.batch_size] for g in range(len(self))]
+        order = torch.randperm(n, generator=epoch_generator(self.seed, epoch, "stream-loader")).tolist()
+        return [order[s : s + self.batch_size]
+                for s in global_batch_starts(n, self.batch_size, (self.rank, self.world))]
 
     def __iter__(self) -> Iterator[Batch]:
         epoch = self.epoch
@@ -444,7 +439,7 @@ class StreamLoader:
         # its masks from) untouched, so a resumed run draws what the uninterrupted one drew
         return torch.utils.data.DataLoader(
             samples, batch_sampler=batches, num_workers=self.num_workers, collate_fn=_collate,
-            pin_memory=self.device.type == "cuda", generator=_epoch_generator(self.seed, epoch),
+            pin_memory=self.device.type == "cuda", generator=epoch_generator(self.seed, epoch, "stream-loader"),
         )
 
     def _epoch(self, epoch: int) -> Iterator[Batch]:

@@ -15,6 +15,13 @@ from prunerep.engine.device import is_distributed
 IGNORE_INDEX = -100
 
 
+def _sum_over_shards(counts: torch.Tensor, loader: Any) -> None:
+    """Sum `counts` over the ranks in place when each rank saw only its shard of the split
+    (``loader.shard``); an unsharded loader gave every rank the whole split."""
+    if is_distributed() and getattr(loader, "shard", None) is not None:
+        torch.distributed.all_reduce(counts)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
              amp: bool = False) -> dict[str, float]:
@@ -39,8 +46,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor
             totals[2] += valid.sum()
     finally:
         model.train(was_training)
-    if is_distributed() and getattr(loader, "shard", None) is not None:
-        torch.distributed.all_reduce(totals)
+    _sum_over_shards(totals, loader)
     loss_sum, correct, count = totals.tolist()
     if count == 0:
         raise ValueError("evaluate: the loader yielded no samples")
@@ -104,6 +110,5 @@ def segmentation_miou(model: nn.Module, loader: Iterable[tuple[torch.Tensor, tor
             conf += confusion_matrix(logits.argmax(1), y.to(device), num_classes)
     finally:
         model.train(was_training)
-    if is_distributed() and getattr(loader, "shard", None) is not None:   # as in `evaluate`
-        torch.distributed.all_reduce(conf)
+    _sum_over_shards(conf, loader)
     return miou_from_confusion(conf.cpu())
