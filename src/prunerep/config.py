@@ -385,8 +385,9 @@ def stage_inputs(params: Mapping[str, Any], section: str, *, model: str | None =
 
     A notebook stage reads its section and `data` at the active profile and at
     `REFERENCE_PROFILE` (its recipe table lists what the active profile changes from the papers'
-    recipes), and the architecture name of each `pretrain.models` entry (to refuse a checkpoint
-    of another network). With `model`, the pretraining of that one entry: `pretrain` at the active
+    recipes), the architecture name of each `pretrain.models` entry (to refuse a checkpoint
+    of another network) and, if any, the `pretrain.published` entries at the active profile.
+    With `model`, the pretraining of that one entry: `pretrain` at the active
     profile with only that model's entry, and `data`. Nothing else of params.yaml is included, so
     a stage depending on this mapping ignores edits to the profiles it does not read.
     """
@@ -398,14 +399,20 @@ def stage_inputs(params: Mapping[str, Any], section: str, *, model: str | None =
             raise ConfigError(f"{section}.models.{model}: no such entry.{_suggest(model, models)} "
                               f"Entries: {sorted(models)}.")
         resolved["models"] = {model: models[model]}
+        resolved.pop("published", None)   # not trained by this stage
         return {"profile": active, "data": merged_section(params, "data", active), section: resolved}
     read = list(dict.fromkeys((active, REFERENCE_PROFILE)))
-    pretrain = merged_section(params, "pretrain", active).get("models") or {}
-    return {"profile": active,
-            "data": {p: merged_section(params, "data", p) for p in read},
-            section: {p: merged_section(params, section, p) for p in read},
-            "pretrain.models": {k: (v or {}).get("name") if isinstance(v, Mapping) else v
-                                for k, v in pretrain.items()}}
+    pretrain_section = merged_section(params, "pretrain", active)
+    pretrain = pretrain_section.get("models") or {}
+    inputs = {"profile": active,
+              "data": {p: merged_section(params, "data", p) for p in read},
+              section: {p: merged_section(params, section, p) for p in read},
+              "pretrain.models": {k: (v or {}).get("name") if isinstance(v, Mapping) else v
+                                  for k, v in pretrain.items()}}
+    published = pretrain_section.get("published") or {}
+    if published:   # only when there are any: a pipeline without them keeps its inputs' bytes
+        inputs["pretrain.published"] = published
+    return inputs
 
 
 def write_stage_inputs(section: str, out: str | Path, *, model: str | None = None,

@@ -36,6 +36,7 @@ from prunerep import paths
 from prunerep.config import to_dict
 from prunerep.data import DataConfig, SubsetConfig, example_shape
 from prunerep.engine.device import is_main_process
+from prunerep.models.published import PublishedEntry, ensure_published
 from prunerep.runner.iterative import IterativeSpec, run_iterative
 from prunerep.runner.record import RunRecord
 from prunerep.runner.run import RunResult, RunSpec, held_out_size, run_pruning
@@ -66,9 +67,19 @@ class StudyContext:
     workers: int = 1
     latency: LatencySettings = LatencySettings()
     expected_arch: Mapping[str, str] = field(default_factory=dict)   # pretrain key -> model name
+    published: Mapping[str, PublishedEntry] = field(default_factory=dict)   # pretrain.published
 
     def dense_path(self, model_key: str) -> Path:
-        return paths.dense_checkpoint(model_key)
+        """Where the dense checkpoint of `model_key` is; a `pretrain.published` key's is written
+        first if needed (from torchvision's weights: `prunerep.models.published`)."""
+        path = paths.dense_checkpoint(model_key)
+        entry = self.published.get(model_key)
+        if entry is not None:
+            if entry.dataset != self.data.dataset:
+                raise ValueError(f"pretrain.published.{model_key}: weights trained on {entry.dataset!r}, but this "
+                                 f"pipeline's data.dataset is {self.data.dataset!r}; prune them on that dataset")
+            ensure_published(model_key, entry, path)
+        return path
 
     @cached_property
     def splits(self) -> Any:

@@ -1,10 +1,11 @@
-"""Stage commands: `python -m prunerep.stages pretrain <model> [--params params.yaml]`."""
+"""Stage commands: `python -m prunerep.stages pretrain <model> [--params params.yaml]`;
+`python -m prunerep.stages published <key>` writes a `pretrain.published` entry's checkpoint."""
 
 import sys
 
 from prunerep.stages import pretrain
 
-COMMANDS = {"pretrain": pretrain.main}
+COMMANDS = {"pretrain": pretrain.main, "published": pretrain.publish_main}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:

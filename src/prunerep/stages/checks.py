@@ -85,18 +85,19 @@ def check_devices(resolved: Mapping[str, Any], profile: str, active: bool) -> No
 
 @register_check
 def check_model_keys(resolved: Mapping[str, Any], profile: str, active: bool) -> None:
-    """Every model key a section prunes is an entry of ``pretrain.models``."""
+    """Every model key a section prunes is an entry of ``pretrain.models`` or ``pretrain.published``."""
     pretrain = resolved.get("pretrain")
     if pretrain is None:
         return
-    entries = sorted(pretrain.models)
+    entries = sorted(pretrain.dense_names())
     for name, cfg in resolved.items():
         keys = getattr(cfg, "pretrain_keys", None)
         if keys is None:
             continue
         for path, key in keys().items():
-            if key not in pretrain.models:
+            if key not in entries:
                 raise ConfigError(
-                    f"{name}.{path}{_at(profile, active)}: {key!r} is not an entry of pretrain.models."
-                    f"{_suggest(key, entries)} Use one of {entries}, or add `{key}: {{name: <registered "
-                    f"model>}}` to pretrain.models (its dense checkpoint is made by `dvc repro pretrain@{key}`).")
+                    f"{name}.{path}{_at(profile, active)}: {key!r} is not an entry of pretrain.models or "
+                    f"pretrain.published.{_suggest(key, entries)} Use one of {entries}, or add `{key}: {{name: "
+                    f"<registered model>}}` to pretrain.models (its dense checkpoint is made by `dvc repro "
+                    f"pretrain@{key}`).")

@@ -37,6 +37,7 @@ from prunerep.engine import OptimConfig, RuntimeConfig, evaluate, fit, pick_devi
 from prunerep.engine.device import init_distributed, is_main_process, set_threads
 from prunerep.engine.distributed import per_rank_batch, shard
 from prunerep.io import write_json
+from prunerep.models.published import PublishedEntry, ensure_published, published_weights
 from prunerep.provenance import provenance, run_key
 
 
@@ -54,6 +55,8 @@ class ModelEntry:
 @dataclass(frozen=True)
 class PretrainConfig:
     models: dict[str, ModelEntry]                 # DVC `foreach` key -> model (same key everywhere)
+    # Dense models taken from published weights instead of trained (no stage; prunerep.models.published)
+    published: dict[str, PublishedEntry] = field(default_factory=dict)
     seed: int = 0
     subset: SubsetConfig = SubsetConfig()
     optim: OptimConfig = OptimConfig()
@@ -72,10 +75,22 @@ class PretrainConfig:
             if not entry.name.startswith(TORCHVISION_PREFIX) and entry.name not in registered:
                 raise ValueError(f"models.{key}.name: {entry.name!r} is not a registered model.{_suggest(entry.name, registered)} "
                                  f"Registered: {registered}, or any torchvision builder as '{TORCHVISION_PREFIX}<fn_name>'.")
+        for key, pub in self.published.items():
+            if key in self.models:
+                raise ValueError(f"published.{key}: {key!r} is also an entry of models; a dense model is either "
+                                 "trained here (models) or taken from published weights (published), not both")
+            try:
+                published_weights(pub)
+            except ValueError as err:
+                raise ValueError(f"published.{key}.{err}") from None
         if self.eval_batch_size < 1:
             raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         for key in self.models:  # validate every per-model override before any work starts
             self.optim_for(key)
+
+    def dense_names(self) -> dict[str, str]:
+        """Every dense model key (trained or published) -> its registry name."""
+        return {**{k: e.name for k, e in self.models.items()}, **{k: e.name for k, e in self.published.items()}}
 
     def optim_for(self, key: str) -> OptimConfig:
         """`optim` with the model's own overrides (``pretrain.models.<key>.optim``) merged over it."""
@@ -191,6 +206,34 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:  # the dataset cache: missing, unreadable, too small for data.val_size
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def publish_main(argv: list[str] | None = None) -> int:
+    """`python -m prunerep.stages published <key>`: write a published entry's checkpoint now (e.g. on
+    a machine with internet, before the runs), as the first study needing it would."""
+    from prunerep import paths
+    from prunerep.config import active_profile, resolve_section
+
+    parser = argparse.ArgumentParser(prog="python -m prunerep.stages published")
+    parser.add_argument("key", help="key of pretrain.published in params.yaml")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--profile", default=None, help="default: the active profile of params.yaml")
+    args = parser.parse_args(argv)
+    try:
+        params = read_params(args.params)
+        cfg: PretrainConfig = resolve_section("pretrain", params, profile=args.profile or active_profile(params))
+        if args.key not in cfg.published:
+            raise ConfigError(f"pretrain.published: no entry {args.key!r} at this profile.{_suggest(args.key, cfg.published)} "
+                              f"Entries: {sorted(cfg.published)}.")
+        path = ensure_published(args.key, cfg.published[args.key], paths.dense_checkpoint(args.key))
+    except ConfigError as err:
+        print(f"error: {_in_file(str(err), args.params)}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[published {args.key}] {path}")
     return 0
 
 

@@ -20,13 +20,13 @@ def open_study(nb: Any, cfg: Any) -> StudyContext:
     """The runner's context of notebook `nb` (a `NotebookContext`) for section `cfg`.
 
     The expected architecture of each dense checkpoint comes from params.yaml's `pretrain`
-    section, so a checkpoint of another network at a model key's path is refused.
+    section, so a checkpoint of another network at a model key's path is refused; its
+    `published` entries are written on first use (`StudyContext.dense_path`).
     """
     pretrain = resolve_section("pretrain", profile=nb.profile)
-    expected = {key: entry.name for key, entry in pretrain.models.items()}
     return StudyContext(slug=nb.slug, profile=nb.profile, data=nb.data, subset=getattr(cfg, "subset", SubsetConfig()),
                         workers=getattr(cfg, "workers", 1), latency=getattr(cfg, "latency", LatencySettings()),
-                        expected_arch=expected)
+                        expected_arch=pretrain.dense_names(), published=pretrain.published)
 
 
 def dense_reference(ctx: StudyContext, model_key: str, batch_size: int = 512) -> dict[str, Any]:

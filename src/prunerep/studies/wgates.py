@@ -908,6 +908,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = resolve_section("wgates", params, profile=profile)
     pretrain = resolve_section("pretrain", params, profile=profile)
     study = StudyContext(slug="wgates", profile=profile, data=resolve_section("data", params, profile=profile),
-                         subset=cfg.subset, expected_arch={k: e.name for k, e in pretrain.models.items()})
+                         subset=cfg.subset, expected_arch=pretrain.dense_names(), published=pretrain.published)
     ensure_datasets(cfg, study.example_shape, study.load_dense)
     return 0
