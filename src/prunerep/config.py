@@ -36,7 +36,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -468,6 +468,61 @@ def set_profile(profile: str, params_path: str | Path = DEFAULT_PARAMS) -> None:
     atomic_write_text(new, path)  # a kill mid-write must not leave a truncated params.yaml
 
 
+def flat_overrides(overlay: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of a partial params mapping as dotted keys (a list is one leaf), as
+    ``dvc exp run -S`` sets them."""
+    out: dict[str, Any] = {}
+    for key, value in overlay.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flat_overrides(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def apply_overrides(params: Mapping[str, Any], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """`params` with each dotted key of `flat` set (missing mappings created; lists replaced)."""
+    import copy
+
+    out = copy.deepcopy(dict(params))
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = copy.deepcopy(value)
+    return out
+
+
+def override_flags(flat: Mapping[str, Any]) -> list[str]:
+    """``-S '++key=value'`` arguments of ``dvc exp run`` (values in JSON, which its grammar reads)."""
+    import json
+    import shlex
+
+    # "++": set the key whether params.yaml has it or not (Hydra's grammar, which DVC parses -S with)
+    return [f"-S {shlex.quote(f'++{k}={json.dumps(v)}')}" for k, v in flat.items()]
+
+
+def overlay_overrides(path: str | Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """The dotted keys of a partial params file, then of ``KEY=VALUE`` strings (YAML values)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file (a partial params.yaml, e.g. docs/imagenet.params.yaml)")
+    overlay = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(overlay, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of params.yaml sections")
+    flat = flat_overrides(overlay)
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: give KEY=VALUE, e.g. data.source=/data/imagenet")
+        flat[key] = yaml.safe_load(value)
+    return flat
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -484,6 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     p_in.add_argument("section")
     p_in.add_argument("--model", default=None, help="one pretrain.models entry (the pretrain stage)")
     p_in.add_argument("--out", required=True, help="JSON file to write (rewritten only if it changes)")
+    p_ov = sub.add_parser("overrides", parents=[common],
+                          help="print a partial params file (e.g. docs/imagenet.params.yaml) as dvc exp run -S flags, "
+                               "after checking it against params.yaml")
+    p_ov.add_argument("overlay")
+    p_ov.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="also set KEY (YAML value), e.g. data.source=/data/imagenet")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "check":
@@ -492,6 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "set-profile":
             set_profile(args.profile, args.params)
             print(f"{args.params}: profile set to {args.profile}")
+        elif args.cmd == "overrides":
+            flat = overlay_overrides(args.overlay, args.set)
+            check_params(apply_overrides(read_params(args.params), flat))
+            print(" \\\n".join(override_flags(flat)))
         elif args.cmd == "inputs":
             changed = write_stage_inputs(args.section, args.out, model=args.model, params_path=args.params)
             print(f"{args.out}: {'written' if changed else 'unchanged'}")

@@ -1,0 +1,93 @@
+"""The papers' ImageNet settings as one pipeline (docs/imagenet.params.yaml): the keys it sets make a
+valid `paper` configuration whose studies prune only published torchvision weights (no CIFAR
+pretraining upstream), plan the papers' ImageNet runs, and run them end to end on a tiny
+streamed ImageNet folder (a DAIS and a GDP run here; GReg's in test_published.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prunerep.config import (
+    apply_overrides,
+    check_params,
+    overlay_overrides,
+    read_params,
+    resolve_section,
+)
+from prunerep.engine import RuntimeConfig
+from prunerep.models import get_model
+from prunerep.runner.execute import execute
+from prunerep.studies import dais, gdp, greg
+from tests.unit.test_published import hub, imagenet_study  # noqa: F401  (fixtures)
+
+REPO = Path(__file__).resolve().parents[2]
+OVERLAY = REPO / "docs" / "imagenet.params.yaml"
+SECTIONS = ("greg", "dais", "gdp", "wgates")
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    flat = overlay_overrides(OVERLAY, ["data.source=/data/imagenet"])
+    return apply_overrides(read_params(REPO / "params.yaml"), flat)
+
+
+def test_the_overlay_is_a_valid_paper_pipeline_on_published_weights_only(params):
+    resolved = check_params(params)
+    assert params["profile"] == "paper" and resolved["data"].dataset == "imagenet"
+    published = resolved["pretrain"].published
+    for name in SECTIONS:
+        keys = set(resolved[name].pretrain_keys().values())
+        assert keys <= set(published), (name, keys)        # nothing trained by a CIFAR pretrain stage
+    assert {s.model for s in resolved["greg"].table2.values() if s.dataset == "imagenet"} <= set(published)
+    assert all(published[k].dataset == "imagenet" for k in published)
+
+
+def test_the_printed_flags_set_the_same_keys(params):
+    out = subprocess.run([sys.executable, "-m", "prunerep.config", "overrides", str(OVERLAY),
+                          "--set", "data.source=/data/imagenet", "--params", str(REPO / "params.yaml")],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    flags = [line.strip(" \\") for line in out.splitlines()]
+    assert all(f.startswith("-S '++") or f.startswith("-S ++") for f in flags)
+    assert "-S '++data.source=\"/data/imagenet\"'" in flags
+    assert "-S '++dais.profiles.paper.compare.models=[\"resnet50\"]'" in flags
+    assert len(flags) == len(overlay_overrides(OVERLAY, ["data.source=x"]))
+
+
+def test_each_study_plans_the_papers_imagenet_runs(params):
+    greg_cfg = resolve_section("greg", params)
+    dense = {"resnet50": get_model("tv_resnet50")}
+    runs, skipped = greg.plan_runs(greg_cfg, dense, "imagenet", (1, 3, 224, 224))
+    assert {r.tags["setting"] for r in runs} == {"resnet50_imagenet_2.31x", "resnet50_imagenet_unstructured"}
+    assert {r.model for r in runs} == {"resnet50"} and {s["dataset"] for s in skipped} == {"cifar10", "cifar100"}
+    dais_runs = dais.plan(resolve_section("dais", params))
+    assert {(r.model, r.budget.macs_keep) for r in dais_runs} == {("resnet50", 0.45)}
+    assert {r.tags["variant"] for r in dais_runs} == {"dais", "l1"}
+    gdp_runs = gdp.plan(resolve_section("gdp", params))
+    assert {(r.model, r.budget.macs_keep) for r in gdp_runs} == {("resnet50", 0.45), ("mobilenet_v2", 0.7)}
+    wgates_cfg = resolve_section("wgates", params)
+    assert wgates_cfg.models == wgates_cfg.dataset.models == ["resnet34", "resnet50", "mobilenet_v2"]
+
+
+def _tiny(spec, **finetune):
+    runtime = RuntimeConfig(device="cpu", channels_last=False, progress=False)
+    finetune = spec.finetune and dataclasses.replace(spec.finetune, batch_size=4, max_steps=2, **finetune)
+    return dataclasses.replace(spec, model="resnet18", runtime=runtime, batch_size=4, finetune=finetune)
+
+
+def test_dais_and_gdp_imagenet_runs_end_to_end_on_a_streamed_folder(params, imagenet_study):  # noqa: F811
+    dais_spec = next(r for r in dais.plan(resolve_section("dais", params)) if r.tags["variant"] == "dais")
+    dais_spec = dataclasses.replace(dais_spec, hyper=dataclasses.replace(
+        dais_spec.hyper, search=dataclasses.replace(dais_spec.hyper.search, batch_size=4, max_steps=3)))
+    gdp_spec = next(r for r in gdp.plan(resolve_section("gdp", params)) if r.tags["variant"] == "gdp")
+    gdp_spec = dataclasses.replace(gdp_spec, hyper=dataclasses.replace(
+        gdp_spec.hyper, train=dataclasses.replace(gdp_spec.hyper.train, batch_size=4, max_steps=3)))
+    records = execute([_tiny(dais_spec), _tiny(gdp_spec)], imagenet_study)
+    dense_macs = records[0].dense_macs
+    for record in records:
+        assert record.model == "resnet18" and record.dense_macs == dense_macs
+        assert record.macs < dense_macs and 0 <= record.test_acc <= 100
