@@ -409,8 +409,15 @@ def stage_inputs(params: Mapping[str, Any], section: str, *, model: str | None =
               section: {p: merged_section(params, section, p) for p in read},
               "pretrain.models": {k: (v or {}).get("name") if isinstance(v, Mapping) else v
                                   for k, v in pretrain.items()}}
-    published = pretrain_section.get("published") or {}
-    if published:   # only when there are any: a pipeline without them keeps its inputs' bytes
+    # Published weights are read only where their dataset is the pipeline's (`StudyContext.dense_path`):
+    # the others are not inputs, so a CIFAR stage of the paper profile is not stale after an edit
+    # of the ImageNet entries. Only when there are any: a pipeline without them keeps its inputs' bytes.
+    from prunerep.data.config import DataConfig
+
+    dataset = merged_section(params, "data", active).get("dataset", DataConfig.dataset)
+    published = {k: v for k, v in (pretrain_section.get("published") or {}).items()
+                 if not isinstance(v, Mapping) or v.get("dataset") == dataset}
+    if published:
         inputs["pretrain.published"] = published
     return inputs
 
@@ -469,11 +476,18 @@ def set_profile(profile: str, params_path: str | Path = DEFAULT_PARAMS) -> None:
 
 
 def flat_overrides(overlay: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The leaves of a partial params mapping as dotted keys (a list is one leaf), as
-    ``dvc exp run -S`` sets them."""
+    """The leaves of a partial params mapping as dotted keys, as ``dvc exp run -S`` sets them.
+
+    A list is one leaf (it replaces the list of params.yaml), and so is an empty mapping (it
+    replaces the mapping there: ``{}`` empties it). A key holding a dot (e.g. GReg's
+    ``resnet50_imagenet_2.31x``) cannot be addressed by a dotted path: refused, naming it.
+    """
     out: dict[str, Any] = {}
     for key, value in overlay.items():
         path = f"{prefix}{key}"
+        if "." in str(key):
+            raise ConfigError(f"{path}: the key {key!r} holds a dot, which `dvc exp run -S` reads as nesting; "
+                              f"set {prefix.rstrip('.') or 'its parent'} without it, or edit params.yaml there")
         if isinstance(value, Mapping) and value:
             out.update(flat_overrides(value, f"{path}."))
         else:
@@ -503,7 +517,7 @@ def override_flags(flat: Mapping[str, Any]) -> list[str]:
     import shlex
 
     # "++": set the key whether params.yaml has it or not (Hydra's grammar, which DVC parses -S with)
-    return [f"-S {shlex.quote(f'++{k}={json.dumps(v)}')}" for k, v in flat.items()]
+    return [f"-S {shlex.quote(f'++{k}={json.dumps(v, ensure_ascii=False)}')}" for k, v in flat.items()]
 
 
 def overlay_overrides(path: str | Path, extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -545,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     p_ov.add_argument("overlay")
     p_ov.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="also set KEY (YAML value), e.g. data.source=/data/imagenet")
+    p_ov.add_argument("--write", default=None, metavar="FILE",
+                      help="instead of printing flags, write params.yaml with the keys applied to FILE (for "
+                           "`python -m prunerep.nbrun <study> --params FILE --out DIR`)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "check":
@@ -555,8 +572,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.params}: profile set to {args.profile}")
         elif args.cmd == "overrides":
             flat = overlay_overrides(args.overlay, args.set)
-            check_params(apply_overrides(read_params(args.params), flat))
-            print(" \\\n".join(override_flags(flat)))
+            applied = apply_overrides(read_params(args.params), flat)
+            check_params(applied)
+            if args.write:
+                from prunerep.io import atomic_write_text
+
+                atomic_write_text(f"# {args.params} with {args.overlay} applied (python -m prunerep.config overrides)\n"
+                                  + yaml.safe_dump(applied, sort_keys=False, allow_unicode=True), args.write)
+                print(f"{args.write}: written ({len(flat)} keys of {args.overlay} applied, valid)")
+            else:
+                print(" \\\n".join(override_flags(flat)))
         elif args.cmd == "inputs":
             changed = write_stage_inputs(args.section, args.out, model=args.model, params_path=args.params)
             print(f"{args.out}: {'written' if changed else 'unchanged'}")

@@ -1,6 +1,6 @@
 """Execute a paper notebook with papermill, parameterised from params.yaml.
 
-    python -m prunerep.nbrun greg [--params params.yaml]
+    python -m prunerep.nbrun greg [--params params.yaml] [--out results]
 
 The notebook ``notebooks/<slug>.ipynb`` receives, in its ``parameters`` cell, two short lines:
 
@@ -132,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("slug", help="notebook / params section name, e.g. greg")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", default="results",
+                        help="write <out>/<slug>/ (default results/, the pipeline's outputs); e.g. "
+                             "results-imagenet for a run on other params that must not replace them")
     args = parser.parse_args(argv)
     try:
-        path = run_notebook(args.slug, params_path=args.params)
+        path = run_notebook(args.slug, params_path=args.params, out_root=args.out)
     except ConfigError as err:
         message = str(err)
         print(f"error: {message if message.startswith(args.params) else f'{args.params}: {message}'}",

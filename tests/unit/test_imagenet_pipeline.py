@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from prunerep.config import (
+    ConfigError,
     apply_overrides,
     check_params,
     overlay_overrides,
+    override_flags,
     read_params,
     resolve_section,
 )
@@ -91,3 +93,37 @@ def test_dais_and_gdp_imagenet_runs_end_to_end_on_a_streamed_folder(params, imag
     for record in records:
         assert record.model == "resnet18" and record.dense_macs == dense_macs
         assert record.macs < dense_macs and 0 <= record.test_acc <= 100
+
+
+def test_write_gives_exactly_the_configuration_the_flags_give(params, tmp_path):
+    out = tmp_path / "imagenet.yaml"
+    subprocess.run([sys.executable, "-m", "prunerep.config", "overrides", str(OVERLAY), "--set",
+                    "data.source=/data/imagenet", "--params", str(REPO / "params.yaml"), "--write", str(out)],
+                   capture_output=True, text=True, check=True, cwd=REPO)
+    assert read_params(out) == params
+
+
+def test_dvc_applies_the_printed_flags_as_we_do(params, tmp_path):
+    """The flags go through DVC's own Hydra override parser (what `dvc exp run -S` calls) and give
+    the same params.yaml as `apply_overrides`, key by key."""
+    import shlex
+
+    import yaml
+    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
+
+    flat = overlay_overrides(OVERLAY, ["data.source=/data/imagenet", "greg.profiles.paper.note=\"résumé: a, b\""])
+    target = tmp_path / "params.yaml"
+    target.write_text((REPO / "params.yaml").read_text())
+    overrides = [shlex.split(flag)[1] for flag in override_flags(flat)]
+    dvc_apply_overrides(str(target), overrides)
+    ours = apply_overrides(read_params(REPO / "params.yaml"), flat)
+    assert yaml.safe_load(target.read_text()) == ours
+    assert ours["greg"]["profiles"]["paper"]["note"] == "résumé: a, b"
+
+
+def test_a_key_holding_a_dot_cannot_be_a_flag(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("greg:\n  profiles:\n    paper:\n      table2:\n        resnet50_imagenet_2.31x: {seeds: [0]}\n")
+    with pytest.raises(ConfigError, match=r"greg.profiles.paper.table2.resnet50_imagenet_2.31x: the key "
+                                          r"'resnet50_imagenet_2.31x' holds a dot"):
+        overlay_overrides(overlay)

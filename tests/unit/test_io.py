@@ -44,3 +44,29 @@ def test_a_failing_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -
 def test_written_files_are_world_readable(tmp_path: Path) -> None:
     path = atomic_write_text("x", tmp_path / "f.txt")
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_file_lock_lets_one_holder_in_at_a_time(tmp_path):
+    import threading
+    import time
+
+    from prunerep.io import file_lock
+
+    events: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with file_lock(tmp_path / "model.pt"):
+            events.append("first in")
+            held.set()
+            time.sleep(0.3)
+            events.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait()
+    with file_lock(tmp_path / "model.pt"):     # waits for the first holder
+        events.append("second in")
+    thread.join()
+    assert events == ["first in", "first out", "second in"]
+    assert (tmp_path / "model.pt.lock").exists() and not (tmp_path / "model.pt").exists()

@@ -3,7 +3,9 @@ written from torch hub's cache without the internet, refused on another dataset 
 name, pruned by a study's runs on a streamed ImageNet folder like a trained checkpoint.
 
 torchvision's real files are not on this machine: each test writes a random network's state dict
-under the file name torchvision looks for, in a temporary $TORCH_HOME, and forbids downloads.
+under the file name torchvision looks for, in a temporary $TORCH_HOME, and forbids downloads. The
+hash check of such a file (whose sha256 cannot match the hash in torchvision's name) is switched off
+by the `hub` fixture and tested on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torchvision
 
 import prunerep.data
+import prunerep.models.published as published_module
 from prunerep.config import ConfigError, check_params, read_params, resolve_section, stage_inputs
 from prunerep.data import DataConfig
 from prunerep.data.streaming import imagenet_splits
@@ -24,7 +27,8 @@ from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods import Budget
 from prunerep.methods.base import build_hyper
 from prunerep.models.checkpoint import load_model
-from prunerep.models.published import PublishedEntry, ensure_published
+from prunerep.models.published import PublishedEntry, check_hub_file, ensure_published
+from prunerep.models.registry import build_model
 from prunerep.pruning.cost import count_cost
 from prunerep.runner import RunSpec
 from prunerep.runner.execute import LatencySettings, StudyContext, execute
@@ -51,6 +55,7 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, torch.Tensor]]:
     """A torch hub cache holding 'published' ResNet-18 and MobileNetV2 files (random weights)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(published_module, "check_hub_file", lambda path: None)   # random bytes: no hash match
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     folder.mkdir(parents=True)
     states = {}
@@ -79,9 +84,47 @@ def test_the_checkpoint_holds_the_published_weights_and_its_bytes_are_stable(hub
     assert ensure_published("resnet18", RESNET18, path) == path and path.stat().st_mtime_ns == stamp   # kept
     other = ensure_published("resnet18", RESNET18, tmp_path / "b" / "model.pt")
     assert _sha(other) == _sha(path)          # a run's identity hashes these bytes: they must not vary
-    # a checkpoint of other weights at the path is replaced
+    # an alias of the same member is the same weights: kept
     entry = PublishedEntry(name="tv_resnet18", weights="DEFAULT", dataset="imagenet")   # an alias of V1
     assert ensure_published("resnet18", entry, path) == path and path.stat().st_mtime_ns == stamp
+    # the architecture spec names no weights: rebuilding it (a load, a scratch init) reads no file
+    assert model.arch_spec["kwargs"]["weights"] is None and meta["entry"]["weights"] == meta["weights"]
+    hub_files = list((Path(torch.hub.get_dir()) / "checkpoints").iterdir())
+    for f in hub_files:
+        f.unlink()
+    assert load_model(path)[0].state_dict()["fc.weight"].equal(hub["resnet18"]["fc.weight"])
+    build_model(model.arch_spec)
+    assert asked == []
+
+
+def test_a_checkpoint_of_another_entry_is_replaced(hub, tmp_path, monkeypatch):
+    _no_downloads(monkeypatch)
+    path = ensure_published("resnet18", RESNET18, tmp_path / "model.pt")
+    other = PublishedEntry(name="tv_resnet18", weights="IMAGENET1K_V1", dataset="imagenet", kwargs={"zero_init_residual": True})
+    ensure_published("resnet18", other, path)
+    assert load_model(path)[1]["entry"]["kwargs"] == {"zero_init_residual": True}
+    ensure_published("resnet18", RESNET18, path)
+    assert load_model(path)[1]["entry"]["kwargs"] == {}
+
+
+def test_a_cached_file_is_checked_against_the_hash_in_its_name(tmp_path, monkeypatch):
+    data = b"published weights"
+    good = tmp_path / f"net-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    good.write_bytes(data)
+    check_hub_file(good)
+    good.write_bytes(data[:-1])                     # truncated
+    with pytest.raises(RuntimeError, match=f"{good}: its sha256 starts with .* not with"):
+        check_hub_file(good)
+    # through ensure_published: a file copied into the cache that is not torchvision's
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    _no_downloads(monkeypatch)
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder.mkdir(parents=True)
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    torch.save(torchvision.models.resnet18().state_dict(), folder / Path(url).name)
+    with pytest.raises(RuntimeError, match="pretrain.published.resnet18: could not get .*not with f37072fd"):
+        ensure_published("resnet18", RESNET18, tmp_path / "model.pt")
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_without_the_file_and_the_internet_the_error_names_where_to_put_it(tmp_path, monkeypatch):
@@ -108,7 +151,9 @@ def _params_with(published: dict, models: dict | None = None) -> dict:
 
 @pytest.mark.parametrize(("entry", "message"), [
     ({"name": "tv_resnet18", "weights": "IMAGENET9K"}, "pretrain.published.x.weights: 'IMAGENET9K' is not a member of ResNet18_Weights"),
-    ({"name": "resnet20", "weights": "IMAGENET1K_V1"}, "pretrain.published.x.name: 'resnet20' is not a torchvision model"),
+    ({"name": "resnet20", "weights": "IMAGENET1K_V1"}, "pretrain.published.x.name: 'resnet20' is not a registered torchvision model"),
+    ({"name": "tv_resnet101", "weights": "IMAGENET1K_V1"}, "'tv_resnet101' is not a registered torchvision model; "
+                                                           "published weights exist for .*'torchvision:<fn_name>'"),
     ({"name": "tv_resnet18", "weights": "IMAGENET1K_V1", "kwargs": {"weights": "X"}}, "give the weights as the entry's `weights` key"),
 ])
 def test_a_bad_entry_is_one_clear_error(entry, message):
@@ -129,12 +174,16 @@ def test_sections_may_prune_a_published_key_and_the_stage_inputs_name_it():
     params["greg"]["model"] = "resnet81"
     with pytest.raises(ConfigError, match="'resnet81' is not an entry of pretrain.models or pretrain.published"):
         check_params(params)
+    assert "pretrain.published" not in stage_inputs(params, "greg")     # on CIFAR-10 it cannot be read
+    params["data"] = {**params["data"], "dataset": "imagenet"}
     assert stage_inputs(params, "greg")["pretrain.published"]["resnet18"]["weights"] == "IMAGENET1K_V1"
     plain = read_params(REPO / "params.yaml")       # the paper profile's entries are not the default's inputs
     assert "pretrain.published" not in stage_inputs(plain, "greg")
     assert "published" not in stage_inputs({**plain, "profile": "paper"}, "pretrain", model="resnet56")["pretrain"]
-    assert set(stage_inputs({**plain, "profile": "paper"}, "greg")["pretrain.published"]) == {
-        "resnet34", "resnet50", "mobilenet_v2"}
+    # the paper profile's CIFAR stages do not read its ImageNet entries: not their inputs
+    assert "pretrain.published" not in stage_inputs({**plain, "profile": "paper"}, "greg")
+    imagenet = {**plain, "profile": "paper", "data": {**plain["data"], "dataset": "imagenet"}}
+    assert set(stage_inputs(imagenet, "greg")["pretrain.published"]) == {"resnet34", "resnet50", "mobilenet_v2"}
 
 
 @pytest.fixture

@@ -98,20 +98,27 @@ class StudyContext:
 
     def load_dense(self, model_key: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:
         """The dense checkpoint of `model_key`, refusing a checkpoint of another architecture."""
-        return load_dense(self.dense_path(model_key), model_key, self.expected_arch.get(model_key), map_location)
+        return load_dense(self.dense_path(model_key), model_key, self.expected_arch.get(model_key), map_location,
+                          published=model_key in self.published)
 
 
-def load_dense(path: Path, model_key: str, expected: str | None, map_location: Any = "cpu") -> torch.nn.Module:
+def load_dense(path: Path, model_key: str, expected: str | None, map_location: Any = "cpu", *,
+               published: bool = False) -> torch.nn.Module:
     from prunerep.models.checkpoint import load_model
 
+    if published:   # written from torchvision's weights by `StudyContext.dense_path`, not by a pretrain stage
+        entry, missing, other = (f"pretrain.published.{model_key}", "rerun (the study writes it again)",
+                                 "delete it and rerun (the study writes it again)")
+    else:
+        entry, missing, other = (f"pretrain.models.{model_key}", f"run `dvc repro pretrain@{model_key}` first",
+                                 f"rerun `dvc repro pretrain@{model_key}`")
     if not path.exists():
-        raise FileNotFoundError(f"{path}: dense checkpoint of {model_key!r} is missing; run "
-                                f"`dvc repro pretrain@{model_key}` first (or remove {model_key!r} from the section)")
+        raise FileNotFoundError(f"{path}: dense checkpoint of {model_key!r} is missing; {missing} "
+                                f"(or remove {model_key!r} from the section)")
     model, _ = load_model(path, map_location=map_location)
     arch = getattr(model, "arch_spec", {}).get("name")
     if expected is not None and arch != expected:
-        raise ValueError(f"{path}: holds a {arch!r} network but pretrain.models.{model_key}.name is {expected!r}; "
-                         f"rerun `dvc repro pretrain@{model_key}`")
+        raise ValueError(f"{path}: holds a {arch!r} network but {entry}.name is {expected!r}; {other}")
     return model
 
 

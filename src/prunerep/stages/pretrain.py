@@ -230,7 +230,7 @@ def publish_main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {_in_file(str(err), args.params)}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:   # the weights could not be had; a name torchvision lacks
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"[published {args.key}] {path}")
