@@ -21,7 +21,9 @@ Protocols (claim 3; every fine-tuning reports its last epoch, ``SELECT``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -357,12 +359,15 @@ def build_large_scale(entry: LargeScaleConfig, *, input_size: int | None = None,
 
 def run_large_scale(entry: LargeScaleConfig, train_loader: Any, val_loader: Any, *,
                     model: nn.Module | None = None, checkpoint_dir: str | Path | None = None,
-                    runtime: RuntimeConfig | None = None) -> tuple[nn.Module, dict[str, Any]]:
+                    runtime: RuntimeConfig | None = None, run_key: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train GDP on a large-scale setting with the shared loop and return the pruned model.
 
     The loaders must yield ``(images, targets)`` on the model's device and have ``set_epoch``
     (see :class:`prunerep.engine.trainer.BatchLoader`), e.g. a torchvision ImageNet/VOC dataset
     wrapped by the user; this project does not ship those datasets.
+
+    `run_key` names what the training checkpoints in `checkpoint_dir` may resume (a killed run of the
+    same configuration); default: the setting's name.
 
     Returns:
         ``(pruned model, method summary)``.
@@ -375,9 +380,142 @@ def run_large_scale(entry: LargeScaleConfig, train_loader: Any, val_loader: Any,
     for name, optim in method.phases():
         fit(model, train_loader, optim=optim, runtime=runtime, hooks=[method], val_loader=val_loader,
             checkpoint_dir=Path(checkpoint_dir) / name if checkpoint_dir else None,
-            run_key=f"gdp-large/{entry.name}/{name}", desc=f"gdp {entry.name}")
+            run_key=f"{run_key or f'gdp-large/{entry.name}'}/{name}", desc=f"gdp {entry.name}")
     model = method.finalize(model, ctx)
     return model, method.summary()
+
+
+def published_dense_for(entry: LargeScaleConfig, published: Mapping[str, Any], where: str = "gdp.large_scale") -> str:
+    """The ``pretrain.published`` key whose weights fit `entry`: the same torchvision network
+    (``tv_deeplabv3_resnet50`` and the tensor-returning ``deeplabv3_resnet50`` share one) on the
+    same dataset; exactly one must exist."""
+    from prunerep.config import ConfigError
+    from prunerep.models.published import torchvision_fn
+
+    network = torchvision_fn(entry.model)
+    keys = [k for k, pub in published.items() if pub.dataset == entry.dataset and torchvision_fn(pub.name) == network]
+    if len(keys) != 1:
+        found = f"several ({sorted(keys)}); keep one" if keys else "none"
+        raise ConfigError(f"{where}: pretrain.published entries with torchvision's {network!r} weights on "
+                          f"{entry.dataset!r}: {found}. GDP prunes a pretrained network; e.g. "
+                          f"pretrain.published.<key>: {{name: {entry.model}, weights: <torchvision member>, "
+                          f"dataset: {entry.dataset}}}")
+    return keys[0]
+
+
+def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: str | None = None, seed: int = 0,
+                            out_root: str | Path = "results", artifacts: str | Path = "artifacts") -> dict[str, Any]:
+    """Run `gdp.large_scale` entry `name` on the pipeline's dataset, from its published dense weights.
+
+    What the paper's ImageNet and VOC rows need beyond the CIFAR grid: ``data`` pointed at the
+    dataset (``data.dataset`` = the entry's) and a ``pretrain.published`` entry of the same network
+    on it (`published_dense_for`; e.g. DeepLabV3-ResNet50 with torchvision's VOC weights). GDP trains with the shared loop on the
+    streamed splits (under torchrun each rank its slice of every global batch), then the network
+    is pruned and scored on the test split: top-1 for classification, mIoU for segmentation.
+    Rank 0 writes ``<artifacts>/gdp/large_scale/<name>-s<seed>.pt`` and
+    ``<out_root>/gdp/large_scale/<name>-s<seed>.json``; training checkpoints under
+    ``<artifacts>/gdp/large_scale/<name>-s<seed>/`` resume a killed run of the same configuration.
+
+    Raises:
+        ConfigError: no such entry, no published weights for it, or another dataset than the pipeline's.
+    """
+    from prunerep.config import ConfigError, active_profile, check_params, resolve_section
+    from prunerep.engine import pick_device
+    from prunerep.engine.device import is_main_process, seed_everything
+    from prunerep.engine.distributed import per_rank_batch, shard
+    from prunerep.engine.evaluate import evaluate, segmentation_miou
+    from prunerep.io import write_json
+    from prunerep.models.checkpoint import save_model
+    from prunerep.provenance import file_digest
+    from prunerep.pruning.cost import count_cost
+
+    check_params(params)
+    profile = profile or active_profile(params)
+    cfg: GDPConfig = resolve_section("gdp", params, profile=profile)
+    data = resolve_section("data", params, profile=profile)
+    pretrain = resolve_section("pretrain", params, profile=profile)
+    entries = {e.name: e for e in cfg.large_scale}
+    if name not in entries:
+        raise ConfigError(f"gdp.large_scale: no entry named {name!r} at profile {profile!r}; entries: {sorted(entries)}")
+    entry = entries[name]
+    where = f"gdp.large_scale[{list(entries).index(name)}]"
+    if entry.dataset != data.dataset:
+        raise ConfigError(f"{where}.dataset is {entry.dataset!r} but data.dataset is {data.dataset!r}: point `data` "
+                          f"at that dataset (docs/datasets.md) to run this setting")
+    dense_key = published_dense_for(entry, pretrain.published, where)
+    study = StudyContext(slug="gdp", profile=profile, data=data, subset=cfg.subset,
+                         expected_arch=pretrain.dense_names(), published=pretrain.published)
+    dense = study.load_dense(dense_key)
+    splits = study.splits
+    runtime = cfg.runtime
+    device = pick_device(runtime.device)
+    train_cfg = entry.method.train
+    train = splits.loader(splits.train, per_rank_batch(train_cfg.batch_size, f"{where}.method.train.batch_size"),
+                          train=True, device=device, channels_last=runtime.channels_last, seed=seed,
+                          shard=shard())
+    val, test = (splits.loader(split, train_cfg.batch_size, train=False, device=device) for split in (splits.val, splits.test))
+    example = (1, entry.in_channels, entry.input_size, entry.input_size)
+    dense_cost = count_cost(dense, example)
+    seed_everything(seed)
+    directory = Path(artifacts) / "gdp" / "large_scale"
+    run_name = f"{name}-s{seed}"
+    # a killed run resumes only into the same setting, data, seed and dense weights
+    identity = hashlib.sha256(json.dumps(
+        {"entry": to_dict(entry), "data": to_dict(data), "subset": to_dict(cfg.subset), "seed": seed,
+         "dense": file_digest(study.dense_path(dense_key))}, sort_keys=True).encode()).hexdigest()[:16]
+    model, summary = run_large_scale(entry, train, val, model=dense, checkpoint_dir=directory / run_name,
+                                     runtime=runtime, run_key=f"gdp-large/{run_name}/{identity}")
+    segmentation = entry.task == "segmentation"
+    scores = (segmentation_miou(model, test, entry.num_classes) if segmentation else evaluate(model, test))
+    cost = count_cost(model, example)
+    result = {"setting": name, "profile": profile, "dataset": data.dataset, "seed": seed, "dense": dense_key,
+              "dense_weights": pretrain.published[dense_key].weights, "task": entry.task,
+              "macs_keep_target": entry.macs_keep, "input": list(example[1:]),
+              "dense_macs": dense_cost.macs, "dense_params": dense_cost.params, "macs": cost.macs, "params": cost.params,
+              "test": ({"miou": scores["miou"], "pixel_acc": scores["pixel_acc"]} if segmentation
+                       else {"top1": scores["acc"]}),
+              "method_summary": {k: summary[k] for k in ("target_macs_ratio", "reached", "reached_step", "lam_at_target",
+                                                         "forced_removals", "kill_effect") if k in summary}}
+    if is_main_process():
+        save_model(model.cpu(), directory / f"{run_name}.pt",
+                   meta={"setting": name, "dense": dense_key, "seed": seed, "macs": cost.macs})
+        write_json(result, Path(out_root) / "gdp" / "large_scale" / f"{run_name}.json")
+    return result
+
+
+def large_scale_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m prunerep.studies gdp_large <setting> [--params FILE] [--profile NAME] [--seed N] [--out DIR]``
+    (under ``torchrun ... -m prunerep.studies gdp_large ...`` on several processes)."""
+    import argparse
+    import sys
+
+    from prunerep.config import ConfigError, read_params
+    from prunerep.engine.device import init_distributed, is_distributed
+
+    p = argparse.ArgumentParser(prog="python -m prunerep.studies gdp_large",
+                                description="Run one of GDP's large-scale settings (gdp.large_scale) on the "
+                                            "pipeline's dataset from its published dense weights.")
+    p.add_argument("setting", help="name of a gdp.large_scale entry, e.g. voc_deeplabv3_resnet50")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--profile", default=None, help="default: the active profile of the params file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data order and of the gates' init")
+    p.add_argument("--out", default="results", help="results folder (<out>/gdp/large_scale/<setting>-s<seed>.json)")
+    args = p.parse_args(argv)
+    init_distributed()
+    try:
+        result = run_large_scale_setting(args.setting, read_params(args.params), profile=args.profile,
+                                         seed=args.seed, out_root=args.out)
+    except (ConfigError, RuntimeError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        if is_distributed():
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    score = ", ".join(f"{k} {v:.2f}" for k, v in result["test"].items())
+    print(f"[gdp_large {args.setting}] MACs {result['macs'] / result['dense_macs']:.3f} of dense, test {score}")
+    return 0
 
 
 def ratio_label(macs_keep: float) -> str:
