@@ -1,7 +1,8 @@
 """The papers' ImageNet settings as one pipeline (docs/imagenet.params.yaml): the keys it sets make a
 valid `paper` configuration whose studies prune only published torchvision weights (no CIFAR
 pretraining upstream), plan the papers' ImageNet runs, and run them end to end on a tiny
-streamed ImageNet folder (a DAIS and a GDP run here; GReg's in test_published.py)."""
+streamed ImageNet folder (DAIS, GDP and W-Gates runs here; GReg's in test_published.py); the
+printed flags are what DVC's own override parser applies."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from prunerep.config import (
 from prunerep.engine import RuntimeConfig
 from prunerep.models import get_model
 from prunerep.runner.execute import execute
-from prunerep.studies import dais, gdp, greg
+from prunerep.studies import dais, gdp, greg, wgates
 from tests.unit.test_published import hub, imagenet_study  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +128,31 @@ def test_a_key_holding_a_dot_cannot_be_a_flag(tmp_path):
     with pytest.raises(ConfigError, match=r"greg.profiles.paper.table2.resnet50_imagenet_2.31x: the key "
                                           r"'resnet50_imagenet_2.31x' holds a dot"):
         overlay_overrides(overlay)
+
+
+def test_wgates_imagenet_row_runs_from_published_weights_on_a_streamed_folder(params, imagenet_study, tmp_path):  # noqa: F811
+    """W-Gates' ImageNet path through the study's own functions: the latency dataset of the published
+    network (fake timings: nothing is timed in tests), LPNet, the plan at the overlay's latency
+    target, and one W-Gates (latency mode) run through the runner on the streamed folder."""
+    from tests.unit.test_wgates_study import FP, _cfg, fake_measure
+
+    paper = resolve_section("wgates", params)
+    cfg = _cfg(models=["resnet18"], targets=list(paper.targets), seeds=[0], arms=["wgates", "l1"], batch_size=4,
+               method=dataclasses.asdict(paper.method) | {"lam_init": 5.0, "lam_max": 50.0},
+               dataset={"models": ["resnet18"], "sampler": {"configs": 24, "uniform": 6},
+                        "measure": {"batch_sizes": [1, 2], "repeats": [1, 1], "warmup": 0, "chunk": 8, "recheck": 2,
+                                    "layer_levels": 0, "layer_repeats": [1, 1], "threads": 1}},
+               predictor={"lpnet": {"hidden": 16, "iterations": 400, "eval_every": 50}, "seeds": [0]})
+    shape = imagenet_study.example_shape
+    datasets = wgates.ensure_datasets(cfg, shape, imagenet_study.load_dense, directory=tmp_path / "ds",
+                                      measure_fn=fake_measure, fingerprint=FP, results=tmp_path, progress=False)
+    fit = wgates.fit_predictors(cfg, datasets["resnet18"], "resnet18", directory=tmp_path / "lp")
+    specs, targets = wgates.plan(cfg, datasets, {"resnet18": fit})
+    assert targets[0]["macs_keep"] is not None and {s.tags["arm"] for s in specs} == {"wgates", "l1"}
+    spec = next(s for s in specs if s.tags["arm"] == "wgates")
+    assert spec.hyper.round_to == paper.method.round_to == 8 and spec.budget.latency_keep == paper.targets[0]
+    (record,) = execute([_tiny(spec)], imagenet_study)
+    assert record.model == "resnet18" and record.macs < record.dense_macs
+    summary = record.summary
+    assert summary["mode"] == "latency" and summary["final_ratio"] <= spec.budget.latency_keep + 1e-9
+    assert all(w % 8 == 0 or w == summary["channels"][g] for g, w in summary["widths"].items())
