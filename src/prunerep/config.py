@@ -479,7 +479,8 @@ def flat_overrides(overlay: Mapping[str, Any], prefix: str = "") -> dict[str, An
     """The leaves of a partial params mapping as dotted keys, as ``dvc exp run -S`` sets them.
 
     A list is one leaf (it replaces the list of params.yaml), and so is an empty mapping (it
-    replaces the mapping there: ``{}`` empties it). A key holding a dot (e.g. GReg's
+    replaces the mapping there: ``{}`` empties it with `apply_overrides` / ``--write``; as a DVC
+    flag it would merge, so `override_flags` refuses it). A key holding a dot (e.g. GReg's
     ``resnet50_imagenet_2.31x``) cannot be addressed by a dotted path: refused, naming it.
     """
     out: dict[str, Any] = {}
@@ -487,7 +488,7 @@ def flat_overrides(overlay: Mapping[str, Any], prefix: str = "") -> dict[str, An
         path = f"{prefix}{key}"
         if "." in str(key):
             raise ConfigError(f"{path}: the key {key!r} holds a dot, which `dvc exp run -S` reads as nesting; "
-                              f"set {prefix.rstrip('.') or 'its parent'} without it, or edit params.yaml there")
+                              "remove it from the overlay and edit params.yaml at that path")
         if isinstance(value, Mapping) and value:
             out.update(flat_overrides(value, f"{path}."))
         else:
@@ -517,6 +518,10 @@ def override_flags(flat: Mapping[str, Any]) -> list[str]:
     import shlex
 
     # "++": set the key whether params.yaml has it or not (Hydra's grammar, which DVC parses -S with)
+    for key, value in flat.items():
+        if value == {}:   # DVC's ++key={} merges (nothing changes) where apply_overrides empties the mapping
+            raise ConfigError(f"{key}: an empty mapping cannot be a `dvc exp run -S` flag (DVC would merge it, "
+                              "changing nothing); use --write, or edit params.yaml there")
     return [f"-S {shlex.quote(f'++{k}={json.dumps(v, ensure_ascii=False)}')}" for k, v in flat.items()]
 
 

@@ -156,3 +156,9 @@ def test_wgates_imagenet_row_runs_from_published_weights_on_a_streamed_folder(pa
     summary = record.summary
     assert summary["mode"] == "latency" and summary["final_ratio"] <= spec.budget.latency_keep + 1e-9
     assert all(w % 8 == 0 or w == summary["channels"][g] for g, w in summary["widths"].items())
+
+
+def test_an_empty_mapping_is_refused_as_a_flag():
+    # DVC's `++key={}` merges (changes nothing) where apply_overrides empties the mapping
+    with pytest.raises(ConfigError, match=r"greg.profiles.paper.reg: an empty mapping cannot be"):
+        override_flags({"greg.profiles.paper.reg": {}})

@@ -260,3 +260,24 @@ def test_the_cli_writes_a_published_checkpoint_ahead(hub, tmp_path, monkeypatch,
     assert all(torch.equal(model.state_dict()[k], v) for k, v in hub["mobilenet_v2"].items())
     assert pretrain.publish_main(["resnet50", "--params", str(params)]) == 2      # default profile: none
     assert "no entry 'resnet50' at this profile" in capsys.readouterr().err
+
+
+def test_a_torchvision_deeplab_entry_is_written_and_loads_back(tmp_path, monkeypatch):
+    """torchvision turns DeepLabV3's aux head on with weights: the checkpoint's spec records it, so
+    loading rebuilds the same network (aux head included) without reading the hub file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(published_module, "check_hub_file", lambda path: None)
+    asked = _no_downloads(monkeypatch)
+    weights = torchvision.models.segmentation.DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder.mkdir(parents=True)
+    tv = torchvision.models.segmentation.deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=21,
+                                                            aux_loss=True)
+    torch.save(tv.state_dict(), folder / Path(weights.url).name)
+    entry = PublishedEntry(name="tv_deeplabv3_resnet50", weights="COCO_WITH_VOC_LABELS_V1", dataset="voc2012")
+    path = ensure_published("deeplab", entry, tmp_path / "model.pt")
+    (folder / Path(weights.url).name).unlink()
+    model, _ = load_model(path)
+    assert model.arch_spec["kwargs"]["aux_loss"] is True and model.arch_spec["kwargs"]["weights"] is None
+    assert torch.equal(model.state_dict()["aux_classifier.4.weight"], tv.state_dict()["aux_classifier.4.weight"])
+    assert asked == []

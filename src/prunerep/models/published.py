@@ -178,7 +178,10 @@ def ensure_published(key: str, entry: PublishedEntry, path: str | Path) -> Path:
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, http.client.HTTPException) as err:
             # URLError is an OSError, IncompleteRead an HTTPException; a truncated file a RuntimeError
             raise RuntimeError(missing_weights_message(key, weights, f"{type(err).__name__}: {err}")) from err
-        model.arch_spec = {**model.arch_spec, "kwargs": {**model.arch_spec["kwargs"], "weights": None}}
+        kwargs = {**model.arch_spec["kwargs"], "weights": None}
+        if "aux_loss" in kwargs:   # torchvision turns the aux head on with weights: rebuild it as built
+            kwargs["aux_loss"] = getattr(model, "aux_classifier", None) is not None
+        model.arch_spec = {**model.arch_spec, "kwargs": kwargs}
         meta = {"source": "torchvision", "weights": identity["weights"], "url": weights.url,
                 "dataset": entry.dataset, "key": key, "entry": identity,
                 "reported": {k: v for k, v in weights.meta.items() if k in ("_metrics", "num_params", "recipe")}}

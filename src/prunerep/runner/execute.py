@@ -169,7 +169,7 @@ def _run_one(job: dict[str, Any]) -> RunRecord:
     base = _base(spec)
     wall0 = time.perf_counter()
     splits = load_data(job["data"], job["subset"])
-    dense = load_dense(Path(job["dense_path"]), base.model, job["expected_arch"])
+    dense = load_dense(Path(job["dense_path"]), base.model, job["expected_arch"], published=job.get("published", False))
     runner = run_iterative if isinstance(spec, IterativeSpec) else run_pruning
     cpu0 = time.process_time()
     result: RunResult = runner(spec, dense, splits, checkpoint_dir=job["checkpoint_dir"], run_key=job["identity"],
@@ -385,7 +385,7 @@ def execute(specs: Sequence[RunSpec | IterativeSpec], ctx: StudyContext, *, save
             "code": code,
             "slug": ctx.slug, "profile": ctx.profile, "spec": spec, "data": ctx.data, "subset": ctx.subset,
             "dense_path": str(dense), "dense_digest": digests[base.model], "identity": identity,
-            "expected_arch": ctx.expected_arch.get(base.model),
+            "expected_arch": ctx.expected_arch.get(base.model), "published": base.model in ctx.published,
             "checkpoint_dir": str(paths.CHECKPOINTS / ctx.slug / ctx.profile / name),
             "model_path": str(paths.pruned_models(ctx.slug) / f"{name}.pt") if save_models else None,
             "name": name, "log_path": (paths.run_logs(ctx.slug) / f"{name}.log").as_posix(),

@@ -392,13 +392,16 @@ def published_dense_for(entry: LargeScaleConfig, published: Mapping[str, Any], w
     from prunerep.config import ConfigError
     from prunerep.models.published import torchvision_fn
 
-    network = torchvision_fn(entry.model)
+    try:
+        network = torchvision_fn(entry.model)
+    except ValueError as err:
+        raise ConfigError(f"{where}.model: {err}") from None
     keys = [k for k, pub in published.items() if pub.dataset == entry.dataset and torchvision_fn(pub.name) == network]
     if len(keys) != 1:
         found = f"several ({sorted(keys)}); keep one" if keys else "none"
         raise ConfigError(f"{where}: pretrain.published entries with torchvision's {network!r} weights on "
                           f"{entry.dataset!r}: {found}. GDP prunes a pretrained network; e.g. "
-                          f"pretrain.published.<key>: {{name: {entry.model}, weights: <torchvision member>, "
+                          f"pretrain.published.<key>: {{name: {entry.model.replace('tv_deeplabv3', 'deeplabv3')}, weights: <torchvision member>, "
                           f"dataset: {entry.dataset}}}")
     return keys[0]
 
@@ -426,7 +429,8 @@ def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: st
     from prunerep.engine.evaluate import evaluate, segmentation_miou
     from prunerep.io import write_json
     from prunerep.models.checkpoint import save_model
-    from prunerep.provenance import file_digest
+    from prunerep.models.published import published_weights
+    from prunerep.provenance import file_digest, run_code_fingerprint
     from prunerep.pruning.cost import count_cost
 
     check_params(params)
@@ -462,6 +466,7 @@ def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: st
     # a killed run resumes only into the same setting, data, seed and dense weights
     identity = hashlib.sha256(json.dumps(
         {"entry": to_dict(entry), "data": to_dict(data), "subset": to_dict(cfg.subset), "seed": seed,
+         "runtime": to_dict(runtime), "code": run_code_fingerprint(GDP.__module__),
          "dense": file_digest(study.dense_path(dense_key))}, sort_keys=True).encode()).hexdigest()[:16]
     model, summary = run_large_scale(entry, train, val, model=dense, checkpoint_dir=directory / run_name,
                                      runtime=runtime, run_key=f"gdp-large/{run_name}/{identity}")
@@ -469,7 +474,7 @@ def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: st
     scores = (segmentation_miou(model, test, entry.num_classes) if segmentation else evaluate(model, test))
     cost = count_cost(model, example)
     result = {"setting": name, "profile": profile, "dataset": data.dataset, "seed": seed, "dense": dense_key,
-              "dense_weights": pretrain.published[dense_key].weights, "task": entry.task,
+              "dense_weights": published_weights(pretrain.published[dense_key]).name, "task": entry.task,
               "macs_keep_target": entry.macs_keep, "input": list(example[1:]),
               "dense_macs": dense_cost.macs, "dense_params": dense_cost.params, "macs": cost.macs, "params": cost.params,
               "test": ({"miou": scores["miou"], "pixel_acc": scores["pixel_acc"]} if segmentation
@@ -512,6 +517,7 @@ def large_scale_main(argv: Sequence[str] | None = None) -> int:
         if is_distributed():
             import torch.distributed as dist
 
+            dist.barrier()   # rank 0 may still be writing the network and the result
             dist.destroy_process_group()
     score = ", ".join(f"{k} {v:.2f}" for k, v in result["test"].items())
     print(f"[gdp_large {args.setting}] MACs {result['macs'] / result['dense_macs']:.3f} of dense, test {score}")
