@@ -21,9 +21,7 @@ Protocols (claim 3; every fine-tuning reports its last epoch, ``SELECT``):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -430,8 +428,9 @@ def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: st
     from prunerep.io import write_json
     from prunerep.models.checkpoint import save_model
     from prunerep.models.published import published_weights
-    from prunerep.provenance import file_digest, run_code_fingerprint
+    from prunerep.provenance import file_digest, run_code_fingerprint, run_key
     from prunerep.pruning.cost import count_cost
+    from prunerep.runner.execute import load_dense
 
     check_params(params)
     profile = profile or active_profile(params)
@@ -449,7 +448,8 @@ def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: st
     dense_key = published_dense_for(entry, pretrain.published, where)
     study = StudyContext(slug="gdp", profile=profile, data=data, subset=cfg.subset,
                          expected_arch=pretrain.dense_names(), published=pretrain.published)
-    dense = study.load_dense(dense_key)
+    dense_path = study.dense_path(dense_key)   # written from the published weights once, read once
+    dense = load_dense(dense_path, dense_key, study.expected_arch.get(dense_key), published=True)
     splits = study.splits
     runtime = cfg.runtime
     device = pick_device(runtime.device)
@@ -464,10 +464,8 @@ def run_large_scale_setting(name: str, params: Mapping[str, Any], *, profile: st
     directory = Path(artifacts) / "gdp" / "large_scale"
     run_name = f"{name}-s{seed}"
     # a killed run resumes only into the same setting, data, seed and dense weights
-    identity = hashlib.sha256(json.dumps(
-        {"entry": to_dict(entry), "data": to_dict(data), "subset": to_dict(cfg.subset), "seed": seed,
-         "runtime": to_dict(runtime), "code": run_code_fingerprint(GDP.__module__),
-         "dense": file_digest(study.dense_path(dense_key))}, sort_keys=True).encode()).hexdigest()[:16]
+    identity = run_key(entry, data, cfg.subset, runtime, {"seed": seed, "dense": file_digest(dense_path)},
+                       code=run_code_fingerprint(GDP.__module__))
     model, summary = run_large_scale(entry, train, val, model=dense, checkpoint_dir=directory / run_name,
                                      runtime=runtime, run_key=f"gdp-large/{run_name}/{identity}")
     segmentation = entry.task == "segmentation"
