@@ -289,3 +289,47 @@ def test_relative_pressure_gives_every_offset_the_same_push_and_leaves_the_value
         assert float(shares.max() / shares.min()) > 2
     else:
         torch.testing.assert_close(pushes, torch.full_like(pushes, float(shares.mean())), rtol=1e-4, atol=1e-7)
+
+
+# ---------------------------------------------------------------- generator initialisation (ours)
+
+
+def test_l1_init_makes_the_generator_rank_filters_by_l1_norm_and_touches_nothing_else():
+    from prunerep.methods.wgates import fit_generator_to_l1
+    from prunerep.pruning.latency_model import spearman
+
+    torch.manual_seed(3)
+    conv = nn.Conv2d(8, 16, 3)
+    with torch.no_grad():   # filters of clearly different norms, as in a trained layer
+        conv.weight.mul_(torch.linspace(0.2, 3.0, 16).view(16, 1, 1, 1)[torch.randperm(16)])
+    gate = WGate(FilterWeights([conv]), hidden=16, offset_init=0.7)
+    l1 = conv.weight.detach().abs().flatten(1).sum(1)
+    before = spearman(gate.scores().detach(), l1)
+    weight, offset = conv.weight.detach().clone(), float(gate.offset.detach())
+    rho = fit_generator_to_l1(gate)
+    after = spearman(gate.scores().detach(), l1)
+    assert rho == pytest.approx(after) and after > 0.95 and after > before + 0.3
+    # only the generator moved: no gradient reached the filters or the offset
+    assert torch.equal(conv.weight.detach(), weight) and float(gate.offset.detach()) == offset
+    assert conv.weight.grad is None and gate.offset.grad is None
+    # at an offset that closes half of the gates, the open ones are the larger-L1 filters
+    with torch.no_grad():
+        gate.offset.zero_()
+    open_l1 = l1[gate.hard_mask()]
+    assert float(open_l1.min()) >= float(torch.quantile(l1, 0.25))
+
+
+def test_generator_init_option_is_off_by_default_and_recorded_when_on():
+    model = _net()
+    method = get_method("wgates", offset_init=3.0)
+    method.prepare(model, _ctx(model, Budget(macs_keep=0.5)))
+    assert "init_fit" not in method.summary()
+    model = _net()
+    method = get_method("wgates", offset_init=3.0, generator_init="l1")
+    method.prepare(model, _ctx(model, Budget(macs_keep=0.5)))
+    fits = method.summary()["init_fit"]
+    assert set(fits) == set(method.ids) and min(v for v in fits.values() if not math.isnan(v)) > 0.8
+    from prunerep.methods.wgates import choices_of_ours
+    assert "generators initialised to the L1 ranking, ours" in choices_of_ours({"generator_init": "l1"})
+    with pytest.raises(ValueError, match="generator_init"):
+        get_method("wgates", generator_init="l2")

@@ -20,6 +20,13 @@ is our reconstruction, each choice a named field of :class:`WGatesHyper`:
   the largest score always stays open, so no group dies) and passes the gradient straight
   through to ``s_c``. So ``z`` ranks the filters and ``t_g`` sets how many survive: the
   learned per-layer pruning ratio.
+* **Generator initialisation** (``generator_init``, ours; the paper's was not retrieved):
+  ``"random"`` (PyTorch's default init: at step 0 the generator ranks the filters at random, and
+  the task loss must teach it the ranking through the straight-through gates) or ``"l1"``: before
+  the gated training, each generator is fitted alone (Adam, ``init_steps``, no data, no other
+  parameter touched) so that its standardised scores match the standardised L1 norms of the
+  filters it reads, i.e. it starts as the L1-norm criterion and the task loss refines it. Its
+  Spearman rank correlation with the L1 norms after the fit is in ``summary()["init_fit"]``.
 * **Efficiency term**: the hinge ``lambda * max(0, log(E(w) / E(dense)) - log(target))`` of the
   network's efficiency at the widths ``w_g = sum_c g_c`` (differentiable through the
   straight-through gates): with a ``Budget(latency_keep=...)``, ``E`` is the frozen LPNet's
@@ -70,7 +77,8 @@ from prunerep.pruning.groups import ChannelGroup
 from prunerep.pruning.rounding import rounded_width
 from prunerep.pruning.surgery import apply_gates
 
-__all__ = ["FilterWeights", "WGate", "WGates", "WGatesHyper", "choices_of_ours", "efficiency_penalty", "lambda_at"]
+__all__ = ["FilterWeights", "WGate", "WGates", "WGatesHyper", "choices_of_ours", "efficiency_penalty",
+           "fit_generator_to_l1", "lambda_at"]
 
 
 # -- pure functions ------------------------------------------------------------------------------
@@ -181,6 +189,36 @@ class WGate(ChannelGate):
         self.frozen.fill_(True)
 
 
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / x.std().clamp_min(1e-6)
+
+
+def fit_generator_to_l1(gate: WGate, steps: int = 100, lr: float = 0.03) -> float:
+    """Fit ``gate``'s generator alone so its standardised scores match the standardised L1 norms
+    of the filters it reads (as it reads them: each producer divided by its standard deviation).
+
+    Only the generator's parameters move (Adam, ``steps`` full-batch steps on the group's own
+    filters, no data); the filters and the offset are untouched. Returns the Spearman rank
+    correlation between the fitted scores and the L1 norms (NaN for a one-channel group, which has
+    nothing to rank).
+    """
+    from prunerep.pruning.latency_model import spearman
+
+    if gate.channels < 2:
+        return math.nan
+    with torch.enable_grad():
+        x = gate.weight_fn().detach()
+        target = _standardised(x.abs().sum(1))
+        opt = torch.optim.Adam(gate.mlp.parameters(), lr=lr)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = (_standardised(gate.mlp(x).squeeze(1)) - target).pow(2).mean()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return spearman(gate.mlp(x).squeeze(1).cpu(), target.cpu())
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 
@@ -217,6 +255,11 @@ class WGatesHyper:
     pressure: Literal["cost", "relative"] = "cost"
     scope: Literal["all", "internal"] = "all"   # all: residual streams too
     detach_weights: bool = False     # True: the gates' gradient does not reach the filters
+    # "random": the generators' default init; "l1": each generator first fitted to rank its filters
+    # by L1 norm (ours, see the module docstring), with init_steps Adam steps at init_lr
+    generator_init: Literal["random", "l1"] = "random"
+    init_steps: int = 100
+    init_lr: float = 0.03
     lpnet: str = ""                  # LPNet file (latency budgets)
     lpnet_digest: str = ""           # its sha256 (the run refuses another file)
     latency_batch: int = 1           # which LPNet output is the constraint
@@ -234,6 +277,9 @@ class WGatesHyper:
             (self.pressure in ("cost", "relative"), "pressure must be 'cost' or 'relative'"),
             (self.gate_lr_scale > 0, "gate_lr_scale must be > 0"),
             (self.trace_every >= 1, "trace_every must be >= 1"),
+            (self.generator_init in ("random", "l1"), "generator_init must be 'random' or 'l1'"),
+            (self.init_steps >= 1, "init_steps must be >= 1"),
+            (self.init_lr > 0, "init_lr must be > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -245,7 +291,8 @@ def choices_of_ours(hyper: Mapping[str, Any] | None) -> list[str]:
     wgates and compare studies both label runs with these)."""
     hyper = hyper or {}
     return ([f"{hyper['min_keep']:.0%} per-group floor, ours"] if hyper.get("min_keep") else []) + \
-        (["equal pressure per group, ours"] if hyper.get("pressure") == "relative" else [])
+        (["equal pressure per group, ours"] if hyper.get("pressure") == "relative" else []) + \
+        (["generators initialised to the L1 ranking, ours"] if hyper.get("generator_init") == "l1" else [])
 
 
 # -- the method ----------------------------------------------------------------------------------
@@ -273,6 +320,7 @@ class WGates(PruningMethod):
         self.floor_breaks = 0
         self.trace: list[dict[str, float]] = []
         self.exactness: dict[str, float] = {}
+        self.init_fit: dict[str, float] = {}
         self._freeze_step = 0
         self._ramp_steps = 1
         self._last: dict[str, float] = {}
@@ -311,6 +359,9 @@ class WGates(PruningMethod):
 
         self.gates = attach_gates(model, ctx.prunable, make, placement="output")
         self.ids = self.gates.ids()
+        if hp.generator_init == "l1":
+            self.init_fit = {gid: fit_generator_to_l1(gate, hp.init_steps, hp.init_lr)
+                             for gid, gate in self._gate_items()}
         return model
 
     def _load_lpnet(self, ctx: MethodContext) -> None:
@@ -509,7 +560,8 @@ class WGates(PruningMethod):
                 "floor_breaks": self.floor_breaks,
                 "channels": channels, "widths": getattr(self, "final_widths", {}), "offsets": offsets,
                 "latency_batch": self.hp.latency_batch if self.mode == "latency" else None,
-                "trace": self.trace, "exactness": self.exactness}
+                "trace": self.trace, "exactness": self.exactness,
+                **({"init_fit": self.init_fit} if self.init_fit else {})}
 
     def state_dict(self) -> dict[str, Any]:
         # Generators, offsets and frozen masks live in the model's state dict; this is the rest.
