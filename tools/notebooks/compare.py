@@ -11,8 +11,10 @@
 # is compared with L1 and with random channels, paired by seed, by the project's one verdict rule.
 # The runs are built by the public API (`prunerep.api.spec_for`, the function behind
 # `prunerep.prune`) and executed by the pipeline's runner; a run identical to another stage's
-# finished run is reused, not recomputed. What "equal" means for each method, and where it departs
-# from its paper, is in the last section.
+# finished run is reused, not recomputed. Where `latency_arm` is on, W-Gates also runs in its native
+# latency mode, driven to the measured latency of L1's networks, and is compared with L1 at equal
+# measured latency. What "equal" means for each method, and where it departs from its paper, is in
+# the last section.
 
 # %% parameters
 profile: str = "default"        # smoke | default | paper (params.yaml `profile`)
@@ -27,6 +29,7 @@ from prunerep.reporting.notebook import recipe_summary
 from prunerep.runner import write_records
 from prunerep.studies import compare
 from prunerep.studies.base import dense_reference, open_study
+from prunerep.studies.latency import provenance_table
 
 ctx = setup_notebook("compare", profile, section, data, out_dir)
 cfg = ctx.cfg
@@ -41,17 +44,21 @@ recipe_summary(ctx)
 # every method at every target: what ran, and for anything that did not, why ("not implemented":
 # no method module for that paper yet; "not run": the method cannot reach the target; "failed": its
 # error). Runs go to parallel worker processes (one line each below) and resume after a kill;
-# latency is measured afterwards, one network at a time.
+# latency is measured afterwards, one network at a time. Then, where `latency_arm` is on, the
+# latency arm (its own section below): the latency dataset of this device (reused from the
+# per-device cache under `artifacts/latency_dataset/`, or measured now), LPNet, L1's networks timed
+# against the dense network, and W-Gates' latency-mode runs at the ratios measured.
 
 # %%
 plan = compare.plan(cfg, study)
 budget_note = compare.budget_text(cfg, study, plan.specs)
 all_records, skipped = compare.run(cfg, study, plan)
-write_records(all_records, ctx.out_dir / "runs.jsonl")
+latency_arm = compare.run_latency_arm(cfg, study, all_records)     # nothing runs when latency_arm is off
+write_records([*all_records, *latency_arm.records], ctx.out_dir / "runs.jsonl")
 # every table and figure but the rounding section reads the runs at the plain budgets
 records, rounded = compare.split_rounded(all_records)
 dense = dense_reference(study, cfg.model)
-write_table(compare.runs_table(all_records), tables, "runs", "One row per run. " + budget_note)
+write_table(compare.runs_table([*all_records, *latency_arm.records]), tables, "runs", "One row per run. " + budget_note)
 write_table(compare.status_table(cfg, records, skipped), tables, "status",
             "Every method at every MACs target: ran (n seeds), not implemented, not run, or failed. " + budget_note)
 
@@ -77,7 +84,7 @@ write_table(compare.comparison_display(comparison), tables, "comparison",
 # star is the dense checkpoint. On these CPUs latency follows the MACs only partly (see the README's
 # latency notes), and at batch 1 a small network's time is mostly fixed cost and noise (the wgates
 # notebook measures how much), so the default profile plots batch 64; the tables give every batch
-# size measured.
+# size measured. Where the latency arm ran, W-Gates in latency mode is one more marker.
 
 # %%
 title = f"{cfg.model}: test accuracy vs MACs kept, seeds {list(cfg.seeds)}"
@@ -87,9 +94,34 @@ saved = save_figure(accuracy_vs_macs(records, title, name=compare.record_name, d
 # %%
 b = cfg.latency_batch
 title = f"{cfg.model}: test accuracy vs measured latency (batch {b}), seeds {list(cfg.seeds)}"
-saved = save_figure(accuracy_vs_latency(records, title, batch_size=b, name=compare.record_name,
+saved = save_figure(accuracy_vs_latency([*records, *latency_arm.records], title, batch_size=b, name=compare.record_name,
                                         dense={"latency_ms": dense.get(f"batch_{b}_ms"), "test_acc": dense["test_acc"]}),
                     figures, "accuracy_vs_latency")
+
+# %% [markdown]
+# ## W-Gates in its latency mode, at L1's measured latency
+#
+# W-Gates' native budget is a latency, predicted by LPNet from the widths; everywhere above it runs
+# in FLOPs mode at the MACs targets. Here (`latency_arm`), at each MACs target, L1's networks are
+# timed interleaved with the dense network at `latency_batch`, and the median (`latency_arm.statistic`)
+# over seeds of their latency ratio becomes W-Gates' latency target (`Budget(latency_keep=...)`),
+# with LPNet fitted on this device's latency dataset. W-Gates gets the same training phases and
+# fine-tuning as in FLOPs mode; afterwards its networks and L1's are timed again in one interleaved
+# session, so both measured ratios stand side by side with the accuracy difference, paired by seed
+# and judged by the one rule. At a profile where `latency_arm.enabled` is false this section says
+# so and nothing runs.
+
+# %%
+equal_latency = compare.equal_latency_table(latency_arm, records)
+if latency_arm.enabled:
+    write_table(compare.equal_latency_display(equal_latency), tables, "equal_latency",
+                compare.equal_latency_caption(latency_arm) + " " + budget_note)
+    if latency_arm.fit is not None:
+        write_table(provenance_table({cfg.model: latency_arm.fit}), tables, "latency_arm_lpnet",
+                    "The latency dataset (file, content digest, key, device) the latency arm's LPNet was fitted on.")
+else:
+    print("W-Gates in latency mode at equal measured latency: not run at this profile "
+          "(compare.latency_arm.enabled is false).")
 
 # %% [markdown]
 # ## Widths rounded for the hardware
@@ -141,7 +173,8 @@ for t in cfg.targets:
 # %%
 write_table(compare.hyper_table(records), tables, "hyper", "Each method's hyper-parameters as run.")
 saved = write_metrics({**compare.metrics(cfg, records, comparison, skipped, dense, ctx.profile),
-                       **compare.rounding_metrics(records, rounded, cfg.latency_batch)}, ctx.out_dir)
+                       **compare.rounding_metrics(records, rounded, cfg.latency_batch),
+                       **compare.latency_arm_metrics(latency_arm, equal_latency)}, ctx.out_dir)
 
 # %% [markdown]
 # ## Assumptions and deviations

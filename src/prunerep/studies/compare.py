@@ -19,6 +19,12 @@ Fairness rules, each a function below:
   its weights on the part of the training split it does not hold out, gets the same number of
   steps (more passes over its part), and so does its fine-tuning. GReg's phase ends when its
   penalty schedule does (``hyper.greg.reg``, sized to about the same steps).
+* **Latency** (`run_latency_arm`, ``latency_arm``): W-Gates' native budget is a latency
+  (LPNet's prediction). Where the arm is on, W-Gates also runs in latency mode at each MACs
+  target, its latency target set to the measured latency ratio of L1's networks there (timed
+  interleaved with the dense network), and is paired with L1 at equal measured latency
+  (`equal_latency_table`), both sides timed again in one session. The latency dataset, LPNet and
+  the interleaved measurement are the wgates study's (`prunerep.studies.latency`).
 * **Verdicts** (`comparison_table`): each method minus L1 and minus random, paired by seed, by the
   project's one rule (`prunerep.reporting.stats.verdict`) on "more accurate than the baseline"
   (difference > 0); no verdict with fewer than 3 seeds.
@@ -30,8 +36,10 @@ Fairness rules, each a function below:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
@@ -41,6 +49,7 @@ from prunerep.config import register_section, to_dict
 from prunerep.data import SubsetConfig
 from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods.wgates import choices_of_ours
+from prunerep.pruning.latency_dataset import MeasureFn, MeasureSettings, SamplerConfig
 from prunerep.reporting.stats import (
     NOT_IMPLEMENTED,
     VERDICT_RULE,
@@ -53,9 +62,14 @@ from prunerep.reporting.stats import (
 from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
 from prunerep.runner.run import held_out_size
 from prunerep.studies.base import describe_splits, group, records_by_seed
+from prunerep.studies.latency import PredictorConfig, PredictorFit
 
 #: The baselines every method is paired against.
 BASELINES: tuple[str, ...] = ("l1", "random")
+
+#: The latency arm: W-Gates in latency mode (the variant tag of its runs) at the measured latency
+#: of `MATCHED`'s networks (`LatencyArmConfig`).
+LATENCY_METHOD, LATENCY_ARM, MATCHED = "wgates", "wgates_latency", "l1"
 
 #: The question each verdict answers: method minus baseline, test accuracy, "greater" than 0.
 DIRECTION, THRESHOLD = "greater", 0.0
@@ -67,6 +81,53 @@ RAN = "ran"
 
 def _default_finetune() -> OptimConfig:
     return OptimConfig(epochs=1.0, lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="cosine")
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    """An interleaved measurement at ``latency_batch``: the networks of a chunk and the dense
+    network timed in turn, ``repeats`` rounds after ``warmup`` untimed runs; each network's ratio
+    is the median over rounds of its time over the dense time of the same round."""
+
+    repeats: int = 30
+    warmup: int = 5
+    chunk: int = 16
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.warmup < 0 or self.chunk < 1:
+            bad = "repeats" if self.repeats < 1 else "warmup" if self.warmup < 0 else "chunk"
+            raise ValueError(f"{bad}: need repeats >= 1, warmup >= 0 and chunk >= 1, got "
+                             f"{self.repeats}, {self.warmup}, {self.chunk}")
+
+
+@dataclass(frozen=True)
+class LatencyArmConfig:
+    """W-Gates in its native latency mode at L1-norm's measured latency (issue #19: "and W-Gates
+    also to the same measured latency").
+
+    Per MACs target, after the other runs: the L1-norm networks (the baseline every method is
+    paired with) are measured interleaved with the dense network at ``latency_batch`` (``rounds``);
+    the ``statistic`` of their ratios over seeds, rounded to 3 decimals, becomes W-Gates'
+    ``Budget(latency_keep=...)``, enforced through LPNet (fitted on this device's latency
+    dataset, ``sampler`` and ``measure``, the first split seed of ``predictor``). Then W-Gates
+    runs with the same hyper-parameters (``hyper.wgates``), training phases and fine-tuning as
+    in FLOPs mode, and its networks are measured in one interleaved session with the L1 networks
+    of the same target, so the table "at equal measured latency" shows both measured ratios.
+
+    L1, not each method, sets the target: it is the baseline of every verdict here, and the
+    latency of a uniform one-shot network is what a practitioner gets for free. Median by
+    default: one slow measurement of one seed does not move the target. Keep ``sampler`` and
+    ``measure`` equal to ``wgates.dataset``'s at the same profile: the dataset is a per-device
+    cache keyed by those settings (``artifacts/latency_dataset/``), so the wgates stage and this
+    one then measure it once (``tests/unit/test_compare_latency_arm.py`` checks they agree).
+    """
+
+    enabled: bool = False
+    statistic: Literal["median", "mean"] = "median"   # of L1's measured ratios over seeds
+    sampler: SamplerConfig = SamplerConfig()
+    measure: MeasureSettings = MeasureSettings()
+    predictor: PredictorConfig = PredictorConfig()    # only the first split seed's LPNet is fitted (the runs')
+    rounds: RoundsConfig = RoundsConfig()
 
 
 @register_section("compare")
@@ -95,6 +156,8 @@ class CompareConfig:
     # of `round_to` (`Budget.round_to`) at `round_targets` ([]: every target); null: not run.
     round_to: int | None = None
     round_targets: list[float] = field(default_factory=list)
+    # W-Gates in latency mode (LPNet) at L1's measured latency, per MACs target (LatencyArmConfig)
+    latency_arm: LatencyArmConfig = LatencyArmConfig()
 
     def __post_init__(self) -> None:
         from prunerep.config import ConfigError
@@ -129,6 +192,29 @@ class CompareConfig:
                 build_hyper(slug, value)
             except ConfigError as err:
                 raise ValueError(f"hyper.{err}") from None
+        if self.latency_arm.enabled:
+            self._check_latency_arm(registered)
+
+    def _check_latency_arm(self, registered: Sequence[str]) -> None:
+        """What the latency arm needs, each refusal naming the key to change."""
+        from prunerep.methods.base import build_hyper
+
+        off = "or set latency_arm.enabled: false"
+        if LATENCY_METHOD not in registered or MATCHED not in registered:
+            raise ValueError(f"latency_arm.enabled: needs the registered methods {LATENCY_METHOD!r} and {MATCHED!r}")
+        missing = [m for m in (LATENCY_METHOD, MATCHED) if self.methods and m not in self.methods]
+        if missing:
+            raise ValueError(f"latency_arm.enabled: needs {missing} among methods (W-Gates runs in both modes; the "
+                             f"measured latency of L1's networks sets the target); add them to methods {off}")
+        if not self.latency.enabled:
+            raise ValueError(f"latency_arm.enabled: needs latency.enabled: true (the networks are measured) {off}")
+        if self.latency_batch not in self.latency_arm.measure.batch_sizes:
+            raise ValueError(f"latency_arm.measure.batch_sizes: {self.latency_arm.measure.batch_sizes} lacks "
+                             f"latency_batch {self.latency_batch}; LPNet predicts only the batch sizes measured")
+        scope = build_hyper(LATENCY_METHOD, self.hyper.get(LATENCY_METHOD)).scope
+        if self.latency_arm.sampler.scope != scope:
+            raise ValueError(f"latency_arm.sampler.scope: {self.latency_arm.sampler.scope!r} differs from W-Gates' "
+                             f"scope {scope!r} (hyper.wgates.scope): LPNet must vary the groups W-Gates prunes")
 
     @property
     def all_models(self) -> list[str]:
@@ -221,6 +307,15 @@ def _order(method: str, cfg: CompareConfig) -> tuple[int, int]:
     return (-int(is_bilevel(method)), -int(trained))
 
 
+def _recipes(cfg: CompareConfig, method: str, n_train: int) -> tuple[OptimConfig, OptimConfig]:
+    """(fine-tuning, the method's own training phases) of `method`: `equal_recipe` of each."""
+    bilevel = is_bilevel(method)
+    finetune = equal_recipe(cfg.finetune, cfg.finetune.epochs, n_train, cfg.batch_size, bilevel, cfg.arch_fraction)
+    phase = equal_recipe(OptimConfig(max_steps=cfg.prune_max_steps), cfg.prune_epochs, n_train, cfg.batch_size,
+                         bilevel, cfg.arch_fraction)
+    return finetune, phase
+
+
 def plan(cfg: CompareConfig, ctx: StudyContext) -> ComparePlan:
     """Every (method, target, seed) run, built by the public API's `spec_for` from the one dense
     checkpoint; a target a method cannot reach is `Skipped` (with the reason) for every seed."""
@@ -233,10 +328,7 @@ def plan(cfg: CompareConfig, ctx: StudyContext) -> ComparePlan:
     skipped = [Skipped(m, None, NOT_IMPLEMENTED, "no method module registered for this paper yet")
                for m in not_implemented(cfg)]
     for method in sorted(methods(cfg), key=lambda m: _order(m, cfg)):
-        bilevel = is_bilevel(method)
-        finetune = equal_recipe(cfg.finetune, cfg.finetune.epochs, n_train, cfg.batch_size, bilevel, cfg.arch_fraction)
-        phase = equal_recipe(OptimConfig(max_steps=cfg.prune_max_steps), cfg.prune_epochs, n_train, cfg.batch_size,
-                             bilevel, cfg.arch_fraction)
+        finetune, phase = _recipes(cfg, method, n_train)
         for target in cfg.targets:
             try:
                 native_budget(method, target, dense, example, cfg.hyper.get(method))
@@ -262,10 +354,17 @@ def is_rounded(record: RunRecord) -> bool:
     return bool(record.tags.get("round_to"))
 
 
+def is_latency_arm(record: RunRecord) -> bool:
+    """A run of the latency arm (W-Gates in latency mode at L1's measured latency)."""
+    return record.tags.get("variant") == LATENCY_ARM
+
+
 def split_rounded(records: Sequence[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
     """(the runs at the plain budgets, the runs with rounded widths): every table and figure of
-    the comparison reads the first; the rounding section compares the two."""
-    return [r for r in records if not is_rounded(r)], [r for r in records if is_rounded(r)]
+    the comparison reads the first; the rounding section compares the two. Runs of the latency
+    arm are in neither (its section reads them)."""
+    return ([r for r in records if not is_rounded(r) and not is_latency_arm(r)],
+            [r for r in records if is_rounded(r) and not is_latency_arm(r)])
 
 
 def run(cfg: CompareConfig, study: StudyContext, the_plan: ComparePlan | None = None
@@ -296,6 +395,265 @@ def run(cfg: CompareConfig, study: StudyContext, the_plan: ComparePlan | None = 
     return records, skipped
 
 
+# -- the latency arm: W-Gates in latency mode at L1's measured latency ----------------------------------
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    """One MACs target of the latency arm: the measured latency ratios (to the dense network, at
+    ``latency_batch``) of L1's networks by seed, and W-Gates' latency target set from them, or
+    the reason there is none (``latency_keep`` None)."""
+
+    macs_target: float
+    l1_ratios: dict[int, float]
+    latency_keep: float | None
+    reason: str = ""
+
+
+@dataclass
+class LatencyArm:
+    """What the latency arm ran and measured (``enabled`` False: nothing, the arm is off)."""
+
+    enabled: bool
+    batch_size: int = 1
+    statistic: str = "median"
+    targets: list[LatencyTarget] = field(default_factory=list)
+    records: list[RunRecord] = field(default_factory=list)
+    before: pd.DataFrame = field(default_factory=pd.DataFrame)   # L1 measured to set the targets
+    after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, one interleaved session
+    fit: PredictorFit | None = None
+    dataset: str = ""                                            # how the latency dataset was built
+    failed: str = ""                                             # the runs' error, if they failed
+
+
+def latency_target(ratios: Sequence[float], statistic: str = "median") -> float:
+    """W-Gates' latency target from L1's measured ratios over seeds: their median (or mean),
+    rounded to 3 decimals (the measurement is not finer; a rerun that measures within the same
+    thousandth keeps the runs' identity)."""
+    import statistics
+
+    values = [float(x) for x in ratios if math.isfinite(x)]
+    if not values:
+        raise ValueError("latency_target: no finite measured ratio")
+    value = statistics.median(values) if statistic == "median" else statistics.fmean(values)
+    return round(value, 3)
+
+
+def measured_ratios(measured: pd.DataFrame, batch_size: int, variant: str = MATCHED) -> dict[float, dict[int, float]]:
+    """``{MACs target: {seed: ratio}}`` of `variant`'s networks in an interleaved measurement
+    (`measure_arm`'s rows)."""
+    out: dict[float, dict[int, float]] = {}
+    if not len(measured):
+        return out
+    for row in measured[measured["variant"] == variant].itertuples(index=False):
+        out.setdefault(float(row.target), {})[int(row.seed)] = float(getattr(row, f"ratio_b{batch_size}"))
+    return out
+
+
+def latency_targets(cfg: CompareConfig, l1_ratios: Mapping[float, Mapping[int, float]]) -> list[LatencyTarget]:
+    """Per MACs target: W-Gates' latency target, `latency_target` of L1's measured ratios at that
+    target, or why there is none (no measured L1 network, or L1 no faster than dense)."""
+    out = []
+    for t in cfg.targets:
+        ratios = {s: r for s, r in (l1_ratios.get(float(t)) or {}).items() if math.isfinite(r)}
+        keep, reason = None, ""
+        if not ratios:
+            reason = f"no {MATCHED} network with a measured latency at this target"
+        else:
+            value = latency_target(list(ratios.values()), cfg.latency_arm.statistic)
+            if not 0 < value < 1:
+                reason = (f"{MATCHED}'s measured latency is {value:.3f} of the dense network's at batch "
+                          f"{cfg.latency_batch}: no latency target below the dense network to drive W-Gates to")
+            else:
+                keep = value
+        out.append(LatencyTarget(float(t), dict(sorted(ratios.items())), keep, reason))
+    return out
+
+
+def measure_arm(records: Sequence[RunRecord], study: StudyContext, cfg: CompareConfig, *,
+                measure_fn: MeasureFn | None = None) -> pd.DataFrame:
+    """`records`' saved networks measured interleaved with the dense network at
+    ``latency_batch`` (``latency_arm.rounds``; threads and device of ``latency_arm.measure``, as
+    the latency dataset was measured): one row per run (`prunerep.studies.latency.measure_interleaved`)."""
+    from prunerep.studies.latency import default_measure, measure_interleaved
+
+    arm = cfg.latency_arm
+    return measure_interleaved(
+        records, study.load_dense, study.input_shape, [cfg.latency_batch], [arm.rounds.repeats],
+        warmup=arm.rounds.warmup, chunk=arm.rounds.chunk, measure_fn=measure_fn or default_measure(arm.measure),
+        describe=lambda r: {"method": r.method, "variant": r.tags.get("variant"), "target": _target(r),
+                            "test_acc": r.test_acc})
+
+
+def latency_arm_specs(cfg: CompareConfig, study: StudyContext, targets: Sequence[LatencyTarget],
+                      lpnet_path: str, lpnet_digest: str) -> list[RunSpec]:
+    """W-Gates with ``Budget(latency_keep=...)`` at every target that has one, every seed: the
+    FLOPs-mode W-Gates run of `plan` (same hyper-parameters, training phases, fine-tuning,
+    selection), with the LPNet file, its digest and ``latency_batch`` added to its
+    hyper-parameters and the latency budget in place of the MACs one."""
+    from prunerep.api import spec_for
+    from prunerep.methods.base import Budget
+
+    finetune, phase = _recipes(cfg, LATENCY_METHOD, len(study.splits.train))
+    hyper = {**(cfg.hyper.get(LATENCY_METHOD) or {}), "lpnet": lpnet_path, "lpnet_digest": lpnet_digest,
+             "latency_batch": cfg.latency_batch}
+    specs = []
+    for t in targets:
+        if t.latency_keep is None:
+            continue
+        for seed in cfg.seeds:
+            spec = spec_for(LATENCY_METHOD, t.macs_target, hyper=hyper, finetune=finetune, select=cfg.select,
+                            seed=seed, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                            arch_fraction=cfg.arch_fraction, epochs=phase.epochs, phase_max_steps=phase.max_steps,
+                            runtime=cfg.runtime, model_key=cfg.model, label=f"{LATENCY_ARM}@{t.macs_target:g}",
+                            tags={"variant": LATENCY_ARM, "latency_target": t.latency_keep,
+                                  "latency_batch": cfg.latency_batch})
+            specs.append(dataclasses.replace(spec, budget=Budget(latency_keep=t.latency_keep)))
+    return specs
+
+
+def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[RunRecord], *,
+                    measure_fn: MeasureFn | None = None, fingerprint: Mapping[str, Any] | None = None,
+                    dataset_dir: Any = None, lpnet_dir: Any = None, progress: bool = True) -> LatencyArm:
+    """The latency arm end to end (nothing when ``latency_arm.enabled`` is false).
+
+    1. the latency dataset of ``model`` on this device (reused from the per-device cache the
+       wgates stage fills, or measured now, serially: the other runs have finished) and the LPNet
+       of the first split seed fitted on it (or reused): `prunerep.studies.latency`;
+    2. L1's plain networks measured interleaved with the dense network (`measure_arm`), and the
+       latency target of every MACs target from their ratios (`latency_targets`);
+    3. W-Gates in latency mode at those targets (`latency_arm_specs`, the runner: a run finished
+       before with the same identity is reused);
+    4. its networks and L1's at the same targets measured again, in one interleaved session.
+
+    `measure_fn` and `fingerprint` replace the timing harness and the device fingerprint (tests).
+    """
+    from prunerep import paths
+    from prunerep.runner import execute
+    from prunerep.studies import latency
+
+    arm = cfg.latency_arm
+    out = LatencyArm(enabled=arm.enabled, batch_size=cfg.latency_batch, statistic=arm.statistic)
+    if not arm.enabled:
+        return out
+    dataset = latency.DatasetConfig(models=[cfg.model], sampler=arm.sampler, measure=arm.measure)
+    ds = latency.ensure_datasets(dataset, study.example_shape, study.load_dense,
+                                 directory=dataset_dir or latency.DATASET_DIR, measure_fn=measure_fn,
+                                 fingerprint=fingerprint, progress=progress,
+                                 log=paths.run_logs(study.slug) / "latency_dataset.log")[cfg.model]
+    out.dataset = f"{ds.describe()}, file {Path(str(ds.path)).name if ds.path else '—'}, digest {ds.digest[:12]}"
+    predictor = dataclasses.replace(arm.predictor, seeds=arm.predictor.seeds[:1])
+    out.fit = latency.fit_predictors(predictor, ds, cfg.model, directory=lpnet_dir or latency.LPNET_DIR)
+    l1 = [r for r in records if r.method == MATCHED and not is_rounded(r) and not is_latency_arm(r)]
+    out.before = measure_arm(l1, study, cfg, measure_fn=measure_fn)
+    out.targets = latency_targets(cfg, measured_ratios(out.before, cfg.latency_batch))
+    specs = latency_arm_specs(cfg, study, out.targets, out.fit.lpnet_path, out.fit.lpnet_digest)
+    if not specs:
+        return out
+    try:
+        out.records = execute(specs, study)
+    except Exception as err:   # reported in the arm's table, like a failed method in the status table
+        out.failed = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        return out
+    ran = {_target(r) for r in out.records}
+    out.after = measure_arm([*[r for r in l1 if _target(r) in ran], *out.records], study, cfg, measure_fn=measure_fn)
+    return out
+
+
+def _measured(arm: LatencyArm, record: RunRecord) -> float:
+    """`record`'s ratio to dense in the arm's final interleaved session (NaN if not measured)."""
+    df = arm.after
+    if not len(df):
+        return math.nan
+    m = df[(df["label"] == record.label) & (df["seed"] == record.seed)]
+    return float(m[f"ratio_b{arm.batch_size}"].iloc[0]) if len(m) else math.nan
+
+
+def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.DataFrame:
+    """W-Gates (latency mode, LPNet) − L1 at equal measured latency, one row per MACs target:
+    the latency target set from L1's measured ratios, test accuracy of both, their measured
+    latency ratios in one interleaved session (so a reader sees they are equal within noise),
+    and the difference paired by seed with the verdict of the one rule. A target without runs
+    says why. Internal column ``_interval`` holds the interval."""
+    b = arm.batch_size
+    cols = ["MACs target", "latency target", "set from L1's measured ratios", "what ran", "status", "n",
+            "W-Gates (latency mode): test acc (%)", "L1-norm: test acc (%)",
+            f"W-Gates (latency mode): measured latency, batch {b} (fraction of dense)",
+            f"L1-norm: measured latency, batch {b} (fraction of dense)",
+            "− L1 (points, 95% CI)", "better than L1?", "_interval"]
+    rows = []
+    ours, base = _arms(arm.records), _arms([r for r in records if r.method == MATCHED])
+    for t in arm.targets:
+        a, l1 = ours.get((LATENCY_METHOD, t.macs_target), []), base.get((MATCHED, t.macs_target), [])
+        ga, gb = (records_by_seed(a), records_by_seed(l1)) if a else ({}, {})
+        shared = sorted(set(ga) & set(gb))
+        iv = paired_difference({s: ga[s] for s in shared}, {s: gb[s] for s in shared}) if shared else None
+        status = (RAN if a else FAILED if arm.failed else NOT_RUN)
+        detail = (f"seeds {sorted(ga)}" if a else arm.failed or t.reason or "no record")
+        by_seed = {r.seed: r for r in l1}
+        lat_a = [x for r in a if math.isfinite(x := _measured(arm, r))]
+        lat_b = [x for s in shared if math.isfinite(x := _measured(arm, by_seed[s]))]
+        rows.append({
+            "MACs target": t.macs_target,
+            "latency target": "—" if t.latency_keep is None else f"{t.latency_keep:.3f}",
+            "set from L1's measured ratios": (f"{arm.statistic} of " + ", ".join(
+                f"{r:.3f} (seed {s})" for s, r in t.l1_ratios.items())) if t.l1_ratios else "—",
+            "what ran": record_name(a[0]) if a else method_name(LATENCY_METHOD, {"lpnet": "LPNet"}),
+            "status": f"{status}: {detail}", "n": len(shared),
+            "W-Gates (latency mode): test acc (%)": fmt_mean_std([r.test_acc for r in a]) if a else "—",
+            "L1-norm: test acc (%)": fmt_mean_std([gb[s] for s in shared]) if shared else "—",
+            f"W-Gates (latency mode): measured latency, batch {b} (fraction of dense)":
+                fmt_mean_std(lat_a, 3) if lat_a else "not measured",
+            f"L1-norm: measured latency, batch {b} (fraction of dense)":
+                fmt_mean_std(lat_b, 3) if lat_b else "not measured",
+            "− L1 (points, 95% CI)": "—" if iv is None else str(iv),
+            "better than L1?": verdict(iv, DIRECTION, THRESHOLD) if a else "—",
+            "_interval": iv,
+        })
+    return pd.DataFrame(rows, columns=cols)
+
+
+def equal_latency_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`equal_latency_table` without its internal column."""
+    return table.drop(columns=[c for c in table.columns if c.startswith("_")])
+
+
+def equal_latency_caption(arm: LatencyArm) -> str:
+    b = arm.batch_size
+    fit = arm.fit
+    lp = ("" if fit is None else f" LPNet file {Path(fit.lpnet_path).name} (sha256 {fit.lpnet_digest[:12]}), fitted "
+          f"on the latency dataset of this device ({arm.dataset}).")
+    return (f"W-Gates in latency mode (Budget(latency_keep), enforced through LPNet's prediction at batch {b}) at the "
+            f"{arm.statistic} over seeds of L1-norm's measured latency ratio at each MACs target (L1's networks and "
+            f"the dense network timed interleaved), rounded to 3 decimals; then both arms' networks timed again in "
+            f"one interleaved session with the dense network (ratio: median over rounds of the network's time over "
+            f"the dense time in the same round). Test accuracy difference paired by seed (95% t-interval), verdict "
+            f"of \"more accurate than L1\" (difference > 0).{lp} **Verdict rule.** {VERDICT_RULE}")
+
+
+def latency_arm_metrics(arm: LatencyArm, table: pd.DataFrame) -> dict[str, Any]:
+    """Headline scalars of the latency arm ({} when it is off, so the other metrics stay as they were)."""
+    out: dict[str, Any] = {}
+    if not arm.enabled:
+        return out
+    by_target = {float(row["MACs target"]): row for _, row in table.iterrows()}
+    for t in arm.targets:
+        key = f"{LATENCY_ARM}@{t.macs_target:g}"
+        if t.latency_keep is not None:
+            out[f"{key}/latency_target"] = t.latency_keep
+        rs = [r for r in arm.records if _target(r) == t.macs_target]
+        if rs:
+            out[f"{key}/test_acc_mean"] = _mean([r.test_acc for r in rs])
+            lat = [x for r in rs if math.isfinite(x := _measured(arm, r))]
+            if lat:
+                out[f"{key}/measured_ratio_mean"] = _mean(lat)
+        row = by_target.get(t.macs_target)
+        iv = None if row is None else row.get("_interval")
+        if isinstance(iv, Interval):
+            out[f"{key}/minus_l1"] = iv.mean
+    return out
+
+
 # -- names ----------------------------------------------------------------------------------------------
 
 
@@ -319,7 +677,7 @@ NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
 _NOTES: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "gdp": lambda h: (["sampling gates, ours"] if h.get("gate") == "sampling" else [])
     + (["stopped at its target"] if h.get("after_target") == "stop" else []),
-    "wgates": lambda h: ["FLOPs mode", *choices_of_ours(h)]
+    "wgates": lambda h: ["latency mode, LPNet" if h.get("lpnet") else "FLOPs mode", *choices_of_ours(h)]
     + ([f"widths rounded to {h['round_to']}"] if h.get("round_to") else []),
     "functionality": lambda h: ([f"{str(h.get('descriptor', '')).replace('_', '-')} descriptor, ours"]
                                 if h.get("descriptor", "response") in ("response", "class_gradient")
@@ -380,6 +738,7 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
     """One row per run."""
     rows = []
     batches = measured_batches(records)
+    arm = any(is_latency_arm(r) for r in records)
     for r in records:
         fine = r.histories.get("finetune") or []
         rows.append({"method": r.method, "MACs target": _target(r), "seed": r.seed, "MACs kept": r.macs_keep,
@@ -388,7 +747,10 @@ def runs_table(records: Sequence[RunRecord]) -> pd.DataFrame:
                      "fine-tuning steps": int(fine[-1]["step"]) if fine else 0,
                      "pruning time (s)": r.pruning_time_s, "fine-tuning time (s)": r.finetune_time_s,
                      **{f"latency bs{b} (ms)": r.latency_ms(b) for b in batches},
-                     "widths rounded to": r.tags.get("round_to") or "—"})
+                     "widths rounded to": r.tags.get("round_to") or "—",
+                     # only where the latency arm ran (the tables of a profile without it stay as they were)
+                     **({"latency target (W-Gates, latency mode)": r.tags.get("latency_target") or "—"}
+                        if arm else {})})
     return pd.DataFrame(rows)
 
 
@@ -688,8 +1050,13 @@ def deviations_table(cfg: CompareConfig, records: Sequence[RunRecord], specs: Se
          "drives every method to the same MACs; GReg never prunes the residual streams, so it reaches a target "
          "with less structural freedom than the methods that do", greg_effect),
         ("W-Gates under a latency constraint (LPNet on the target device)",
-         "W-Gates in its FLOPs mode (the journal version's switch) at the same MACs targets",
-         "a MACs comparison; the latency-constrained runs are the wgates stage's", "—"),
+         "W-Gates in its FLOPs mode (the journal version's switch) at the same MACs targets" + (
+             "; and in its latency mode (LPNet fitted on this device's latency dataset) at the "
+             f"{cfg.latency_arm.statistic} measured latency of L1's networks at each MACs target, paired with L1 "
+             "(latency_arm)" if cfg.latency_arm.enabled else ""),
+         "a MACs comparison" + ("; and one at equal measured latency, W-Gates' native budget" if cfg.latency_arm.enabled
+                                else "; the latency-constrained runs are the wgates stage's"),
+         "the table at equal measured latency" if cfg.latency_arm.enabled else "—"),
         ("GDP without fine-tuning, training on after its target is met",
          "GDP stops when its hard network meets the target (after_target: stop, where set in compare.hyper.gdp), "
          "then the common fine-tuning",

@@ -2,7 +2,9 @@
 measured-latency target against uniform, L1 and FLOPs-targeted pruning (notebooks/wgates.ipynb).
 
 The algorithm is :mod:`prunerep.methods.wgates`; the dataset and the predictors are shared
-infrastructure (:mod:`prunerep.pruning.latency_dataset`, :mod:`prunerep.pruning.latency_model`).
+infrastructure (:mod:`prunerep.pruning.latency_dataset`, :mod:`prunerep.pruning.latency_model`);
+the dataset cache, LPNet's fitting and the interleaved final measurement are shared with the
+compare study (:mod:`prunerep.studies.latency`).
 
 * **Dataset** (:func:`ensure_datasets`, called by the notebook before any run): per model of
   ``dataset.models``, sampled width configurations measured on this device, serially, one file
@@ -36,13 +38,9 @@ infrastructure (:mod:`prunerep.pruning.latency_dataset`, :mod:`prunerep.pruning.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import json
 import math
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,35 +55,25 @@ from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods.base import Budget, MethodContext
 from prunerep.methods.baselines import OneShotHyper
 from prunerep.methods.wgates import WGates, WGatesHyper, choices_of_ours
-from prunerep.pruning.latency_dataset import (
-    LatencyDataset,
-    MeasureFn,
-    MeasureSettings,
-    SamplerConfig,
-    ensure_dataset,
-    harness_measure,
-)
-from prunerep.pruning.latency_model import (
-    AffineFit,
-    LPNetConfig,
-    fit_lpnet,
-    load_lpnet,
-    mape,
-    save_lpnet,
-    spearman,
-    split_rows,
-    within,
-)
+from prunerep.pruning.latency_dataset import LatencyDataset, MeasureFn, SamplerConfig
+from prunerep.pruning.latency_model import within
 from prunerep.reporting.ledger import Evidence, load_claims
 from prunerep.reporting.stats import fmt_mean_std, mean_interval, paired_difference
 from prunerep.runner import LatencySettings, RunRecord, RunSpec, StudyContext
+from prunerep.studies import latency
+from prunerep.studies.latency import (  # noqa: F401  (shared with the compare study; re-exported here)
+    DATASET_DIR,
+    LPNET_DIR,
+    DatasetConfig,
+    PredictorConfig,
+    PredictorFit,
+    provenance_table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-DATASET_DIR = paths.ARTIFACTS / "latency_dataset"   # a cache, one file per device and settings (not a DVC output)
-LPNET_DIR = paths.ARTIFACTS / "wgates" / "lpnet"
 DATASET_LOG = paths.run_logs("wgates") / "latency_dataset.log"   # progress of a measurement in the notebook
 
 Arm = Literal["wgates", "wgates_flops", "l1", "random"]
@@ -125,35 +113,6 @@ PREDICTORS: dict[str, str] = {
 
 # ---------------------------------------------------------------------------------------------
 # configuration
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """The latency dataset of every model (measured on first use on a device, then reused)."""
-
-    models: list[str] = field(default_factory=lambda: ["resnet20"])   # pretrain.models keys measured
-    sampler: SamplerConfig = SamplerConfig()
-    measure: MeasureSettings = MeasureSettings()
-    # Studies whose final networks are measured too and scored apart (opt in): reads
-    # results/<slug>/runs.jsonl, so each must be a dependency of the wgates stage in dvc.yaml.
-    given_from: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PredictorConfig:
-    """LPNet and the held-out protocol of claim 1."""
-
-    lpnet: LPNetConfig = LPNetConfig()
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])   # split seeds (the runs use the first)
-    test_share: float = 0.2          # held out: never used to fit or choose
-    val_share: float = 0.1           # chooses LPNet's stopping iteration
-    tolerance: float = 0.10          # "within ±10%"
-
-    def __post_init__(self) -> None:
-        if not self.seeds:
-            raise ValueError("predictor.seeds: give at least one split seed")
-        if self.test_share < 0.2:
-            raise ValueError(f"predictor.test_share must be >= 0.2 (the held-out share), got {self.test_share}")
 
 
 @dataclass(frozen=True)
@@ -239,35 +198,9 @@ class WGatesConfig:
 
 
 def given_widths(cfg: WGatesConfig, model_key: str, results: Path = paths.RESULTS) -> list[dict[str, int]]:
-    """Final widths of other studies' runs on ``model_key`` (``dataset.given_from``), where recorded.
-
-    Networks with a removed group (width 0) are left out: the sampled configurations keep every
-    group, so LPNet would extrapolate there.
-    """
-    from prunerep.runner import read_records
-
-    out: list[dict[str, int]] = []
-    for slug in cfg.dataset.given_from:
-        path = results / slug / "runs.jsonl"
-        if not path.exists():
-            continue
-        for r in read_records(path):
-            if r.model == model_key and r.widths and min(r.widths.values()) >= 1:
-                out.append(dict(r.widths))
-    return out
-
-
-@contextlib.contextmanager
-def _output_to(log: Path | None) -> Iterator[None]:
-    """Progress lines appended to ``log`` meanwhile (a measurement of many minutes prints one line
-    per chunk: the log file, not the notebook, is the place for them)."""
-    if log is None:
-        yield
-        return
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", buffering=1) as f, contextlib.redirect_stdout(f):
-        print(f"=== latency datasets: {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        yield
+    """Final widths of other studies' runs on ``model_key`` (``dataset.given_from``): see
+    :func:`prunerep.studies.latency.given_widths`."""
+    return latency.given_widths(cfg.dataset, model_key, results)
 
 
 def ensure_datasets(cfg: WGatesConfig, example_shape: Sequence[int], load_dense: Callable[[str], nn.Module], *,
@@ -275,31 +208,11 @@ def ensure_datasets(cfg: WGatesConfig, example_shape: Sequence[int], load_dense:
                     fingerprint: Mapping[str, Any] | None = None, allow_build: bool = True,
                     results: Path = paths.RESULTS, progress: bool = True, log: Path | None = None
                     ) -> dict[str, LatencyDataset]:
-    """The dataset of every model of ``dataset.models`` on this device: reused, or measured now.
-
-    Measured serially, before any run (call it with nothing else running); reused for the same
-    device fingerprint and settings; a corrupt or foreign file is refused
-    (:func:`~prunerep.pruning.latency_dataset.ensure_dataset`). ``allow_build=False``: never
-    measure (raise instead). Other methods' networks: only those of ``dataset.given_from``
-    (measured and appended if the file lacks them); given rows of earlier requests the file
-    still holds are left out, so what is reported depends on this configuration only.
-    """
-    out = {}
-    with _output_to(log):
-        for key in cfg.dataset.models:
-            dense = load_dense(key).cpu().eval()
-            given = given_widths(cfg, key, results)
-            ds, _ = ensure_dataset(directory, key, dense, torch.zeros(tuple(example_shape)),
-                                   sampler=cfg.dataset.sampler, settings=cfg.dataset.measure, measure_fn=measure_fn,
-                                   fingerprint=fingerprint, given=given, allow_build=allow_build, progress=progress)
-            _progress_line(f"[latency dataset] {key}: {ds.path}, digest {ds.digest} ({ds.describe()})", progress)
-            out[key] = ds.restrict_given(given)
-    return out
-
-
-def _progress_line(msg: str, on: bool) -> None:
-    if on:
-        print(msg, flush=True)
+    """The dataset of every model of ``dataset.models`` on this device: reused, or measured now
+    (:func:`prunerep.studies.latency.ensure_datasets`, shared with the compare study)."""
+    return latency.ensure_datasets(cfg.dataset, example_shape, load_dense, directory=directory,
+                                   measure_fn=measure_fn, fingerprint=fingerprint, allow_build=allow_build,
+                                   results=results, progress=progress, log=log)
 
 
 def macs_for_latency(ds: LatencyDataset, target: float, batch_size: int) -> tuple[float, float] | None:
@@ -317,99 +230,11 @@ def macs_for_latency(ds: LatencyDataset, target: float, batch_size: int) -> tupl
 # claim 1: LPNet vs two simple predictors
 
 
-@dataclass
-class PredictorFit:
-    """Everything claim 1 reports for one model's dataset."""
-
-    model: str
-    metrics: pd.DataFrame            # seed, batch, predictor, rows (held_out | given), mape, spearman, within, n
-    scatter: pd.DataFrame            # first seed's held-out rows: batch, measured, predictor, predicted
-    lpnet_path: str                  # the LPNet of the first split seed (the runs' predictor)
-    lpnet_digest: str
-    info: list[dict[str, Any]]
-    dataset_path: str = ""           # the dataset file every predictor was fitted on ...
-    dataset_digest: str = ""         # ... its content digest (as stored in the file and checked on load)
-    dataset_key: str = ""            # ... its key (device fingerprint, measurement settings, network)
-    fingerprint: dict[str, Any] = field(default_factory=dict)   # the device it was measured on
-    threads: int | None = None       # torch threads while timing
-
-
-def _rows_digest(ds: LatencyDataset, idx: Sequence[int]) -> str:
-    return hashlib.sha256(json.dumps([ds.rows[i] for i in idx], sort_keys=True).encode()).hexdigest()
-
-
-def _lpnet(ds: LatencyDataset, model_key: str, cfg: PredictorConfig, seed: int, train: list[int], val: list[int],
-           x: torch.Tensor, y: torch.Tensor, directory: Path) -> tuple[Any, str, str, dict[str, Any]]:
-    """Fit LPNet on ``train`` (choose on ``val``), or reuse the file fitted on the same rows."""
-    lp_cfg = dataclasses.replace(cfg.lpnet, seed=cfg.lpnet.seed + seed)
-    meta = {"group_ids": ds.group_ids, "channels": ds.channels, "arch": ds.data["structure"]["arch"],
-            "dataset_key": ds.key, "train": _rows_digest(ds, train), "val": _rows_digest(ds, val),
-            "config": dataclasses.asdict(lp_cfg), "batch_sizes": ds.batch_sizes}
-    path = Path(directory) / f"{model_key}-{ds.key}-s{seed}.pt"
-    if path.exists():
-        try:
-            net, old = load_lpnet(path)
-            if old.get("fit") and {k: old.get(k) for k in meta} == json.loads(json.dumps(meta)):
-                from prunerep.pruning.latency_model import file_sha256
-
-                return net, str(path), file_sha256(path), old["fit"]
-        except (ValueError, RuntimeError, KeyError):
-            pass   # refit below
-    net, info = fit_lpnet(x[train], y[train], x[val], y[val], ds.batch_sizes, lp_cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the file's digest is recorded, not compared: LPNet depends on its train / val rows only
-    digest = save_lpnet(net, path, {**meta, "fit": info, "dataset_digest": ds.digest})
-    return net, str(path), digest, info
-
-
 def fit_predictors(cfg: WGatesConfig, ds: LatencyDataset, model_key: str, *,
                    directory: Path = LPNET_DIR) -> PredictorFit:
-    """Claim 1 on one dataset: per split seed, LPNet and the two alternatives on the held-out rows."""
-    import pandas as pd
-
-    p = cfg.predictor
-    sampled = [i for i, s in enumerate(ds.sources()) if s != "given"]
-    given = [i for i, s in enumerate(ds.sources()) if s == "given"]
-    dense_row = ds.sources().index("dense")
-    x = ds.fractions().float()
-    y = torch.stack([ds.latency(b) for b in ds.batch_sizes], dim=1)
-    macs = ds.macs()
-    table = ds.layer_table()
-    lookup = (torch.tensor([[table.predict(r["widths"], b) for b in ds.batch_sizes] for r in ds.rows],
-                           dtype=torch.float64) if table is not None else None)
-    rows, scatter, info = [], [], []
-    first: tuple[str, str] | None = None
-    for seed in p.seeds:
-        tr, va, te = split_rows(len(sampled), test=p.test_share, val=p.val_share, seed=seed,
-                                keep_in_train=[sampled.index(dense_row)])
-        train, val, test = ([sampled[i] for i in part] for part in (tr, va, te))
-        net, path, digest, fit_info = _lpnet(ds, model_key, p, seed, train, val, x, y, directory)
-        info.append({"seed": seed, **fit_info, "train": len(train), "val": len(val), "held_out": len(test)})
-        if first is None:
-            first = (path, digest)
-        with torch.no_grad():
-            lp = net(x).double()
-        fit_rows = train + val      # the alternatives fit two numbers on every non-held-out row
-        for j, b in enumerate(ds.batch_sizes):
-            preds = {"lpnet": lp[:, j],
-                     "macs": AffineFit.fit(macs[fit_rows], y[fit_rows, j])(macs)}
-            if lookup is not None:
-                preds["lookup"] = AffineFit.fit(lookup[fit_rows, j], y[fit_rows, j])(lookup[:, j])
-            for name, pred in preds.items():
-                for part, idx in (("held_out", test), ("given", given)):
-                    if not idx:
-                        continue
-                    t, q = y[idx, j], pred[idx]
-                    rows.append({"model": model_key, "seed": seed, "batch": b, "predictor": name, "rows": part,
-                                 "n": len(idx), "mape": mape(q, t), "spearman": spearman(q, t),
-                                 "within": within(q, t, p.tolerance)})
-                if seed == p.seeds[0]:
-                    scatter += [{"model": model_key, "batch": b, "predictor": name, "measured_ms": float(y[i, j]),
-                                 "predicted_ms": float(pred[i]), "source": ds.rows[i]["source"]} for i in test]
-    assert first is not None
-    return PredictorFit(model_key, pd.DataFrame(rows), pd.DataFrame(scatter), first[0], first[1], info,
-                        dataset_path=str(ds.path or ""), dataset_digest=ds.digest, dataset_key=ds.key,
-                        fingerprint=dict(ds.data["fingerprint"]), threads=ds.data.get("threads"))
+    """Claim 1 on one dataset: per split seed, LPNet and the two alternatives on the held-out rows
+    (:func:`prunerep.studies.latency.fit_predictors`, shared with the compare study)."""
+    return latency.fit_predictors(cfg.predictor, ds, model_key, directory=directory)
 
 
 def predictor_table(fits: Mapping[str, PredictorFit], tolerance: float = 0.10) -> pd.DataFrame:
@@ -427,23 +252,6 @@ def predictor_table(fits: Mapping[str, PredictorFit], tolerance: float = 0.10) -
                         "Spearman": fmt_mean_std(list(g["spearman"]), 3),
                         f"within ±{tolerance:.0%} (%)": fmt_mean_std(list(100 * g["within"]), 1)})
     return pd.DataFrame(out)
-
-
-def provenance_table(fits: Mapping[str, PredictorFit]) -> pd.DataFrame:
-    """Which measurements every predictor was fitted on: the dataset file (name, content digest,
-    key) and the device fingerprint it was measured on, one row per (model, field)."""
-    import pandas as pd
-
-    rows = []
-    for fit in fits.values():
-        items = [("dataset file", Path(fit.dataset_path).name), ("dataset digest (sha256 of its content)",
-                                                                fit.dataset_digest),
-                 ("device key", fit.dataset_key), ("torch threads while timing", fit.threads),
-                 *((f"device: {k}", v) for k, v in fit.fingerprint.items()),
-                 ("LPNet of the runs", Path(fit.lpnet_path).name), ("LPNet digest (sha256 of the file)",
-                                                                    fit.lpnet_digest)]
-        rows += [{"model": fit.model, "field": k, "value": str(v)} for k, v in items]
-    return pd.DataFrame(rows)
 
 
 def dataset_table(datasets: Mapping[str, LatencyDataset], batch: int) -> pd.DataFrame:
@@ -530,7 +338,8 @@ def plan(cfg: WGatesConfig, datasets: Mapping[str, LatencyDataset], fits: Mappin
 def measure_final(records: Sequence[RunRecord], ctx: StudyContext, cfg: WGatesConfig, *,
                   measure_fn: MeasureFn | None = None, load_dense: Callable[[str], nn.Module] | None = None
                   ) -> pd.DataFrame:
-    """Latency of every saved final network, interleaved with its dense network.
+    """Latency of every saved final network, interleaved with its dense network
+    (:func:`prunerep.studies.latency.measure_interleaved`, at every batch size of the dataset).
 
     One row per run: ``ratio_b<B>`` (the median over rounds of its time over the dense network's
     time in the same round, or the ratio of medians if the measure function gives no paired
@@ -538,40 +347,14 @@ def measure_final(records: Sequence[RunRecord], ctx: StudyContext, cfg: WGatesCo
     """
     import pandas as pd
 
-    from prunerep.models.checkpoint import load_model
-
     if not cfg.final.enabled:
         return pd.DataFrame()
     settings = cfg.dataset.measure
-    measure_fn = measure_fn or harness_measure(settings.threads, settings.resolved_device())
-    load_dense = load_dense or ctx.load_dense
-    rows = []
-    by_model: dict[str, list[RunRecord]] = {}
-    for r in records:
-        if r.model_path:
-            by_model.setdefault(r.model, []).append(r)
-    for model, recs in by_model.items():
-        dense = load_dense(model).cpu().eval()
-        for k in range(0, len(recs), cfg.final.chunk):
-            part = recs[k:k + cfg.final.chunk]
-            nets: dict[str, nn.Module] = {"dense": dense}
-            for i, r in enumerate(part):
-                nets[f"r{i}"] = load_model(r.model_path)[0].cpu().eval()
-            out = {i: {} for i in range(len(part))}
-            for b, rep in zip(settings.batch_sizes, cfg.final.repeats, strict=True):
-                stats = measure_fn(nets, tuple(ctx.input_shape), int(b), cfg.final.warmup, int(rep))
-                ref = stats["dense"]["median_ms"]
-                for i in range(len(part)):
-                    s = stats[f"r{i}"]
-                    ratio = s.get("paired_ratio", math.nan)
-                    out[i][f"ratio_b{b}"] = float(ratio) if math.isfinite(ratio) else s["median_ms"] / ref
-                    out[i][f"ms_b{b}"] = float(s["median_ms"])
-                    out[i][f"dense_ms_b{b}"] = float(ref)
-            for i, r in enumerate(part):
-                rows.append({"label": r.label, "model": r.model, "seed": r.seed, "arm": r.tags.get("arm"),
-                             "target": r.tags.get("target"), "test_acc": r.test_acc, "macs_keep": r.macs_keep,
-                             **out[i]})
-    return pd.DataFrame(rows)
+    return latency.measure_interleaved(
+        records, load_dense or ctx.load_dense, ctx.input_shape, settings.batch_sizes, cfg.final.repeats,
+        warmup=cfg.final.warmup, chunk=cfg.final.chunk, measure_fn=measure_fn or latency.default_measure(settings),
+        describe=lambda r: {"arm": r.tags.get("arm"), "target": r.tags.get("target"), "test_acc": r.test_acc,
+                            "macs_keep": r.macs_keep})
 
 
 def target_table(records: Sequence[RunRecord], final: pd.DataFrame, datasets: Mapping[str, LatencyDataset],

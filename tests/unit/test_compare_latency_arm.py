@@ -1,0 +1,267 @@
+"""The comparison's latency arm (compare.latency_arm, issue #19): W-Gates in its latency mode at the
+measured latency of L1's networks. Its target is the statistic of L1's measured ratios; its table
+pairs W-Gates with L1 by seed under the one verdict rule; its config errors name the key; with the
+arm off nothing of the comparison changes; and the notebook runs it end to end on a tiny setting
+with a fake timing harness (nothing is timed)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from prunerep.config import ConfigError, from_dict, read_params, resolve_section
+from prunerep.reporting.stats import FEW_SEEDS, SUPPORTED, paired_difference, verdict
+from prunerep.runner import RunRecord
+from prunerep.studies import compare
+from prunerep.studies.compare import CompareConfig, LatencyArm, LatencyTarget
+
+ROOT = Path(__file__).resolve().parents[2]
+FP = {"device_type": "cpu", "device_name": "fake CPU", "cpu_count": 2, "usable_cpus": 2, "torch": "x"}
+
+
+def _cfg(**kw) -> CompareConfig:
+    base = {"model": "resnet20", "targets": [0.7, 0.5], "seeds": [0, 1, 2], "batch_size": 16,
+            "finetune": {"epochs": 1, "lr": 0.01}, "latency": {"batch_sizes": [1], "repeats": 2, "warmup": 1}}
+    return from_dict(CompareConfig, {**base, **kw}, "compare")
+
+
+def _arm(**kw) -> dict:
+    return {"enabled": True, "measure": {"batch_sizes": [1, 8], "repeats": [2, 1], "layer_repeats": [1, 1]}, **kw}
+
+
+def fake_ms(model: torch.nn.Module, input_shape, batch_size: int) -> float:
+    from prunerep.pruning.cost import count_cost
+
+    return 0.05 + 1e-5 * count_cost(model, (1, *input_shape)).macs * batch_size ** 0.9
+
+
+def fake_measure(models, input_shape, batch_size, warmup, repeats):
+    """A timing harness that times nothing: a network's "latency" is an affine function of its MACs."""
+    return {n: {"median_ms": fake_ms(m, input_shape, batch_size), "iqr_ms": 0.0} for n, m in models.items()}
+
+
+# -- the target ----------------------------------------------------------------------------------------
+
+
+def test_the_latency_target_is_the_median_or_mean_of_l1s_measured_ratios_by_target():
+    rows = [{"label": f"{v}@{t:g}", "model": "resnet20", "seed": s, "method": v, "variant": v, "target": t,
+             "test_acc": 50.0, "ratio_b1": r}
+            for v, t, s, r in [("l1", 0.5, 0, 0.61), ("l1", 0.5, 1, 0.52), ("l1", 0.5, 2, 0.55),
+                               ("l1", 0.7, 0, 0.80), ("l1", 0.7, 1, 0.84), ("random", 0.5, 0, 0.1)]]
+    measured = compare.measured_ratios(pd.DataFrame(rows), 1)
+    assert measured == {0.5: {0: 0.61, 1: 0.52, 2: 0.55}, 0.7: {0: 0.80, 1: 0.84}}   # L1's rows only
+    targets = {t.macs_target: t for t in compare.latency_targets(_cfg(latency_arm=_arm()), measured)}
+    assert targets[0.5].latency_keep == 0.55 and targets[0.7].latency_keep == 0.82   # median of each target's seeds
+    assert targets[0.5].l1_ratios == {0: 0.61, 1: 0.52, 2: 0.55}
+    mean = {t.macs_target: t.latency_keep
+            for t in compare.latency_targets(_cfg(latency_arm=_arm(statistic="mean")), measured)}
+    assert mean == {0.5: round((0.61 + 0.52 + 0.55) / 3, 3), 0.7: 0.82}
+    # no measured L1 network, or L1 no faster than dense: no target, and the reason says why
+    none = compare.latency_targets(_cfg(latency_arm=_arm()), {0.7: {0: 1.02, 1: 1.01}})
+    assert [t.latency_keep for t in none] == [None, None]
+    assert "no latency target below the dense network" in none[0].reason and "no l1 network" in none[1].reason
+    assert compare.latency_target([0.5004, float("nan"), 0.4]) == 0.45
+
+
+def test_the_arms_specs_are_the_flops_runs_with_lpnet_and_a_latency_budget():
+    from tests.unit.test_compare_study import FakeStudy
+
+    cfg = _cfg(latency_arm=_arm(), hyper={"wgates": {"train": {"lr": 0.02}}})
+    study = FakeStudy(n_train=160)
+    targets = [LatencyTarget(0.7, {0: 0.8}, 0.8), LatencyTarget(0.5, {}, None, "no L1 network")]
+    specs = compare.latency_arm_specs(cfg, study, targets, "artifacts/wgates/lpnet/x.pt", "abc")
+    flops = [s for s in compare.plan(cfg, study).specs if s.method == "wgates" and s.tags["target"] == 0.7]
+    assert len(specs) == len(flops) == 3
+    for s, f in zip(specs, flops, strict=True):
+        assert s.budget.latency_keep == 0.8 and s.budget.macs_keep is None
+        assert (s.hyper.lpnet, s.hyper.lpnet_digest, s.hyper.latency_batch) == ("artifacts/wgates/lpnet/x.pt", "abc", 1)
+        assert s.hyper.train == f.hyper.train and s.hyper.min_keep == f.hyper.min_keep     # the same W-Gates
+        assert (s.finetune, s.select, s.seed, s.batch_size, s.model) == (f.finetune, f.select, f.seed, f.batch_size,
+                                                                         f.model)
+        assert s.tags["variant"] == compare.LATENCY_ARM and s.tags["target"] == 0.7 and s.label != f.label
+    assert "latency mode, LPNet" in compare.method_name("wgates", {"lpnet": "x.pt"})
+    assert "FLOPs mode" in compare.method_name("wgates", {"lpnet": ""})
+
+
+def test_the_arm_adds_nothing_to_the_plan_so_existing_runs_keep_their_identity():
+    from tests.unit.test_compare_study import FakeStudy
+
+    study = FakeStudy(n_train=160)
+    assert compare.plan(_cfg(latency_arm=_arm()), study).specs == compare.plan(_cfg(), study).specs
+    off = compare.run_latency_arm(_cfg(), None, [])          # off: nothing is read, measured or run
+    assert not off.enabled and off.records == [] and compare.latency_arm_metrics(off, pd.DataFrame()) == {}
+    assert compare.equal_latency_table(off, []).empty
+    # the deviations row on W-Gates reads as before when the arm is off
+    rows = compare.deviations_table(_cfg(), [], []).set_index("the papers'")
+    assert rows.loc["W-Gates under a latency constraint (LPNet on the target device)", "why"] == \
+        "a MACs comparison; the latency-constrained runs are the wgates stage's"
+
+
+# -- the table ----------------------------------------------------------------------------------------
+
+
+def _rec(variant: str, seed: int, acc: float, target: float = 0.5) -> RunRecord:
+    method = "wgates" if variant == compare.LATENCY_ARM else variant
+    return RunRecord(slug="compare", label=f"{variant}@{target:g}", method=method, model="resnet20", seed=seed,
+                     budget={}, dense_macs=1000, dense_params=100, macs=500, params=50, widths={"g": 4}, val_acc=acc,
+                     test_acc=acc, val_acc_before_finetune=acc, test_acc_before_finetune=acc, selection="best_val",
+                     phase_time_s={}, tags={"variant": variant, "target": target},
+                     hyper={"lpnet": "lp.pt"} if method == "wgates" else {})
+
+
+def _after(records: list[RunRecord], ratio: dict[tuple[str, int], float]) -> pd.DataFrame:
+    return pd.DataFrame([{"label": r.label, "model": r.model, "seed": r.seed, "variant": r.tags["variant"],
+                          "target": 0.5, "ratio_b1": ratio[(r.tags["variant"], r.seed)]} for r in records])
+
+
+def test_the_table_pairs_wgates_and_l1_by_seed_with_the_one_rule():
+    l1 = [_rec("l1", s, a) for s, a in [(1, 60.0), (2, 62.0), (3, 61.0)]]
+    ours = [_rec(compare.LATENCY_ARM, s, a) for s, a in [(0, 70.0), (1, 63.0), (2, 64.5)]]
+    after = _after([*l1, *ours], {("l1", 1): 0.50, ("l1", 2): 0.52, ("l1", 3): 0.9,
+                                  (compare.LATENCY_ARM, 0): 0.49, (compare.LATENCY_ARM, 1): 0.51,
+                                  (compare.LATENCY_ARM, 2): 0.53})
+    arm = LatencyArm(enabled=True, targets=[LatencyTarget(0.5, {1: 0.5, 2: 0.52, 3: 0.9}, 0.52)], records=ours,
+                     after=after)
+    row = compare.equal_latency_table(arm, [*l1, _rec("random", 1, 10.0)]).iloc[0]
+    iv = paired_difference({1: 63.0, 2: 64.5}, {1: 60.0, 2: 62.0})          # seeds 1 and 2 only: the shared ones
+    assert row["_interval"] == iv and row["− L1 (points, 95% CI)"] == str(iv) and row["n"] == 2
+    assert row["better than L1?"] == verdict(iv, compare.DIRECTION, compare.THRESHOLD) == FEW_SEEDS
+    assert row["L1-norm: measured latency, batch 1 (fraction of dense)"] == "0.510 ± 0.014 (n=2)"   # paired seeds
+    assert row["W-Gates (latency mode): measured latency, batch 1 (fraction of dense)"].endswith("(n=3)")
+    assert row["latency target"] == "0.520" and "median of 0.500 (seed 1)" in row["set from L1's measured ratios"]
+    assert "latency mode, LPNet" in row["what ran"]
+    # three shared seeds: a verdict
+    l1.append(_rec("l1", 0, 65.0))
+    row = compare.equal_latency_table(arm, l1).iloc[0]
+    assert row["n"] == 3 and row["better than L1?"] == SUPPORTED
+    m = compare.latency_arm_metrics(arm, compare.equal_latency_table(arm, l1))
+    assert m["wgates_latency@0.5/latency_target"] == 0.52 and m["wgates_latency@0.5/minus_l1"] == pytest.approx(
+        (5.0 + 3.0 + 2.5) / 3)
+    assert not [c for c in compare.equal_latency_display(compare.equal_latency_table(arm, l1)).columns
+                if c.startswith("_")]
+    # a target without runs says why; a failure says what failed
+    none = LatencyArm(enabled=True, targets=[LatencyTarget(0.5, {}, None, "no l1 network with a measured latency")])
+    assert compare.equal_latency_table(none, l1).iloc[0]["status"].startswith("not run: no l1 network")
+    failed = LatencyArm(enabled=True, targets=[LatencyTarget(0.5, {0: 0.5}, 0.5)], failed="ValueError: x")
+    assert compare.equal_latency_table(failed, l1).iloc[0]["status"] == "failed: ValueError: x"
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"latency_arm": _arm(statistic="avg")}, r"compare\.latency_arm\.statistic"),
+    ({"latency_arm": _arm(enabled="yes")}, r"compare\.latency_arm\.enabled"),
+    ({"latency_arm": _arm(), "methods": ["gdp", "wgates"]}, r"compare\.latency_arm\.enabled: needs \['l1'\] among"),
+    ({"latency_arm": _arm(), "methods": ["l1"]}, r"compare\.latency_arm\.enabled: needs \['wgates'\] among"),
+    ({"latency_arm": _arm(), "latency": {"enabled": False}}, r"compare\.latency_arm\.enabled: needs latency\.enabled"),
+    ({"latency_arm": _arm(measure={"batch_sizes": [8], "repeats": [1], "layer_repeats": [1]})},
+     r"compare\.latency_arm\.measure\.batch_sizes: \[8\] lacks latency_batch 1"),
+    ({"latency_arm": _arm(sampler={"scope": "internal"})}, r"compare\.latency_arm\.sampler\.scope"),
+    ({"latency_arm": _arm(rounds={"repeats": 0})}, r"compare\.latency_arm\.rounds\.repeats"),
+    ({"latency_arm": _arm(predictor={"seeds": []})}, r"compare\.latency_arm\.predictor\.seeds"),
+    ({"latency_arm": _arm(lpnet="x.pt")}, r"compare\.latency_arm\.lpnet: unknown key"),
+])
+def test_bad_latency_arm_settings_are_refused_naming_the_key(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _cfg(**kw)
+    assert not _cfg(latency_arm={"enabled": False, "statistic": "median"}).latency_arm.enabled
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_params_the_arm_shares_wgates_dataset_cache_and_is_off_at_default(profile):
+    """At every profile the arm's dataset and LPNet settings are wgates.dataset's and
+    wgates.predictor's, so the per-device cache (and LPNet file) is shared, not measured twice."""
+    params = read_params(ROOT / "params.yaml")
+    cfg = resolve_section("compare", params, profile=profile)
+    wg = resolve_section("wgates", params, profile=profile)
+    assert cfg.latency_arm.enabled == (profile != "default")   # default: on at its next rerun (params.yaml)
+    arm = cfg.latency_arm
+    assert cfg.model in wg.dataset.models
+    assert (arm.sampler, arm.measure, arm.predictor.lpnet) == (wg.dataset.sampler, wg.dataset.measure,
+                                                               wg.predictor.lpnet)
+    assert arm.predictor.seeds[0] == wg.predictor.seeds[0]
+    assert (arm.predictor.test_share, arm.predictor.val_share) == (wg.predictor.test_share, wg.predictor.val_share)
+    if profile == "smoke":
+        assert len(cfg.seeds) == 1 and len(cfg.targets) == 1 and arm.sampler.configs <= 50   # CI time
+
+
+# -- end to end -------------------------------------------------------------------------------------------
+
+
+def test_the_notebook_runs_the_arm_end_to_end_on_a_tiny_setting(tmp_path, monkeypatch):
+    """Every code cell of notebooks/compare.ipynb with the arm on: L1 and W-Gates at one MACs
+    target, two seeds, a fake timing harness (a network's time is an affine function of its MACs,
+    so the measured ratios are known): W-Gates' latency target is the median of L1's measured
+    ratios, its runs use LPNet in latency mode, and the equal-latency table, the LPNet table,
+    the metrics and the latency figure hold them."""
+    import prunerep.data
+    from prunerep.models import get_model
+    from prunerep.models.checkpoint import load_model, save_model
+    from tests.unit.test_runner_logs import _splits
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PRUNEREP_PARAMS", raising=False)
+    monkeypatch.setattr(prunerep.data, "load_data", lambda *a, **k: _splits())
+    monkeypatch.setattr(compare, "run_latency_arm", functools.partial(
+        compare.run_latency_arm, measure_fn=fake_measure, fingerprint=FP, progress=False))
+    torch.manual_seed(0)
+    dense = get_model("resnet20", shortcut="A", num_classes=3, in_channels=1)
+    save_model(dense, Path("artifacts/pretrain/resnet20/model.pt"))
+    section = {
+        "model": "resnet20", "targets": [0.5], "seeds": [0, 1], "methods": ["l1", "wgates"], "workers": 1,
+        "batch_size": 16, "eval_batch_size": 16, "prune_epochs": 1, "prune_max_steps": 2,
+        "finetune": {"epochs": 1, "max_steps": 1, "lr": 0.01},
+        "runtime": {"device": "cpu", "channels_last": False, "progress": False},
+        "latency": {"batch_sizes": [1], "repeats": 2, "warmup": 1},
+        "hyper": {"wgates": {"lam_init": 5.0, "lam_max": 50.0}},
+        "latency_arm": {"enabled": True, "sampler": {"configs": 24, "uniform": 6},
+                        "measure": {"batch_sizes": [1, 4], "repeats": [1, 1], "warmup": 0, "chunk": 8, "recheck": 4,
+                                    "layer_levels": 2, "layer_repeats": [1, 1]},
+                        "predictor": {"lpnet": {"hidden": 16, "iterations": 100, "eval_every": 20}, "seeds": [0]},
+                        "rounds": {"repeats": 2, "warmup": 0}}}
+    nb = json.loads((ROOT / "notebooks" / "compare.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    scope: dict = {}
+    exec(cells[0], scope)
+    scope.update(profile="smoke", section=section, data={}, out_dir=str(tmp_path / "results" / "compare"))
+    for code in cells[1:]:
+        exec(code, scope)
+    out = tmp_path / "results" / "compare"
+    arm = scope["latency_arm"]
+    assert arm.enabled and not arm.failed and len(arm.records) == 2
+    # the target is the median of L1's ratios as the fake harness gives them, computed here from the networks
+    l1 = [r for r in scope["records"] if r.method == "l1"]
+    shape = (1, 12, 12)
+    ratios = [fake_ms(load_model(r.model_path)[0], shape, 1) / fake_ms(dense, shape, 1) for r in l1]
+    assert arm.targets[0].l1_ratios == pytest.approx(dict(zip([r.seed for r in l1], ratios, strict=True)))
+    assert arm.targets[0].latency_keep == compare.latency_target(ratios) == round(statistics.median(ratios), 3)
+    for r in arm.records:   # W-Gates in latency mode, at that target, through the LPNet that was fitted
+        assert r.method == "wgates" and r.budget["latency_keep"] == arm.targets[0].latency_keep
+        assert r.hyper["lpnet"] == arm.fit.lpnet_path and r.hyper["lpnet_digest"] == arm.fit.lpnet_digest
+        assert r.summary["mode"] == "latency" and r.latency and r.latency["batch_1_ms"] > 0
+    # both sides timed again in one session: every arm network and every L1 network has a ratio
+    assert set(arm.after["variant"]) == {"l1", compare.LATENCY_ARM} and len(arm.after) == 4
+    table = (out / "tables" / "equal_latency.md").read_text()
+    assert "W-Gates (reconstruction; latency mode, LPNet" in table and "fewer than 3 seeds: no verdict" in table
+    assert (out / "tables" / "latency_arm_lpnet.md").exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["wgates_latency@0.5/latency_target"] == arm.targets[0].latency_keep
+    assert "wgates_latency@0.5/minus_l1" in metrics and metrics["runs"] == 4     # the arm's runs are apart
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 6
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert list(runs["latency target (W-Gates, latency mode)"].astype(str)) == \
+        ["—"] * 4 + [str(arm.targets[0].latency_keep)] * 2           # the arm's runs come last
+    # the plain tables hold the plain runs only
+    comparison = (out / "tables" / "comparison.md").read_text()
+    assert "latency mode" not in comparison and "FLOPs mode" in comparison
+    assert (out / "figures" / "accuracy_vs_latency.png").stat().st_size > 0
