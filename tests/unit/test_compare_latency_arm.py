@@ -176,13 +176,13 @@ def test_bad_latency_arm_settings_are_refused_naming_the_key(kw, match):
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
-def test_params_the_arm_shares_wgates_dataset_cache_and_is_off_at_default(profile):
+def test_params_the_arm_shares_wgates_dataset_cache_and_is_on_at_every_profile(profile):
     """At every profile the arm's dataset and LPNet settings are wgates.dataset's and
     wgates.predictor's, so the per-device cache (and LPNet file) is shared, not measured twice."""
     params = read_params(ROOT / "params.yaml")
     cfg = resolve_section("compare", params, profile=profile)
     wg = resolve_section("wgates", params, profile=profile)
-    assert cfg.latency_arm.enabled == (profile != "default")   # default: on at its next rerun (params.yaml)
+    assert cfg.latency_arm.enabled
     arm = cfg.latency_arm
     assert cfg.model in wg.dataset.models
     assert (arm.sampler, arm.measure, arm.predictor.lpnet) == (wg.dataset.sampler, wg.dataset.measure,

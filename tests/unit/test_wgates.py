@@ -309,9 +309,10 @@ def test_l1_init_makes_the_generator_rank_filters_by_l1_norm_and_touches_nothing
     rho = fit_generator_to_l1(gate)
     after = spearman(gate.scores().detach(), l1)
     assert rho == pytest.approx(after) and after > 0.95 and after > before + 0.3
-    # only the generator moved: no gradient reached the filters or the offset
+    # only the generator moved: no gradient reached the filters or the offset, and none is left over
     assert torch.equal(conv.weight.detach(), weight) and float(gate.offset.detach()) == offset
     assert conv.weight.grad is None and gate.offset.grad is None
+    assert all(p.grad is None for p in gate.mlp.parameters())
     # at an offset that closes half of the gates, the open ones are the larger-L1 filters
     with torch.no_grad():
         gate.offset.zero_()
@@ -319,13 +320,13 @@ def test_l1_init_makes_the_generator_rank_filters_by_l1_norm_and_touches_nothing
     assert float(open_l1.min()) >= float(torch.quantile(l1, 0.25))
 
 
-def test_generator_init_option_is_off_by_default_and_recorded_when_on():
+def test_generator_init_is_l1_by_default_recorded_and_random_on_request():
     model = _net()
-    method = get_method("wgates", offset_init=3.0)
+    method = get_method("wgates", offset_init=3.0, generator_init="random")
     method.prepare(model, _ctx(model, Budget(macs_keep=0.5)))
     assert "init_fit" not in method.summary()
     model = _net()
-    method = get_method("wgates", offset_init=3.0, generator_init="l1")
+    method = get_method("wgates", offset_init=3.0)
     method.prepare(model, _ctx(model, Budget(macs_keep=0.5)))
     fits = method.summary()["init_fit"]
     assert set(fits) == set(method.ids) and min(v for v in fits.values() if not math.isnan(v)) > 0.8
