@@ -99,6 +99,11 @@ def lambda_at(step: int, ramp_steps: int, lam_init: float, lam_max: float) -> fl
 # -- the gate ------------------------------------------------------------------------------------
 
 
+def _standardised(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit standard deviation over the group's channels (the gate's scores and the L1 fit)."""
+    return (x - x.mean()) / x.std().clamp_min(1e-6)
+
+
 class FilterWeights:
     """The current filters of a group's producers, as the gate generator's input ``[C, D]``.
 
@@ -161,8 +166,7 @@ class WGate(ChannelGate):
         raw = self.raw_scores()
         if self.channels < 2:
             return raw - raw.detach() + self.offset   # one channel: nothing to rank
-        z = (raw - raw.mean()) / raw.std().clamp_min(1e-6)
-        return z + self.offset
+        return _standardised(raw) + self.offset
 
     def values(self) -> torch.Tensor:
         if bool(self.frozen):
@@ -187,10 +191,6 @@ class WGate(ChannelGate):
             raise ValueError(f"freeze_: need a bool mask of {self.channels} entries with at least one True")
         self.mask.copy_(mask)
         self.frozen.fill_(True)
-
-
-def _standardised(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.mean()) / x.std().clamp_min(1e-6)
 
 
 def fit_generator_to_l1(gate: WGate, steps: int = 100, lr: float = 0.03) -> float:
