@@ -158,3 +158,23 @@ def test_ledger_cli_writes_the_figure(tmp_path):
     (tmp_path / "results").mkdir()
     assert main(["--results", str(tmp_path / "results"), "--notebooks", str(tmp_path)]) == 0
     assert (tmp_path / "results" / "ledger" / "accuracy_vs_macs.png").stat().st_size > 0
+
+
+def test_gain_plot_wraps_long_category_labels_instead_of_warning():
+    # labels as long as W-Gates' arm names once made tight_layout warn into the executed notebook
+    long = "W-Gates, FLOPs target (uniform's MACs) (33% per-group floor, ours; generators initialised to the L1 ranking, ours)"
+    rows = [{"x": f"resnet{k}: {long} {i}", "mean": 1.0, "lo": 0.0, "hi": 2.0, "n": 3}
+            for k in (20, 56) for i in range(3)]
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ax = gain_plot(rows, "x", "T", "setting and arm", "gain").axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert all(max(len(line) for line in label.split("\n")) <= 40 for label in labels)
+    assert [label.replace("\n", " ") for label in labels] == [r["x"] for r in rows]
+
+
+def test_gain_plot_keeps_short_labels_unwrapped():
+    rows = [{"x": "a b c", "mean": 1.0, "lo": 0.0, "hi": 2.0, "n": 3}]
+    ax = gain_plot(rows, "x", "T", "x", "gain").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a b c"]

@@ -11,6 +11,8 @@ Conventions, for every paper:
 from __future__ import annotations
 
 import math
+import textwrap
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -148,8 +150,24 @@ def gain_plot(rows: Sequence[Mapping[str, Any]], x: str, title: str, xlabel: str
     ax.legend(handles, names, fontsize=8)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _tight_layout(fig, ax)
     return fig
+
+
+def _tight_layout(fig: plt.Figure, ax: plt.Axes, width: int = 40) -> None:
+    """`tight_layout`, and when long category labels leave it no room (matplotlib then warns into
+    the notebook's output), wrap the x tick labels to `width` characters and lay out again."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.tight_layout()
+    if not caught:
+        return
+    ticks = ax.get_xticks()
+    labels = ["\n".join(textwrap.wrap(t.get_text(), width)) or t.get_text() for t in ax.get_xticklabels()]
+    ax.set_xticks(ticks, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
 
 
 def _finite(v: Any) -> bool:
