@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
@@ -165,7 +167,6 @@ def test_gain_plot_wraps_long_category_labels_instead_of_warning():
     long = "W-Gates, FLOPs target (uniform's MACs) (33% per-group floor, ours; generators initialised to the L1 ranking, ours)"
     rows = [{"x": f"resnet{k}: {long} {i}", "mean": 1.0, "lo": 0.0, "hi": 2.0, "n": 3}
             for k in (20, 56) for i in range(3)]
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ax = gain_plot(rows, "x", "T", "setting and arm", "gain").axes[0]

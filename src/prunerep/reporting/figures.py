@@ -157,16 +157,18 @@ def gain_plot(rows: Sequence[Mapping[str, Any]], x: str, title: str, xlabel: str
 def _tight_layout(fig: plt.Figure, ax: plt.Axes, width: int = 40) -> None:
     """`tight_layout`, and when long category labels leave it no room (matplotlib then warns into
     the notebook's output), wrap the x tick labels to `width` characters and lay out again."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fig.tight_layout()
-    if not caught:
-        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Tight layout not applied")
+        try:
+            fig.tight_layout()
+            return
+        except UserWarning:
+            pass
     ticks = ax.get_xticks()
     labels = ["\n".join(textwrap.wrap(t.get_text(), width)) or t.get_text() for t in ax.get_xticklabels()]
     ax.set_xticks(ticks, labels)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
         fig.tight_layout()
 
 
