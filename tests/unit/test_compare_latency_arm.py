@@ -6,6 +6,7 @@ with a fake timing harness (nothing is timed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shutil
@@ -17,7 +18,14 @@ import pytest
 import torch
 
 from prunerep.config import ConfigError, from_dict, read_params, resolve_section
-from prunerep.reporting.stats import FEW_SEEDS, SUPPORTED, paired_difference, verdict
+from prunerep.reporting.stats import (
+    FEW_SEEDS,
+    INCONCLUSIVE,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    paired_difference,
+    verdict,
+)
 from prunerep.runner import RunRecord
 from prunerep.studies import compare
 from prunerep.studies.compare import CompareConfig, LatencyArm, LatencyTarget
@@ -124,33 +132,161 @@ def _after(records: list[RunRecord], ratio: dict[tuple[str, int], float]) -> pd.
 def test_the_table_pairs_wgates_and_l1_by_seed_with_the_one_rule():
     l1 = [_rec("l1", s, a) for s, a in [(1, 60.0), (2, 62.0), (3, 61.0)]]
     ours = [_rec(compare.LATENCY_ARM, s, a) for s, a in [(0, 70.0), (1, 63.0), (2, 64.5)]]
-    after = _after([*l1, *ours], {("l1", 1): 0.50, ("l1", 2): 0.52, ("l1", 3): 0.9,
-                                  (compare.LATENCY_ARM, 0): 0.49, (compare.LATENCY_ARM, 1): 0.51,
-                                  (compare.LATENCY_ARM, 2): 0.53})
+    ratio = {("l1", 0): 0.50, ("l1", 1): 0.50, ("l1", 2): 0.52, ("l1", 3): 0.9,
+             (compare.LATENCY_ARM, 0): 0.505, (compare.LATENCY_ARM, 1): 0.51, (compare.LATENCY_ARM, 2): 0.53}
+    after = _after([*l1, _rec("l1", 0, 65.0), *ours], ratio)
     arm = LatencyArm(enabled=True, targets=[LatencyTarget(0.5, {1: 0.5, 2: 0.52, 3: 0.9}, 0.52)], records=ours,
                      after=after)
     row = compare.equal_latency_table(arm, [*l1, _rec("random", 1, 10.0)]).iloc[0]
     iv = paired_difference({1: 63.0, 2: 64.5}, {1: 60.0, 2: 62.0})          # seeds 1 and 2 only: the shared ones
     assert row["_interval"] == iv and row["− L1 (points, 95% CI)"] == str(iv) and row["n"] == 2
-    assert row["better than L1?"] == verdict(iv, compare.DIRECTION, compare.THRESHOLD) == FEW_SEEDS
+    assert row["better than L1 at equal latency?"] == verdict(iv, compare.DIRECTION, compare.THRESHOLD) == FEW_SEEDS
     assert row["L1-norm: measured latency, batch 1 (fraction of dense)"] == "0.510 ± 0.014 (n=2)"   # paired seeds
     assert row["W-Gates (latency mode): measured latency, batch 1 (fraction of dense)"].endswith("(n=3)")
     assert row["latency target"] == "0.520" and "median of 0.500 (seed 1)" in row["set from L1's measured ratios"]
     assert "latency mode, LPNet" in row["what ran"]
-    # three shared seeds: a verdict
+    # three shared seeds, latency gaps 0.005, 0.01, 0.01: the interval lies within +-0.05, so a verdict
     l1.append(_rec("l1", 0, 65.0))
-    row = compare.equal_latency_table(arm, l1).iloc[0]
-    assert row["n"] == 3 and row["better than L1?"] == SUPPORTED
-    m = compare.latency_arm_metrics(arm, compare.equal_latency_table(arm, l1))
+    table = compare.equal_latency_table(arm, l1)
+    row = table.iloc[0]
+    gap = paired_difference({0: 0.505, 1: 0.51, 2: 0.53}, {0: 0.50, 1: 0.50, 2: 0.52})
+    assert row["n"] == 3 and row["better than L1 at equal latency?"] == SUPPORTED
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"] == f"{gap.format(3)}: {compare.EQUAL_LATENCY}"
+    m = compare.latency_arm_metrics(arm, table)
     assert m["wgates_latency@0.5/latency_target"] == 0.52 and m["wgates_latency@0.5/minus_l1"] == pytest.approx(
         (5.0 + 3.0 + 2.5) / 3)
-    assert not [c for c in compare.equal_latency_display(compare.equal_latency_table(arm, l1)).columns
-                if c.startswith("_")]
+    assert not [c for c in compare.equal_latency_display(table).columns if c.startswith("_")]
+    # W-Gates' networks slower than L1's (the session-13 case: more accurate, but larger): no verdict
+    slow = {**ratio, **{(compare.LATENCY_ARM, s): 0.70 + 0.01 * s for s in range(3)}}
+    arm.after = _after([*l1, *ours], slow)
+    row = compare.equal_latency_table(arm, l1).iloc[0]
+    assert row["better than L1 at equal latency?"] == compare.WITHHELD
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"].endswith(f": {compare.SLOWER}")
     # a target without runs says why; a failure says what failed
     none = LatencyArm(enabled=True, targets=[LatencyTarget(0.5, {}, None, "no l1 network with a measured latency")])
     assert compare.equal_latency_table(none, l1).iloc[0]["status"].startswith("not run: no l1 network")
     failed = LatencyArm(enabled=True, targets=[LatencyTarget(0.5, {0: 0.5}, 0.5)], failed="ValueError: x")
     assert compare.equal_latency_table(failed, l1).iloc[0]["status"] == "failed: ValueError: x"
+
+
+def test_equal_latency_is_an_equivalence_test_on_the_paired_gap():
+    l1 = {0: 0.50, 1: 0.52, 2: 0.51}
+    # gaps 0.01, 0.02, 0.00: mean 0.01, s = 0.01, t(0.975, 2) = 4.303 -> [-0.0148, +0.0348] within 0.05
+    status, iv = compare.latency_match({0: 0.51, 1: 0.54, 2: 0.51}, l1, 0.05)
+    assert status == compare.EQUAL_LATENCY and iv.mean == pytest.approx(0.01)
+    assert iv.hi == pytest.approx(0.01 + 4.302653 * 0.01 / 3 ** 0.5, abs=1e-5)
+    assert compare.latency_match({0: 0.51, 1: 0.54, 2: 0.51}, l1, 0.03)[0] == compare.UNRESOLVED   # hi 0.035 > 0.03
+    assert compare.latency_match({s: r + 0.2 + 0.001 * s for s, r in l1.items()}, l1, 0.05)[0] == compare.SLOWER
+    assert compare.latency_match({s: r - 0.2 - 0.001 * s for s, r in l1.items()}, l1, 0.05)[0] == compare.FASTER
+    # a gap noisier than the tolerance is not equality, even with a mean of 0
+    assert compare.latency_match({0: 0.60, 1: 0.42, 2: 0.51}, l1, 0.05)[0] == compare.UNRESOLVED
+    # fewer than 3 paired seeds (NaN ratios do not pair): not established
+    assert compare.latency_match({0: 0.5, 1: 0.52, 2: float("nan")}, l1, 0.05)[0] == compare.UNRESOLVED
+    assert compare.latency_match({}, l1, 0.05) == (compare.UNRESOLVED, None)
+
+
+@pytest.mark.parametrize(("accuracy", "match", "expected"), [
+    (SUPPORTED, compare.EQUAL_LATENCY, SUPPORTED),
+    (NOT_SUPPORTED, compare.EQUAL_LATENCY, NOT_SUPPORTED),
+    (INCONCLUSIVE, compare.EQUAL_LATENCY, INCONCLUSIVE),
+    (SUPPORTED, compare.FASTER, SUPPORTED),            # faster and more accurate: better at equal latency too
+    (NOT_SUPPORTED, compare.SLOWER, NOT_SUPPORTED),    # slower and less accurate: not better
+    (SUPPORTED, compare.SLOWER, compare.WITHHELD),     # more accurate but slower: unanswered
+    (NOT_SUPPORTED, compare.FASTER, compare.WITHHELD),
+    (INCONCLUSIVE, compare.FASTER, compare.WITHHELD),
+    (SUPPORTED, compare.UNRESOLVED, compare.WITHHELD),
+    (FEW_SEEDS, compare.UNRESOLVED, FEW_SEEDS),
+])
+def test_the_verdict_is_given_only_at_equal_latency_or_under_dominance(accuracy, match, expected):
+    assert compare.equal_latency_verdict(accuracy, match) == expected
+
+
+def test_a_miss_rescales_the_target_by_the_measured_l1_to_wgates_ratio():
+    miss = compare.Attempt(0.5, 1, latency_keep=0.929, wgates_ratio=0.968, l1_ratio=0.763, test_acc=78.6)
+    assert compare.retarget(miss) == round(0.929 * 0.763 / 0.968, 3) == 0.732
+    assert compare.retarget(dataclasses.replace(miss, wgates_ratio=float("nan"))) is None
+    assert compare.retarget(dataclasses.replace(miss, l1_ratio=0.968)) is None           # nothing to correct
+    assert compare.retarget(dataclasses.replace(miss, l1_ratio=2.0, wgates_ratio=1.0)) is None   # not below dense
+
+
+def test_a_networks_ratio_is_the_median_over_sessions():
+    def session(r0: float, r1: float) -> pd.DataFrame:
+        return pd.DataFrame([{"label": "l1@0.5", "seed": 0, "variant": "l1", "target": 0.5, "ratio_b64": r0},
+                             {"label": "l1@0.5", "seed": 1, "variant": "l1", "target": 0.5, "ratio_b64": r1}])
+
+    out = compare.combine_sessions([session(0.93, 0.90), session(0.76, 0.75), session(0.80, 0.95)], 64)
+    assert list(out["ratio_b64"]) == [0.80, 0.90] and list(out["seed"]) == [0, 1]
+    assert out["sessions_b64"].iloc[0] == "0.930 / 0.760 / 0.800"
+    assert compare.measured_ratios(out, 64) == {0.5: {0: 0.80, 1: 0.90}}
+    assert compare.combine_sessions([pd.DataFrame()], 64).empty
+
+
+def _fake_arm_world(monkeypatch, bias: float, l1_ratio: float = 0.76):
+    """run_latency_arm without a dataset, LPNet, training or timing: L1's networks always measure
+    `l1_ratio`; a W-Gates network run at latency target x measures x * `bias` (+0.002 per seed),
+    as if LPNet under-predicted its latency by that factor. Returns the list of executed specs."""
+    from types import SimpleNamespace
+
+    import prunerep.runner
+    from prunerep.studies import latency
+
+    ds = SimpleNamespace(describe=lambda: "fake dataset", path="ds.json", digest="d" * 64)
+    monkeypatch.setattr(latency, "ensure_datasets", lambda *a, **k: {"resnet20": ds})
+    monkeypatch.setattr(latency, "fit_predictors",
+                        lambda *a, **k: SimpleNamespace(lpnet_path="lp.pt", lpnet_digest="e" * 64))
+    executed = []
+
+    def execute(specs, study):
+        executed.append(list(specs))
+        return [dataclasses.replace(_rec(compare.LATENCY_ARM, s.seed, 70.0 + s.budget.latency_keep, s.tags["target"]),
+                                    budget={"latency_keep": s.budget.latency_keep}) for s in specs]
+
+    def measure_arm(records, study, cfg, measure_fn=None):
+        return pd.DataFrame([{"label": r.label, "seed": r.seed, "variant": r.tags["variant"],
+                              "target": r.tags["target"], "ratio_b1": (
+                                  l1_ratio if r.method == "l1" else r.budget["latency_keep"] * bias + 0.002 * r.seed)}
+                             for r in records])
+
+    monkeypatch.setattr(prunerep.runner, "execute", execute)
+    monkeypatch.setattr(compare, "measure_arm", measure_arm)
+    return executed
+
+
+def _study():
+    from tests.unit.test_compare_study import FakeStudy
+
+    study = FakeStudy()
+    study.slug = "compare"
+    return study
+
+
+def test_the_arm_runs_again_at_a_rescaled_target_when_wgates_misses_l1s_latency(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    executed = _fake_arm_world(monkeypatch, bias=1.25)
+    l1 = [_rec("l1", s, 60.0) for s in range(3)]
+    cfg = _cfg(targets=[0.5], latency_arm=_arm())
+    arm = compare.run_latency_arm(cfg, _study(), l1)
+    # round 1 at L1's measured 0.76 measures 0.95-0.954: slower; round 2 at 0.76 * 0.76 / 0.952 = 0.607
+    assert [len(x) for x in executed] == [3, 3]
+    assert [a.latency_keep for a in arm.attempts] == [0.76, round(0.76 * 0.76 / (0.76 * 1.25 + 0.002), 3)]
+    assert [a.round for a in arm.attempts] == [1, 2]
+    assert {r.budget["latency_keep"] for r in arm.records} == {arm.attempts[1].latency_keep}   # the last round's
+    assert set(arm.after["variant"]) == {"l1", compare.LATENCY_ARM} and len(arm.after) == 6
+    row = compare.equal_latency_table(arm, l1).iloc[0]
+    assert row["latency target"] == f"0.760 → {arm.attempts[1].latency_keep:.3f}"
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"].endswith(compare.EQUAL_LATENCY)
+    assert row["better than L1 at equal latency?"] == SUPPORTED and row["rounds"].startswith("round 1: target 0.760")
+    metrics = compare.latency_arm_metrics(arm, compare.equal_latency_table(arm, l1))
+    assert metrics["wgates_latency@0.5/rounds"] == 2 and abs(metrics["wgates_latency@0.5/latency_gap"]) < 0.01
+    # one round only: the miss stays, and its verdict is withheld
+    executed.clear()
+    once = compare.run_latency_arm(_cfg(targets=[0.5], latency_arm=_arm(iterations=1)), _study(), l1)
+    assert len(executed) == 1 and len(once.attempts) == 1
+    assert compare.equal_latency_table(once, l1).iloc[0]["better than L1 at equal latency?"] == compare.WITHHELD
+    # a first round that lands at L1's latency is not run again
+    exact = _fake_arm_world(monkeypatch, bias=1.0)
+    done = compare.run_latency_arm(cfg, _study(), l1)
+    assert len(exact) == 1 and len(done.attempts) == 1 and len(done.records) == 3
 
 
 # -- configuration ---------------------------------------------------------------------------------------
@@ -167,6 +303,9 @@ def test_the_table_pairs_wgates_and_l1_by_seed_with_the_one_rule():
     ({"latency_arm": _arm(sampler={"scope": "internal"})}, r"compare\.latency_arm\.sampler\.scope"),
     ({"latency_arm": _arm(rounds={"repeats": 0})}, r"compare\.latency_arm\.rounds\.repeats"),
     ({"latency_arm": _arm(predictor={"seeds": []})}, r"compare\.latency_arm\.predictor\.seeds"),
+    ({"latency_arm": _arm(sessions=0)}, r"compare\.latency_arm\.sessions"),
+    ({"latency_arm": _arm(tolerance=0)}, r"compare\.latency_arm\.tolerance"),
+    ({"latency_arm": _arm(iterations=0)}, r"compare\.latency_arm\.iterations"),
     ({"latency_arm": _arm(lpnet="x.pt")}, r"compare\.latency_arm\.lpnet: unknown key"),
 ])
 def test_bad_latency_arm_settings_are_refused_naming_the_key(kw, match):
@@ -245,8 +384,12 @@ def test_the_notebook_runs_the_arm_end_to_end_on_a_tiny_setting(tmp_path, monkey
     ratios = [fake_ms(load_model(r.model_path)[0], shape, 1) / fake_ms(dense, shape, 1) for r in l1]
     assert arm.targets[0].l1_ratios == pytest.approx(dict(zip([r.seed for r in l1], ratios, strict=True)))
     assert arm.targets[0].latency_keep == compare.latency_target(ratios) == round(statistics.median(ratios), 3)
-    for r in arm.records:   # W-Gates in latency mode, at that target, through the LPNet that was fitted
-        assert r.method == "wgates" and r.budget["latency_keep"] == arm.targets[0].latency_keep
+    # two seeds cannot establish equal latency, so a second round ran at the rescaled target
+    first, last = arm.attempts[0], arm.attempts[-1]
+    assert first.latency_keep == arm.targets[0].latency_keep and len(arm.attempts) == 2
+    assert last.latency_keep == compare.retarget(first)
+    for r in arm.records:   # W-Gates in latency mode, at the last round's target, through the LPNet that was fitted
+        assert r.method == "wgates" and r.budget["latency_keep"] == last.latency_keep
         assert r.hyper["lpnet"] == arm.fit.lpnet_path and r.hyper["lpnet_digest"] == arm.fit.lpnet_digest
         assert r.summary["mode"] == "latency" and r.latency and r.latency["batch_1_ms"] > 0
     # both sides timed again in one session: every arm network and every L1 network has a ratio
@@ -260,7 +403,7 @@ def test_the_notebook_runs_the_arm_end_to_end_on_a_tiny_setting(tmp_path, monkey
     assert len((out / "runs.jsonl").read_text().splitlines()) == 6
     runs = pd.read_csv(out / "tables" / "runs.csv")
     assert list(runs["latency target (W-Gates, latency mode)"].astype(str)) == \
-        ["—"] * 4 + [str(arm.targets[0].latency_keep)] * 2           # the arm's runs come last
+        ["—"] * 4 + [str(last.latency_keep)] * 2           # the arm's runs (last round) come last
     # the plain tables hold the plain runs only
     comparison = (out / "tables" / "comparison.md").read_text()
     assert "latency mode" not in comparison and "FLOPs mode" in comparison

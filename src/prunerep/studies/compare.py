@@ -51,7 +51,10 @@ from prunerep.engine import OptimConfig, RuntimeConfig
 from prunerep.methods.wgates import choices_of_ours
 from prunerep.pruning.latency_dataset import MeasureFn, MeasureSettings, SamplerConfig
 from prunerep.reporting.stats import (
+    FEW_SEEDS,
     NOT_IMPLEMENTED,
+    NOT_SUPPORTED,
+    SUPPORTED,
     VERDICT_RULE,
     Interval,
     fmt_mean_std,
@@ -111,8 +114,10 @@ class LatencyArmConfig:
     ``Budget(latency_keep=...)``, enforced through LPNet (fitted on this device's latency
     dataset, ``sampler`` and ``measure``, the first split seed of ``predictor``). Then W-Gates
     runs with the same hyper-parameters (``hyper.wgates``), training phases and fine-tuning as
-    in FLOPs mode, and its networks are measured in one interleaved session with the L1 networks
-    of the same target, so the table "at equal measured latency" shows both measured ratios.
+    in FLOPs mode, and its networks are measured in the same interleaved sessions as the L1
+    networks of the same target. The table "at equal measured latency" shows both measured ratios
+    and gives a verdict only where they are equal within ``tolerance`` (`latency_match`); where
+    they are not, the target is rescaled and W-Gates runs again, up to ``iterations`` rounds.
 
     L1, not each method, sets the target: it is the baseline of every verdict here, and the
     latency of a uniform one-shot network is what a practitioner gets for free. Median by
@@ -128,6 +133,25 @@ class LatencyArmConfig:
     measure: MeasureSettings = MeasureSettings()
     predictor: PredictorConfig = PredictorConfig()    # only the first split seed's LPNet is fitted (the runs')
     rounds: RoundsConfig = RoundsConfig()
+    # Interleaved sessions behind every measured ratio (each network's ratio: the median over
+    # sessions): one session's ratios can move together by more than the gaps compared here.
+    sessions: int = 3
+    # Equal measured latency: the 95% interval of W-Gates' ratio minus L1's (paired by seed, same
+    # sessions) lies within +-tolerance (fractions of the dense latency). Otherwise no verdict of
+    # "more accurate at equal latency", unless one side is both faster and more accurate.
+    tolerance: float = 0.05
+    # W-Gates rounds at most: while the latencies are not equal, the target is rescaled by the
+    # measured ratio of L1 to W-Gates (LPNet's error on these networks) and W-Gates runs again.
+    iterations: int = 2
+
+    def __post_init__(self) -> None:
+        if self.sessions < 1:
+            raise ValueError(f"sessions: give at least 1 interleaved timing session, got {self.sessions}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance: give a fraction of the dense latency in (0, 1), e.g. 0.05, got "
+                             f"{self.tolerance}")
+        if self.iterations < 1:
+            raise ValueError(f"iterations: give at least 1 W-Gates round, got {self.iterations}")
 
 
 @register_section("compare")
@@ -410,6 +434,23 @@ class LatencyTarget:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One W-Gates round of the latency arm at one MACs target: the latency target it ran at, and
+    the medians over seeds of both sides' measured ratios in the sessions that followed."""
+
+    macs_target: float
+    round: int
+    latency_keep: float
+    wgates_ratio: float
+    l1_ratio: float
+    test_acc: float
+
+    def describe(self) -> str:
+        return (f"round {self.round}: target {self.latency_keep:.3f}, measured {self.wgates_ratio:.3f} vs "
+                f"L1 {self.l1_ratio:.3f}")
+
+
 @dataclass
 class LatencyArm:
     """What the latency arm ran and measured (``enabled`` False: nothing, the arm is off)."""
@@ -418,9 +459,11 @@ class LatencyArm:
     batch_size: int = 1
     statistic: str = "median"
     targets: list[LatencyTarget] = field(default_factory=list)
-    records: list[RunRecord] = field(default_factory=list)
+    tolerance: float = 0.05
+    records: list[RunRecord] = field(default_factory=list)      # W-Gates' runs of each target's last round
     before: pd.DataFrame = field(default_factory=pd.DataFrame)   # L1 measured to set the targets
-    after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, one interleaved session
+    after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, the same sessions, last round
+    attempts: list[Attempt] = field(default_factory=list)        # every W-Gates round, in order
     fit: PredictorFit | None = None
     dataset: str = ""                                            # how the latency dataset was built
     failed: str = ""                                             # the runs' error, if they failed
@@ -450,6 +493,23 @@ def measured_ratios(measured: pd.DataFrame, batch_size: int, variant: str = MATC
     return out
 
 
+def combine_sessions(sessions: Sequence[pd.DataFrame], batch_size: int) -> pd.DataFrame:
+    """One row per network (label, seed) from the rows of several interleaved sessions: its ratio
+    ``ratio_b<B>`` is the median over sessions, ``sessions_b<B>`` lists each session's ratio."""
+    import statistics
+
+    frames = [df for df in sessions if len(df)]
+    if not frames:
+        return pd.DataFrame()
+    col = f"ratio_b{batch_size}"
+    rows = []
+    for _, g in pd.concat(frames, ignore_index=True).groupby(["label", "seed"], sort=False):
+        ratios = [float(x) for x in g[col]]
+        rows.append({**g.iloc[0].to_dict(), col: statistics.median(ratios),
+                     f"sessions_b{batch_size}": " / ".join(f"{x:.3f}" for x in ratios)})
+    return pd.DataFrame(rows)
+
+
 def latency_targets(cfg: CompareConfig, l1_ratios: Mapping[float, Mapping[int, float]]) -> list[LatencyTarget]:
     """Per MACs target: W-Gates' latency target, `latency_target` of L1's measured ratios at that
     target, or why there is none (no measured L1 network, or L1 no faster than dense)."""
@@ -473,16 +533,20 @@ def latency_targets(cfg: CompareConfig, l1_ratios: Mapping[float, Mapping[int, f
 def measure_arm(records: Sequence[RunRecord], study: StudyContext, cfg: CompareConfig, *,
                 measure_fn: MeasureFn | None = None) -> pd.DataFrame:
     """`records`' saved networks measured interleaved with the dense network at
-    ``latency_batch`` (``latency_arm.rounds``; threads and device of ``latency_arm.measure``, as
-    the latency dataset was measured): one row per run (`prunerep.studies.latency.measure_interleaved`)."""
+    ``latency_batch`` in ``latency_arm.sessions`` sessions (``latency_arm.rounds`` each; threads
+    and device of ``latency_arm.measure``, as the latency dataset was measured): one row per run
+    (`prunerep.studies.latency.measure_interleaved`), its ratio the median over sessions
+    (`combine_sessions`)."""
     from prunerep.studies.latency import default_measure, measure_interleaved
 
     arm = cfg.latency_arm
-    return measure_interleaved(
+    fn = measure_fn or default_measure(arm.measure)
+    sessions = [measure_interleaved(
         records, study.load_dense, study.input_shape, [cfg.latency_batch], [arm.rounds.repeats],
-        warmup=arm.rounds.warmup, chunk=arm.rounds.chunk, measure_fn=measure_fn or default_measure(arm.measure),
+        warmup=arm.rounds.warmup, chunk=arm.rounds.chunk, measure_fn=fn,
         describe=lambda r: {"method": r.method, "variant": r.tags.get("variant"), "target": _target(r),
-                            "test_acc": r.test_acc})
+                            "test_acc": r.test_acc}) for _ in range(arm.sessions)]
+    return combine_sessions(sessions, cfg.latency_batch)
 
 
 def latency_arm_specs(cfg: CompareConfig, study: StudyContext, targets: Sequence[LatencyTarget],
@@ -520,11 +584,15 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
     1. the latency dataset of ``model`` on this device (reused from the per-device cache the
        wgates stage fills, or measured now, serially: the other runs have finished) and the LPNet
        of the first split seed fitted on it (or reused): `prunerep.studies.latency`;
-    2. L1's plain networks measured interleaved with the dense network (`measure_arm`), and the
-       latency target of every MACs target from their ratios (`latency_targets`);
+    2. L1's plain networks measured interleaved with the dense network (`measure_arm`,
+       ``sessions`` sessions), and the latency target of every MACs target from their ratios
+       (`latency_targets`);
     3. W-Gates in latency mode at those targets (`latency_arm_specs`, the runner: a run finished
        before with the same identity is reused);
-    4. its networks and L1's at the same targets measured again, in one interleaved session.
+    4. its networks and L1's at the same targets measured again, in the same sessions;
+    5. where the two are not at equal measured latency (`latency_match`) and rounds are left
+       (``iterations``), the target rescaled (`retarget`) and steps 3-4 again. Every round is an
+       `Attempt`; the table pairs each target's last round.
 
     `measure_fn` and `fingerprint` replace the timing harness and the device fingerprint (tests).
     """
@@ -533,7 +601,8 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
     from prunerep.studies import latency
 
     arm = cfg.latency_arm
-    out = LatencyArm(enabled=arm.enabled, batch_size=cfg.latency_batch, statistic=arm.statistic)
+    out = LatencyArm(enabled=arm.enabled, batch_size=cfg.latency_batch, statistic=arm.statistic,
+                     tolerance=arm.tolerance)
     if not arm.enabled:
         return out
     dataset = latency.DatasetConfig(models=[cfg.model], sampler=arm.sampler, measure=arm.measure)
@@ -547,17 +616,100 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
     l1 = [r for r in records if r.method == MATCHED and not is_rounded(r) and not is_latency_arm(r)]
     out.before = measure_arm(l1, study, cfg, measure_fn=measure_fn)
     out.targets = latency_targets(cfg, measured_ratios(out.before, cfg.latency_batch))
-    specs = latency_arm_specs(cfg, study, out.targets, out.fit.lpnet_path, out.fit.lpnet_digest)
-    if not specs:
-        return out
-    try:
-        out.records = execute(specs, study)
-    except Exception as err:   # reported in the arm's table, like a failed method in the status table
-        out.failed = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        return out
-    ran = {_target(r) for r in out.records}
-    out.after = measure_arm([*[r for r in l1 if _target(r) in ran], *out.records], study, cfg, measure_fn=measure_fn)
+    pending = [t for t in out.targets if t.latency_keep is not None]
+    finals: list[pd.DataFrame] = []
+    for k in range(1, arm.iterations + 1):
+        specs = latency_arm_specs(cfg, study, pending, out.fit.lpnet_path, out.fit.lpnet_digest)
+        if not specs:
+            break
+        try:
+            ran = execute(specs, study)
+        except Exception as err:   # reported in the arm's table, like a failed method in the status table
+            out.failed = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+            break
+        macs = {_target(r) for r in ran}
+        after = measure_arm([*[r for r in l1 if _target(r) in macs], *ran], study, cfg, measure_fn=measure_fn)
+        retry = []
+        for t in pending:
+            mine = [r for r in ran if _target(r) == t.macs_target]
+            w = measured_ratios(after, cfg.latency_batch, LATENCY_ARM).get(t.macs_target, {})
+            b = measured_ratios(after, cfg.latency_batch).get(t.macs_target, {})
+            attempt = Attempt(t.macs_target, k, float(t.latency_keep or math.nan), _median(w.values()),
+                              _median(b.values()), _median([r.test_acc for r in mine]))
+            out.attempts.append(attempt)
+            status, _ = latency_match(w, b, arm.tolerance)
+            following = retarget(attempt)
+            if k < arm.iterations and status != EQUAL_LATENCY and following is not None:
+                retry.append(dataclasses.replace(t, latency_keep=following))
+            else:
+                out.records.extend(mine)
+                finals.append(after[after["target"] == t.macs_target])
+        pending = retry
+    out.after = pd.concat(finals, ignore_index=True) if finals else pd.DataFrame()
     return out
+
+
+def _median(values: Any) -> float:
+    import statistics
+
+    xs = [float(x) for x in values if math.isfinite(float(x))]
+    return statistics.median(xs) if xs else math.nan
+
+
+#: How W-Gates' measured latency relates to L1's (`latency_match`).
+EQUAL_LATENCY, FASTER, SLOWER, UNRESOLVED = "equal", "faster", "slower", "not established"
+
+
+def latency_match(wgates: Mapping[int, float], l1: Mapping[int, float], tolerance: float
+                  ) -> tuple[str, Interval | None]:
+    """Whether W-Gates' networks are at L1's measured latency: the 95% t-interval of W-Gates'
+    ratio minus L1's, paired by seed (both timed in the same sessions). ``equal`` when the whole
+    interval lies within +-`tolerance` (an equivalence test: noise wide enough to hide a gap of
+    `tolerance` is not equality); otherwise ``faster`` / ``slower`` when it lies wholly below /
+    above 0; ``not established`` when it straddles or fewer than `MIN_SEEDS` seeds pair."""
+    from prunerep.reporting.stats import MIN_SEEDS
+
+    shared = sorted(s for s in set(wgates) & set(l1) if math.isfinite(wgates[s]) and math.isfinite(l1[s]))
+    if not shared:
+        return UNRESOLVED, None
+    iv = paired_difference({s: wgates[s] for s in shared}, {s: l1[s] for s in shared})
+    if iv.n < MIN_SEEDS:
+        return UNRESOLVED, iv
+    if -tolerance <= iv.lo and iv.hi <= tolerance:
+        return EQUAL_LATENCY, iv
+    if iv.hi < 0:
+        return FASTER, iv
+    if iv.lo > 0:
+        return SLOWER, iv
+    return UNRESOLVED, iv
+
+
+def retarget(attempt: Attempt) -> float | None:
+    """The next round's latency target: this round's, scaled by the measured ratio of L1 to
+    W-Gates (LPNet's relative error on W-Gates' networks, with the device's state of these
+    sessions), rounded to 3 decimals; None when there is nothing to correct or no valid target."""
+    if not (math.isfinite(attempt.wgates_ratio) and math.isfinite(attempt.l1_ratio) and attempt.wgates_ratio > 0):
+        return None
+    value = round(attempt.latency_keep * attempt.l1_ratio / attempt.wgates_ratio, 3)
+    return value if 0 < value < 1 and value != attempt.latency_keep else None
+
+
+def equal_latency_verdict(accuracy: str, match: str) -> str:
+    """The verdict of "more accurate than L1 at equal measured latency": the one rule's verdict on
+    the accuracy difference when the latencies are equal (`latency_match`); when they are not, a
+    network both faster and more accurate (supported) or both slower and less accurate (not
+    supported) still answers it; anything else is withheld."""
+    if accuracy == FEW_SEEDS or match == EQUAL_LATENCY:
+        return accuracy
+    if match == FASTER and accuracy == SUPPORTED:
+        return SUPPORTED
+    if match == SLOWER and accuracy == NOT_SUPPORTED:
+        return NOT_SUPPORTED
+    return WITHHELD
+
+
+#: The verdict when the two sides did not reach equal measured latency.
+WITHHELD = "no verdict: not at equal latency"
 
 
 def _measured(arm: LatencyArm, record: RunRecord) -> float:
@@ -571,16 +723,18 @@ def _measured(arm: LatencyArm, record: RunRecord) -> float:
 
 def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.DataFrame:
     """W-Gates (latency mode, LPNet) − L1 at equal measured latency, one row per MACs target:
-    the latency target set from L1's measured ratios, test accuracy of both, their measured
-    latency ratios in one interleaved session (so a reader sees they are equal within noise),
-    and the difference paired by seed with the verdict of the one rule. A target without runs
-    says why. Internal column ``_interval`` holds the interval."""
+    the latency target of every round (the first set from L1's measured ratios), test accuracy of
+    both, their measured latency ratios in the same interleaved sessions, whether those are equal
+    (`latency_match`, within ``tolerance``), and the accuracy difference paired by seed with
+    the verdict (`equal_latency_verdict`: the one rule, withheld when the latencies are not
+    equal). A target without runs says why. Internal column ``_interval`` holds the interval."""
     b = arm.batch_size
-    cols = ["MACs target", "latency target", "set from L1's measured ratios", "what ran", "status", "n",
+    cols = ["MACs target", "latency target", "set from L1's measured ratios", "rounds", "what ran", "status", "n",
             "W-Gates (latency mode): test acc (%)", "L1-norm: test acc (%)",
             f"W-Gates (latency mode): measured latency, batch {b} (fraction of dense)",
             f"L1-norm: measured latency, batch {b} (fraction of dense)",
-            "− L1 (points, 95% CI)", "better than L1?", "_interval"]
+            f"latency, W-Gates − L1 (95% CI; equal within ±{arm.tolerance:g})",
+            "− L1 (points, 95% CI)", "better than L1 at equal latency?", "_interval"]
     rows = []
     ours, base = _arms(arm.records), _arms([r for r in records if r.method == MATCHED])
     for t in arm.targets:
@@ -591,23 +745,30 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
         status = (RAN if a else FAILED if arm.failed else NOT_RUN)
         detail = (f"seeds {sorted(ga)}" if a else arm.failed or t.reason or "no record")
         by_seed = {r.seed: r for r in l1}
-        lat_a = [x for r in a if math.isfinite(x := _measured(arm, r))]
-        lat_b = [x for s in shared if math.isfinite(x := _measured(arm, by_seed[s]))]
+        lat_a = {r.seed: x for r in a if math.isfinite(x := _measured(arm, r))}
+        lat_b = {s: x for s in shared if math.isfinite(x := _measured(arm, by_seed[s]))}
+        match, gap = latency_match(lat_a, lat_b, arm.tolerance) if a else (UNRESOLVED, None)
+        rounds = [x for x in arm.attempts if x.macs_target == t.macs_target]
+        accuracy = verdict(iv, DIRECTION, THRESHOLD) if a else "—"
         rows.append({
             "MACs target": t.macs_target,
-            "latency target": "—" if t.latency_keep is None else f"{t.latency_keep:.3f}",
+            "latency target": "—" if t.latency_keep is None else " → ".join(
+                f"{x.latency_keep:.3f}" for x in rounds) or f"{t.latency_keep:.3f}",
             "set from L1's measured ratios": (f"{arm.statistic} of " + ", ".join(
                 f"{r:.3f} (seed {s})" for s, r in t.l1_ratios.items())) if t.l1_ratios else "—",
+            "rounds": "; ".join(x.describe() for x in rounds) or "—",
             "what ran": record_name(a[0]) if a else method_name(LATENCY_METHOD, {"lpnet": "LPNet"}),
             "status": f"{status}: {detail}", "n": len(shared),
             "W-Gates (latency mode): test acc (%)": fmt_mean_std([r.test_acc for r in a]) if a else "—",
             "L1-norm: test acc (%)": fmt_mean_std([gb[s] for s in shared]) if shared else "—",
             f"W-Gates (latency mode): measured latency, batch {b} (fraction of dense)":
-                fmt_mean_std(lat_a, 3) if lat_a else "not measured",
+                fmt_mean_std(list(lat_a.values()), 3) if lat_a else "not measured",
             f"L1-norm: measured latency, batch {b} (fraction of dense)":
-                fmt_mean_std(lat_b, 3) if lat_b else "not measured",
+                fmt_mean_std(list(lat_b.values()), 3) if lat_b else "not measured",
+            f"latency, W-Gates − L1 (95% CI; equal within ±{arm.tolerance:g})":
+                "—" if gap is None else f"{gap.format(3)}: {match}",
             "− L1 (points, 95% CI)": "—" if iv is None else str(iv),
-            "better than L1?": verdict(iv, DIRECTION, THRESHOLD) if a else "—",
+            "better than L1 at equal latency?": equal_latency_verdict(accuracy, match) if a else "—",
             "_interval": iv,
         })
     return pd.DataFrame(rows, columns=cols)
@@ -626,9 +787,14 @@ def equal_latency_caption(arm: LatencyArm) -> str:
     return (f"W-Gates in latency mode (Budget(latency_keep), enforced through LPNet's prediction at batch {b}) at the "
             f"{arm.statistic} over seeds of L1-norm's measured latency ratio at each MACs target (L1's networks and "
             f"the dense network timed interleaved), rounded to 3 decimals; then both arms' networks timed again in "
-            f"one interleaved session with the dense network (ratio: median over rounds of the network's time over "
-            f"the dense time in the same round). Test accuracy difference paired by seed (95% t-interval), verdict "
-            f"of \"more accurate than L1\" (difference > 0).{lp} **Verdict rule.** {VERDICT_RULE}")
+            f"the same interleaved sessions with the dense network (a network's ratio: the median over sessions of "
+            f"the median over rounds of its time over the dense time in the same round). The latencies are equal "
+            f"when the 95% t-interval of W-Gates' ratio minus L1's, paired by seed, lies within "
+            f"±{arm.tolerance:g}; if not, the target was rescaled by the measured L1/W-Gates ratio and W-Gates ran "
+            f"again (column rounds). Test accuracy difference paired by seed (95% t-interval), verdict of \"more "
+            f"accurate than L1\" (difference > 0) by the one rule, given only at equal latency, or when W-Gates is "
+            f"both faster and more accurate (supported) or both slower and less accurate (not supported); "
+            f"otherwise \"{WITHHELD}\".{lp} **Verdict rule.** {VERDICT_RULE}")
 
 
 def latency_arm_metrics(arm: LatencyArm, table: pd.DataFrame) -> dict[str, Any]:
@@ -651,6 +817,11 @@ def latency_arm_metrics(arm: LatencyArm, table: pd.DataFrame) -> dict[str, Any]:
         iv = None if row is None else row.get("_interval")
         if isinstance(iv, Interval):
             out[f"{key}/minus_l1"] = iv.mean
+        rounds = [x for x in arm.attempts if x.macs_target == t.macs_target]
+        if rounds:
+            out[f"{key}/rounds"] = len(rounds)
+            if math.isfinite(gap := rounds[-1].wgates_ratio - rounds[-1].l1_ratio):
+                out[f"{key}/latency_gap"] = gap
     return out
 
 
