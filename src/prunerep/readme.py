@@ -159,10 +159,32 @@ def render_comparison(results_root: str | Path = "results") -> list[str]:
                  f"; latency, pruning time, the difference to random channels and the width "
                  f"profiles are in [compare.ipynb]({LINK_ROOT}/compare/compare.ipynb); "
                  "produced by `dvc repro compare`.")
-    return [*lines, "", *render_rounding(root)]
+    return [*lines, "", *render_rounding(root), *render_equal_latency(root)]
 
 
 ROUNDING = "compare/tables/rounding.csv"
+EQUAL_LATENCY = "compare/tables/equal_latency.csv"
+
+
+def render_equal_latency(root: Path) -> list[str]:
+    """The comparison's latency arm (W-Gates in latency mode at L1's measured latency): per MACs
+    target, both accuracies, both measured latencies, whether they are equal and the verdict;
+    [] when the stage ran no arm."""
+    path = root / EQUAL_LATENCY
+    if not path.exists():
+        return []
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if table.empty:
+        return []
+    shown = [c for c in table.columns
+             if c not in ("set from L1's measured ratios", "rounds", "what ran", "n") and not c.startswith("_")]
+    name = table["what ran"].iloc[0]
+    lines = [f"**W-Gates at L1's measured latency** ({name}; its latency target set from L1's measured "
+             "latency, rescaled when it missed; a verdict only where both measure the same latency):", "",
+             "| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    lines += ["| " + " | ".join(_cell(rec[c]) for c in shown) + " |" for rec in table.to_dict("records")]
+    return [*lines, "", f"From `{LINK_ROOT}/{EQUAL_LATENCY}` (the rounds and how each target was set are in "
+            f"[compare.ipynb]({LINK_ROOT}/compare/compare.ipynb)).", ""]
 
 
 def render_rounding(root: Path) -> list[str]:

@@ -151,7 +151,9 @@ def test_the_table_pairs_wgates_and_l1_by_seed_with_the_one_rule():
     row = table.iloc[0]
     gap = paired_difference({0: 0.505, 1: 0.51, 2: 0.53}, {0: 0.50, 1: 0.50, 2: 0.52})
     assert row["n"] == 3 and row["better than L1 at equal latency?"] == SUPPORTED
-    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"] == f"{gap.format(3)}: {compare.EQUAL_LATENCY}"
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"] == \
+        f"{gap.mean:+.3f} [{gap.lo:+.3f}, {gap.hi:+.3f}] (n=3): {compare.EQUAL_LATENCY}"
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"] == "+0.008 [+0.001, +0.016] (n=3): equal"
     m = compare.latency_arm_metrics(arm, table)
     assert m["wgates_latency@0.5/latency_target"] == 0.52 and m["wgates_latency@0.5/minus_l1"] == pytest.approx(
         (5.0 + 3.0 + 2.5) / 3)
@@ -201,12 +203,27 @@ def test_the_verdict_is_given_only_at_equal_latency_or_under_dominance(accuracy,
     assert compare.equal_latency_verdict(accuracy, match) == expected
 
 
-def test_a_miss_rescales_the_target_by_the_measured_l1_to_wgates_ratio():
-    miss = compare.Attempt(0.5, 1, latency_keep=0.929, wgates_ratio=0.968, l1_ratio=0.763, test_acc=78.6)
-    assert compare.retarget(miss) == round(0.929 * 0.763 / 0.968, 3) == 0.732
-    assert compare.retarget(dataclasses.replace(miss, wgates_ratio=float("nan"))) is None
-    assert compare.retarget(dataclasses.replace(miss, l1_ratio=0.968)) is None           # nothing to correct
-    assert compare.retarget(dataclasses.replace(miss, l1_ratio=2.0, wgates_ratio=1.0)) is None   # not below dense
+def test_the_next_target_scales_after_one_miss_and_follows_the_secant_after_two():
+    first = compare.Attempt(0.5, 1, latency_keep=0.929, wgates_ratio=0.968, l1_ratio=0.763, test_acc=78.6)
+    assert compare.next_target([first]) == round(0.929 * 0.763 / 0.968, 3) == 0.732
+    assert compare.next_target([dataclasses.replace(first, wgates_ratio=float("nan"))]) is None
+    assert compare.next_target([dataclasses.replace(first, l1_ratio=0.968)]) is None       # nothing to correct
+    assert compare.next_target([dataclasses.replace(first, l1_ratio=2.0, wgates_ratio=1.0)]) is None  # not below dense
+    assert compare.next_target([]) is None
+    # the session-14 rounds at MACs 0.5: W-Gates/L1 = 0.908 at target 0.750, 1.082 at 0.826; the
+    # secant through them crosses 1 at 0.826 + (1 - 1.082) * 0.076 / (1.082 - 0.908)
+    a1 = compare.Attempt(0.5, 1, latency_keep=0.750, wgates_ratio=0.692, l1_ratio=0.762, test_acc=70.0)
+    a2 = compare.Attempt(0.5, 2, latency_keep=0.826, wgates_ratio=0.828, l1_ratio=0.765, test_acc=73.0)
+    r1, r2 = 0.692 / 0.762, 0.828 / 0.765
+    assert compare.next_target([a1, a2]) == round(0.826 + (1 - r2) * 0.076 / (r2 - r1), 3) == 0.790
+    # two rounds that do not increase together (noise): the scaling of the last one instead
+    a2_noisy = dataclasses.replace(a2, wgates_ratio=0.650)
+    assert compare.next_target([a1, a2_noisy]) == round(0.826 * 0.765 / 0.650, 3) == 0.972
+    # a target already tried is not run again
+    # (r = 1.0 at 0.7, 1.2 at 0.8: the secant points back at 0.7)
+    hit = compare.Attempt(0.5, 1, latency_keep=0.7, wgates_ratio=0.7, l1_ratio=0.7, test_acc=1.0)
+    over = compare.Attempt(0.5, 2, latency_keep=0.8, wgates_ratio=0.84, l1_ratio=0.7, test_acc=1.0)
+    assert compare.next_target([hit, over]) is None
 
 
 def test_a_networks_ratio_is_the_median_over_sessions():
@@ -387,7 +404,7 @@ def test_the_notebook_runs_the_arm_end_to_end_on_a_tiny_setting(tmp_path, monkey
     # two seeds cannot establish equal latency, so a second round ran at the rescaled target
     first, last = arm.attempts[0], arm.attempts[-1]
     assert first.latency_keep == arm.targets[0].latency_keep and len(arm.attempts) == 2
-    assert last.latency_keep == compare.retarget(first)
+    assert last.latency_keep == compare.next_target([first])
     for r in arm.records:   # W-Gates in latency mode, at the last round's target, through the LPNet that was fitted
         assert r.method == "wgates" and r.budget["latency_keep"] == last.latency_keep
         assert r.hyper["lpnet"] == arm.fit.lpnet_path and r.hyper["lpnet_digest"] == arm.fit.lpnet_digest

@@ -204,3 +204,24 @@ def test_render_includes_the_rounded_arms_when_the_comparison_ran_them(tmp_path:
                                "rounded − as pruned (points, 95% CI) |")
     assert lines[head + 4] == ("| L1-norm | 0.490 → 0.410 | 20.00 → 17.00 | -15.0% | 60.00 ± 1.00 (n=3) → 58.00 ± 1.00 "
                                "(n=3) | -2.00 [-3.0, -1.0] (n=3) |")
+
+
+def test_render_includes_the_equal_latency_arm_when_the_comparison_ran_it(tmp_path: Path) -> None:
+    res = _results(tmp_path)
+    _comparison(res)
+    assert "W-Gates at L1's measured latency" not in R.render_results(res)
+    pd.DataFrame([{"MACs target": 0.5, "latency target": "0.929 → 0.732", "set from L1's measured ratios": "median of",
+                   "rounds": "round 1: ...", "what ran": "W-Gates (latency mode, LPNet)", "status": "ran: seeds [0, 1, 2]",
+                   "n": 3, "W-Gates (latency mode): test acc (%)": "75.00 ± 1.00 (n=3)",
+                   "L1-norm: test acc (%)": "73.00 ± 0.50 (n=3)",
+                   "latency, W-Gates − L1 (95% CI; equal within ±0.05)": "+0.010 [+0.00, +0.02] (n=3): equal",
+                   "− L1 (points, 95% CI)": "+2.00 [+1.0, +3.0] (n=3)",
+                   "better than L1 at equal latency?": "supported"}]
+                 ).to_csv(res / "compare" / "tables" / "equal_latency.csv", index=False)
+    lines = R.render_results(res).splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith("**W-Gates at L1's measured latency** (W-Gates (latency"))
+    assert lines[head + 2] == ("| MACs target | latency target | status | W-Gates (latency mode): test acc (%) | "
+                               "L1-norm: test acc (%) | latency, W-Gates − L1 (95% CI; equal within ±0.05) | "
+                               "− L1 (points, 95% CI) | better than L1 at equal latency? |")
+    assert lines[head + 4] == ("| 0.5 | 0.929 → 0.732 | ran: seeds [0, 1, 2] | 75.00 ± 1.00 (n=3) | 73.00 ± 0.50 (n=3) "
+                               "| +0.010 [+0.00, +0.02] (n=3): equal | +2.00 [+1.0, +3.0] (n=3) | supported |")

@@ -445,10 +445,15 @@ class Attempt:
     wgates_ratio: float
     l1_ratio: float
     test_acc: float
+    equal: bool = False          # `latency_match` found the two at equal latency
+
+    @property
+    def gap(self) -> float:
+        return self.wgates_ratio - self.l1_ratio
 
     def describe(self) -> str:
         return (f"round {self.round}: target {self.latency_keep:.3f}, measured {self.wgates_ratio:.3f} vs "
-                f"L1 {self.l1_ratio:.3f}")
+                f"L1 {self.l1_ratio:.3f}" + (" (equal)" if self.equal else ""))
 
 
 @dataclass
@@ -464,6 +469,7 @@ class LatencyArm:
     before: pd.DataFrame = field(default_factory=pd.DataFrame)   # L1 measured to set the targets
     after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, the same sessions, last round
     attempts: list[Attempt] = field(default_factory=list)        # every W-Gates round, in order
+    paired: dict[float, int] = field(default_factory=dict)       # MACs target -> the round the table pairs
     fit: PredictorFit | None = None
     dataset: str = ""                                            # how the latency dataset was built
     failed: str = ""                                             # the runs' error, if they failed
@@ -591,8 +597,9 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
        before with the same identity is reused);
     4. its networks and L1's at the same targets measured again, in the same sessions;
     5. where the two are not at equal measured latency (`latency_match`) and rounds are left
-       (``iterations``), the target rescaled (`retarget`) and steps 3-4 again. Every round is an
-       `Attempt`; the table pairs each target's last round.
+       (``iterations``), a new target (`next_target`) and steps 3-4 again. Every round is an
+       `Attempt`; the table pairs each target's round at equal latency, or else the round whose
+       median latencies are closest (a choice on latency only, never on accuracy).
 
     `measure_fn` and `fingerprint` replace the timing harness and the device fingerprint (tests).
     """
@@ -617,7 +624,7 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
     out.before = measure_arm(l1, study, cfg, measure_fn=measure_fn)
     out.targets = latency_targets(cfg, measured_ratios(out.before, cfg.latency_batch))
     pending = [t for t in out.targets if t.latency_keep is not None]
-    finals: list[pd.DataFrame] = []
+    rounds: dict[float, list[tuple[Attempt, list[RunRecord], pd.DataFrame]]] = {}
     for k in range(1, arm.iterations + 1):
         specs = latency_arm_specs(cfg, study, pending, out.fit.lpnet_path, out.fit.lpnet_digest)
         if not specs:
@@ -634,17 +641,22 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
             mine = [r for r in ran if _target(r) == t.macs_target]
             w = measured_ratios(after, cfg.latency_batch, LATENCY_ARM).get(t.macs_target, {})
             b = measured_ratios(after, cfg.latency_batch).get(t.macs_target, {})
-            attempt = Attempt(t.macs_target, k, float(t.latency_keep or math.nan), _median(w.values()),
-                              _median(b.values()), _median([r.test_acc for r in mine]))
-            out.attempts.append(attempt)
             status, _ = latency_match(w, b, arm.tolerance)
-            following = retarget(attempt)
-            if k < arm.iterations and status != EQUAL_LATENCY and following is not None:
+            attempt = Attempt(t.macs_target, k, float(t.latency_keep or math.nan), _median(w.values()),
+                              _median(b.values()), _median([r.test_acc for r in mine]), status == EQUAL_LATENCY)
+            out.attempts.append(attempt)
+            rounds.setdefault(t.macs_target, []).append((attempt, mine, after[after["target"] == t.macs_target]))
+            following = next_target([a for a, _, _ in rounds[t.macs_target]])
+            if k < arm.iterations and not attempt.equal and following is not None:
                 retry.append(dataclasses.replace(t, latency_keep=following))
-            else:
-                out.records.extend(mine)
-                finals.append(after[after["target"] == t.macs_target])
         pending = retry
+    finals = []
+    for macs_target, tried in rounds.items():
+        attempt, mine, after = min(tried, key=lambda x: (not x[0].equal, abs(x[0].gap) if math.isfinite(x[0].gap)
+                                                         else math.inf))
+        out.paired[macs_target] = attempt.round
+        out.records.extend(mine)
+        finals.append(after)
     out.after = pd.concat(finals, ignore_index=True) if finals else pd.DataFrame()
     return out
 
@@ -684,14 +696,29 @@ def latency_match(wgates: Mapping[int, float], l1: Mapping[int, float], toleranc
     return UNRESOLVED, iv
 
 
-def retarget(attempt: Attempt) -> float | None:
-    """The next round's latency target: this round's, scaled by the measured ratio of L1 to
-    W-Gates (LPNet's relative error on W-Gates' networks, with the device's state of these
-    sessions), rounded to 3 decimals; None when there is nothing to correct or no valid target."""
-    if not (math.isfinite(attempt.wgates_ratio) and math.isfinite(attempt.l1_ratio) and attempt.wgates_ratio > 0):
+def next_target(tried: Sequence[Attempt]) -> float | None:
+    """The next round's latency target from the rounds run so far at one MACs target, aiming at
+    W-Gates' measured ratio over L1's (each round's own sessions, so the device's drift between
+    rounds cancels) = 1. After one round: its target scaled by L1/W-Gates (LPNet's relative error
+    on W-Gates' networks). After two: the secant through the last two (target, W-Gates/L1) points
+    (LPNet also compresses the range: a target change moves the measured latency by more), or the
+    scaling again when those two do not increase together (noise). Rounded to 3 decimals; None
+    when nothing is measured, the value is not a latency below the dense one, or it was tried."""
+    if not tried:
         return None
-    value = round(attempt.latency_keep * attempt.l1_ratio / attempt.wgates_ratio, 3)
-    return value if 0 < value < 1 and value != attempt.latency_keep else None
+    last = tried[-1]
+    r2 = last.wgates_ratio / last.l1_ratio if last.l1_ratio > 0 else math.nan
+    if not (math.isfinite(r2) and r2 > 0):
+        return None
+    value = last.latency_keep / r2
+    if len(tried) >= 2:
+        prev = tried[-2]
+        r1 = prev.wgates_ratio / prev.l1_ratio if prev.l1_ratio > 0 else math.nan
+        dt = last.latency_keep - prev.latency_keep
+        if math.isfinite(r1) and dt != 0 and (r2 - r1) / dt > 0:
+            value = last.latency_keep + (1.0 - r2) * dt / (r2 - r1)
+    value = round(value, 3)
+    return value if 0 < value < 1 and value not in {a.latency_keep for a in tried} else None
 
 
 def equal_latency_verdict(accuracy: str, match: str) -> str:
@@ -756,7 +783,8 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
                 f"{x.latency_keep:.3f}" for x in rounds) or f"{t.latency_keep:.3f}",
             "set from L1's measured ratios": (f"{arm.statistic} of " + ", ".join(
                 f"{r:.3f} (seed {s})" for s, r in t.l1_ratios.items())) if t.l1_ratios else "—",
-            "rounds": "; ".join(x.describe() for x in rounds) or "—",
+            "rounds": "; ".join(x.describe() + (" ← paired" if arm.paired.get(t.macs_target) == x.round
+                                                 and len(rounds) > 1 else "") for x in rounds) or "—",
             "what ran": record_name(a[0]) if a else method_name(LATENCY_METHOD, {"lpnet": "LPNet"}),
             "status": f"{status}: {detail}", "n": len(shared),
             "W-Gates (latency mode): test acc (%)": fmt_mean_std([r.test_acc for r in a]) if a else "—",
@@ -766,12 +794,20 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
             f"L1-norm: measured latency, batch {b} (fraction of dense)":
                 fmt_mean_std(list(lat_b.values()), 3) if lat_b else "not measured",
             f"latency, W-Gates − L1 (95% CI; equal within ±{arm.tolerance:g})":
-                "—" if gap is None else f"{gap.format(3)}: {match}",
+                "—" if gap is None else f"{_fmt_gap(gap)}: {match}",
             "− L1 (points, 95% CI)": "—" if iv is None else str(iv),
             "better than L1 at equal latency?": equal_latency_verdict(accuracy, match) if a else "—",
             "_interval": iv,
         })
     return pd.DataFrame(rows, columns=cols)
+
+
+def _fmt_gap(iv: Interval) -> str:
+    """A latency gap in fractions of the dense latency, bounds to the same 3 decimals (the
+    tolerance is compared at that precision)."""
+    if iv.n < 2 or not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
+        return f"{iv.mean:+.3f} (n={iv.n})"
+    return f"{iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}] (n={iv.n})"
 
 
 def equal_latency_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -817,11 +853,12 @@ def latency_arm_metrics(arm: LatencyArm, table: pd.DataFrame) -> dict[str, Any]:
         iv = None if row is None else row.get("_interval")
         if isinstance(iv, Interval):
             out[f"{key}/minus_l1"] = iv.mean
-        rounds = [x for x in arm.attempts if x.macs_target == t.macs_target]
+        rounds = {x.round: x for x in arm.attempts if x.macs_target == t.macs_target}
         if rounds:
             out[f"{key}/rounds"] = len(rounds)
-            if math.isfinite(gap := rounds[-1].wgates_ratio - rounds[-1].l1_ratio):
-                out[f"{key}/latency_gap"] = gap
+            paired = rounds.get(arm.paired.get(t.macs_target, max(rounds)))
+            if paired is not None and math.isfinite(paired.gap):
+                out[f"{key}/latency_gap"] = paired.gap
     return out
 
 
