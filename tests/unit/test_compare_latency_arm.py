@@ -158,6 +158,17 @@ def test_the_table_pairs_wgates_and_l1_by_seed_with_the_one_rule():
     assert m["wgates_latency@0.5/latency_target"] == 0.52 and m["wgates_latency@0.5/minus_l1"] == pytest.approx(
         (5.0 + 3.0 + 2.5) / 3)
     assert not [c for c in compare.equal_latency_display(table).columns if c.startswith("_")]
+    # re-timed later: the same relation keeps the verdict; another one withdraws it
+    arm.confirm = after
+    row = compare.equal_latency_table(arm, l1).iloc[0]
+    assert row["better than L1 at equal latency?"] == SUPPORTED
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"].endswith("; re-timed: +0.008 [+0.001, +0.016] "
+                                                                            "(n=3): equal")
+    arm.confirm = _after([*l1, *ours], {**ratio, **{(compare.LATENCY_ARM, s): 0.70 + 0.01 * s for s in range(3)}})
+    row = compare.equal_latency_table(arm, l1).iloc[0]
+    assert row["better than L1 at equal latency?"] == compare.WITHHELD
+    assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"].endswith(f": {compare.SLOWER}")
+    arm.confirm = pd.DataFrame()
     # W-Gates' networks slower than L1's (the session-13 case: more accurate, but larger): no verdict
     slow = {**ratio, **{(compare.LATENCY_ARM, s): 0.70 + 0.01 * s for s in range(3)}}
     arm.after = _after([*l1, *ours], slow)
@@ -289,6 +300,7 @@ def test_the_arm_runs_again_at_a_rescaled_target_when_wgates_misses_l1s_latency(
     assert [a.round for a in arm.attempts] == [1, 2]
     assert {r.budget["latency_keep"] for r in arm.records} == {arm.attempts[1].latency_keep}   # the last round's
     assert set(arm.after["variant"]) == {"l1", compare.LATENCY_ARM} and len(arm.after) == 6
+    assert arm.paired == {0.5: 2} and arm.confirm.equals(arm.after)   # re-timed (the fake device does not drift)
     row = compare.equal_latency_table(arm, l1).iloc[0]
     assert row["latency target"] == f"0.760 → {arm.attempts[1].latency_keep:.3f}"
     assert row["latency, W-Gates − L1 (95% CI; equal within ±0.05)"].endswith(compare.EQUAL_LATENCY)

@@ -470,6 +470,7 @@ class LatencyArm:
     after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, the same sessions, last round
     attempts: list[Attempt] = field(default_factory=list)        # every W-Gates round, in order
     paired: dict[float, int] = field(default_factory=dict)       # MACs target -> the round the table pairs
+    confirm: pd.DataFrame = field(default_factory=pd.DataFrame)  # the paired networks re-timed after all rounds
     fit: PredictorFit | None = None
     dataset: str = ""                                            # how the latency dataset was built
     failed: str = ""                                             # the runs' error, if they failed
@@ -599,7 +600,10 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
     5. where the two are not at equal measured latency (`latency_match`) and rounds are left
        (``iterations``), a new target (`next_target`) and steps 3-4 again. Every round is an
        `Attempt`; the table pairs each target's round at equal latency, or else the round whose
-       median latencies are closest (a choice on latency only, never on accuracy).
+       median latencies are closest (a choice on latency only, never on accuracy);
+    6. the paired networks (W-Gates' and L1's) timed once more in new sessions (``confirm``): on a
+       device whose state drifts for minutes, a latency relation (equal, faster, slower) counts
+       only if this re-timing finds the same one.
 
     `measure_fn` and `fingerprint` replace the timing harness and the device fingerprint (tests).
     """
@@ -658,6 +662,10 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
         out.records.extend(mine)
         finals.append(after)
     out.after = pd.concat(finals, ignore_index=True) if finals else pd.DataFrame()
+    if out.records:   # the paired networks timed once more, later: a relation that does not replicate is none
+        macs = {_target(r) for r in out.records}
+        out.confirm = measure_arm([*[r for r in l1 if _target(r) in macs], *out.records], study, cfg,
+                                  measure_fn=measure_fn)
     return out
 
 
@@ -736,12 +744,13 @@ def equal_latency_verdict(accuracy: str, match: str) -> str:
 
 
 #: The verdict when the two sides did not reach equal measured latency.
-WITHHELD = "no verdict: not at equal latency"
+WITHHELD = "no verdict: equal latency not established"
 
 
-def _measured(arm: LatencyArm, record: RunRecord) -> float:
-    """`record`'s ratio to dense in the arm's final interleaved session (NaN if not measured)."""
-    df = arm.after
+def _measured(arm: LatencyArm, record: RunRecord, frame: pd.DataFrame | None = None) -> float:
+    """`record`'s ratio to dense in the sessions of its round (``arm.after``), or in `frame`
+    (NaN if not measured there)."""
+    df = arm.after if frame is None else frame
     if not len(df):
         return math.nan
     m = df[(df["label"] == record.label) & (df["seed"] == record.seed)]
@@ -775,6 +784,13 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
         lat_a = {r.seed: x for r in a if math.isfinite(x := _measured(arm, r))}
         lat_b = {s: x for s in shared if math.isfinite(x := _measured(arm, by_seed[s]))}
         match, gap = latency_match(lat_a, lat_b, arm.tolerance) if a else (UNRESOLVED, None)
+        again, regap = latency_match({r.seed: _measured(arm, r, arm.confirm) for r in a},
+                                     {s: _measured(arm, by_seed[s], arm.confirm) for s in shared},
+                                     arm.tolerance) if a and len(arm.confirm) else (UNRESOLVED, None)
+        gap_text = "—" if gap is None else f"{_fmt_gap(gap)}: {match}"
+        if regap is not None:
+            gap_text += f"; re-timed: {_fmt_gap(regap)}: {again}"
+        settled = match if regap is None or again == match else UNRESOLVED
         rounds = [x for x in arm.attempts if x.macs_target == t.macs_target]
         accuracy = verdict(iv, DIRECTION, THRESHOLD) if a else "—"
         rows.append({
@@ -794,9 +810,9 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
             f"L1-norm: measured latency, batch {b} (fraction of dense)":
                 fmt_mean_std(list(lat_b.values()), 3) if lat_b else "not measured",
             f"latency, W-Gates − L1 (95% CI; equal within ±{arm.tolerance:g})":
-                "—" if gap is None else f"{_fmt_gap(gap)}: {match}",
+                gap_text,
             "− L1 (points, 95% CI)": "—" if iv is None else str(iv),
-            "better than L1 at equal latency?": equal_latency_verdict(accuracy, match) if a else "—",
+            "better than L1 at equal latency?": equal_latency_verdict(accuracy, settled) if a else "—",
             "_interval": iv,
         })
     return pd.DataFrame(rows, columns=cols)
@@ -826,8 +842,10 @@ def equal_latency_caption(arm: LatencyArm) -> str:
             f"the same interleaved sessions with the dense network (a network's ratio: the median over sessions of "
             f"the median over rounds of its time over the dense time in the same round). The latencies are equal "
             f"when the 95% t-interval of W-Gates' ratio minus L1's, paired by seed, lies within "
-            f"±{arm.tolerance:g}; if not, the target was rescaled by the measured L1/W-Gates ratio and W-Gates ran "
-            f"again (column rounds). Test accuracy difference paired by seed (95% t-interval), verdict of \"more "
+            f"±{arm.tolerance:g}; if not, W-Gates ran again at a new target (after one round: scaled by the "
+            f"measured L1/W-Gates ratio; after two: the secant through the last two; column rounds); the round paired is the one at equal latency, else the closest. Its networks are "
+            f"then re-timed in new sessions, and the relation (equal, faster, slower) counts only if the re-timing "
+            f"finds the same one. Test accuracy difference paired by seed (95% t-interval), verdict of \"more "
             f"accurate than L1\" (difference > 0) by the one rule, given only at equal latency, or when W-Gates is "
             f"both faster and more accurate (supported) or both slower and less accurate (not supported); "
             f"otherwise \"{WITHHELD}\".{lp} **Verdict rule.** {VERDICT_RULE}")
