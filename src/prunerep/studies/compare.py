@@ -116,8 +116,9 @@ class LatencyArmConfig:
     runs with the same hyper-parameters (``hyper.wgates``), training phases and fine-tuning as
     in FLOPs mode, and its networks are measured in the same interleaved sessions as the L1
     networks of the same target. The table "at equal measured latency" shows both measured ratios
-    and gives a verdict only where they are equal within ``tolerance`` (`latency_match`); where
-    they are not, the target is rescaled and W-Gates runs again, up to ``iterations`` rounds.
+    and gives a verdict only where they are equal within ``tolerance`` (`latency_match`) and a
+    later re-timing agrees; where they are not, W-Gates runs again at a new target
+    (`next_target`), up to ``iterations`` rounds.
 
     L1, not each method, sets the target: it is the baseline of every verdict here, and the
     latency of a uniform one-shot network is what a practitioner gets for free. Median by
@@ -140,9 +141,9 @@ class LatencyArmConfig:
     # sessions) lies within +-tolerance (fractions of the dense latency). Otherwise no verdict of
     # "more accurate at equal latency", unless one side is both faster and more accurate.
     tolerance: float = 0.05
-    # W-Gates rounds at most: while the latencies are not equal, the target is rescaled by the
-    # measured ratio of L1 to W-Gates (LPNet's error on these networks) and W-Gates runs again.
-    iterations: int = 2
+    # W-Gates rounds at most: while the latencies are not equal, W-Gates runs again at a new
+    # target (`next_target`: scaled by the measured L1/W-Gates ratio, then the secant).
+    iterations: int = 3
 
     def __post_init__(self) -> None:
         if self.sessions < 1:
@@ -465,9 +466,9 @@ class LatencyArm:
     statistic: str = "median"
     targets: list[LatencyTarget] = field(default_factory=list)
     tolerance: float = 0.05
-    records: list[RunRecord] = field(default_factory=list)      # W-Gates' runs of each target's last round
+    records: list[RunRecord] = field(default_factory=list)      # W-Gates' runs of each target's paired round
     before: pd.DataFrame = field(default_factory=pd.DataFrame)   # L1 measured to set the targets
-    after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, the same sessions, last round
+    after: pd.DataFrame = field(default_factory=pd.DataFrame)    # both sides, the paired round's sessions
     attempts: list[Attempt] = field(default_factory=list)        # every W-Gates round, in order
     paired: dict[float, int] = field(default_factory=dict)       # MACs target -> the round the table pairs
     confirm: pd.DataFrame = field(default_factory=pd.DataFrame)  # the paired networks re-timed after all rounds
