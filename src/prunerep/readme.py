@@ -166,43 +166,49 @@ ROUNDING = "compare/tables/rounding.csv"
 EQUAL_LATENCY = "compare/tables/equal_latency.csv"
 
 
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A table the compare stage wrote, as text; None when it is absent or has no row (the
+    stage ran no such arm)."""
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return None if table.empty else table
+
+
+def _markdown(table: pd.DataFrame, shown: Sequence[str]) -> list[str]:
+    """`table`'s `shown` columns as markdown rows, header first."""
+    return ["| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|",
+            *("| " + " | ".join(_cell(rec[c]) for c in shown) + " |" for rec in table.to_dict("records"))]
+
+
 def render_equal_latency(root: Path) -> list[str]:
     """The comparison's latency arm (W-Gates in latency mode at L1's measured latency): per MACs
     target, both accuracies, both measured latencies, whether they are equal and the verdict;
     [] when the stage ran no arm."""
-    path = root / EQUAL_LATENCY
-    if not path.exists():
-        return []
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if table.empty:
+    table = _read_table(root / EQUAL_LATENCY)
+    if table is None:
         return []
     shown = [c for c in table.columns
              if c not in ("set from L1's measured ratios", "rounds", "what ran", "n") and not c.startswith("_")]
     name = table["what ran"].iloc[0]
-    lines = [f"**W-Gates at L1's measured latency** ({name}; its latency target set from L1's measured "
-             "latency, rescaled when it missed; a verdict only where both measure the same latency):", "",
-             "| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
-    lines += ["| " + " | ".join(_cell(rec[c]) for c in shown) + " |" for rec in table.to_dict("records")]
-    return [*lines, "", f"From `{LINK_ROOT}/{EQUAL_LATENCY}` (the rounds and how each target was set are in "
+    return [f"**W-Gates at L1's measured latency** ({name}; its latency target set from L1's measured "
+            "latency, run again at a new target when it missed; a verdict only where both measure the same latency):", "",
+            *_markdown(table, shown), "",
+            f"From `{LINK_ROOT}/{EQUAL_LATENCY}` (the rounds and how each target was set are in "
             f"[compare.ipynb]({LINK_ROOT}/compare/compare.ipynb)).", ""]
 
 
 def render_rounding(root: Path) -> list[str]:
     """The rounded arms of the comparison (widths rounded down to multiples for the hardware):
     MACs, measured latency and accuracy as pruned → rounded; [] when the stage ran none."""
-    path = root / ROUNDING
-    if not path.exists():
-        return []
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if table.empty:
+    table = _read_table(root / ROUNDING)
+    if table is None:
         return []
     multiple, target = table["rounded to"].iloc[0], table["MACs target"].iloc[0]
     shown = [c for c in table.columns if c not in ("MACs target", "rounded to", "n")]
-    lines = [f"**Widths rounded down to multiples of {multiple}** (keep {target}; every method as pruned → "
-             "rounded, then the same fine-tuning; the channels with the smallest filter L1 norm go):", "",
-             "| " + " | ".join(shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
-    lines += ["| " + " | ".join(_cell(rec[c]) for c in shown) + " |" for rec in table.to_dict("records")]
-    return [*lines, "", f"From `{LINK_ROOT}/{ROUNDING}`.", ""]
+    return [f"**Widths rounded down to multiples of {multiple}** (keep {target}; every method as pruned → "
+            "rounded, then the same fine-tuning; the channels with the smallest filter L1 norm go):", "",
+            *_markdown(table, shown), "", f"From `{LINK_ROOT}/{ROUNDING}`.", ""]
 
 
 def render_results(results_root: str | Path = "results") -> str:
