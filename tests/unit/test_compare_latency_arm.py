@@ -396,7 +396,7 @@ def test_the_notebook_runs_the_arm_end_to_end_on_a_tiny_setting(tmp_path, monkey
                         "measure": {"batch_sizes": [1, 4], "repeats": [1, 1], "warmup": 0, "chunk": 8, "recheck": 4,
                                     "layer_levels": 2, "layer_repeats": [1, 1]},
                         "predictor": {"lpnet": {"hidden": 16, "iterations": 100, "eval_every": 20}, "seeds": [0]},
-                        "rounds": {"repeats": 2, "warmup": 0}}}
+                        "rounds": {"repeats": 2, "warmup": 0}, "iterations": 2}}
     nb = json.loads((ROOT / "notebooks" / "compare.ipynb").read_text())
     cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
     scope: dict = {}

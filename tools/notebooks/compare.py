@@ -103,13 +103,25 @@ saved = save_figure(accuracy_vs_latency([*records, *latency_arm.records], title,
 #
 # W-Gates' native budget is a latency, predicted by LPNet from the widths; everywhere above it runs
 # in FLOPs mode at the MACs targets. Here (`latency_arm`), at each MACs target, L1's networks are
-# timed interleaved with the dense network at `latency_batch`, and the median (`latency_arm.statistic`)
-# over seeds of their latency ratio becomes W-Gates' latency target (`Budget(latency_keep=...)`),
-# with LPNet fitted on this device's latency dataset. W-Gates gets the same training phases and
-# fine-tuning as in FLOPs mode; afterwards its networks and L1's are timed again in one interleaved
-# session, so both measured ratios stand side by side with the accuracy difference, paired by seed
-# and judged by the one rule. At a profile where `latency_arm.enabled` is false this section says
-# so and nothing runs.
+# timed interleaved with the dense network at `latency_batch` in `latency_arm.sessions` sessions
+# (a network's ratio: the median over sessions), and the median (`latency_arm.statistic`) over seeds
+# of their latency ratio becomes W-Gates' latency target (`Budget(latency_keep=...)`), with LPNet
+# fitted on this device's latency dataset. W-Gates gets the same training phases and fine-tuning as
+# in FLOPs mode; afterwards its networks and L1's are timed again in the same sessions.
+#
+# Equal latency is then checked, not assumed: on a noisy machine a whole session's ratios can move
+# together by more than the gaps compared here, and LPNet's prediction can miss W-Gates' networks.
+# The latencies count as equal when the 95% interval of W-Gates' ratio minus L1's, paired by seed,
+# lies within ±`latency_arm.tolerance` of the dense latency. If they are not equal, W-Gates runs
+# again at a new target (after one round: scaled by the measured ratio of L1 to W-Gates; after two:
+# the secant through the last two rounds), up to `latency_arm.iterations` rounds (column "rounds").
+# The table pairs the round at equal latency, or else the round whose latencies came closest (a
+# choice on latency, never on accuracy), and times its networks once more in new sessions: the
+# relation (equal, faster, slower) counts only if that re-timing finds it again. The accuracy
+# difference, paired by seed, gets the one rule's verdict only at equal latency, or when W-Gates is
+# both faster and more accurate (supported) or both slower and less accurate (not supported).
+# Otherwise the table says "no verdict: equal latency not established". At a profile where
+# `latency_arm.enabled` is false this section says so and nothing runs.
 
 # %%
 equal_latency = compare.equal_latency_table(latency_arm, records)
