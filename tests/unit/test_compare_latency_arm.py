@@ -307,6 +307,24 @@ def test_the_arm_runs_again_at_a_rescaled_target_when_wgates_misses_l1s_latency(
     assert row["better than L1 at equal latency?"] == SUPPORTED and row["rounds"].startswith("round 1: target 0.760")
     metrics = compare.latency_arm_metrics(arm, compare.equal_latency_table(arm, l1))
     assert metrics["wgates_latency@0.5/rounds"] == 2 and abs(metrics["wgates_latency@0.5/latency_gap"]) < 0.01
+    # a round that fails after one that ran: the first round is paired, and the failure is shown
+    calls = []
+
+    def fail_second(specs, study):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("worker died")
+        return [dataclasses.replace(_rec(compare.LATENCY_ARM, s.seed, 70.0, s.tags["target"]),
+                                    budget={"latency_keep": s.budget.latency_keep}) for s in specs]
+
+    import prunerep.runner
+
+    with monkeypatch.context() as m:
+        m.setattr(prunerep.runner, "execute", fail_second)
+        broken = compare.run_latency_arm(cfg, _study(), l1)
+    assert broken.failed == "RuntimeError: worker died" and len(broken.attempts) == 1 and len(broken.records) == 3
+    assert compare.equal_latency_table(broken, l1).iloc[0]["status"] == \
+        "ran: seeds [0, 1, 2]; a later round failed: RuntimeError: worker died"
     # one round only: the miss stays, and its verdict is withheld
     executed.clear()
     once = compare.run_latency_arm(_cfg(targets=[0.5], latency_arm=_arm(iterations=1)), _study(), l1)

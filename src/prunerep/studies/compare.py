@@ -780,7 +780,8 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
         shared = sorted(set(ga) & set(gb))
         iv = paired_difference({s: ga[s] for s in shared}, {s: gb[s] for s in shared}) if shared else None
         status = (RAN if a else FAILED if arm.failed else NOT_RUN)
-        detail = (f"seeds {sorted(ga)}" if a else arm.failed or t.reason or "no record")
+        detail = (f"seeds {sorted(ga)}" + (f"; a later round failed: {arm.failed}" if arm.failed else "")
+                  if a else arm.failed or t.reason or "no record")
         by_seed = {r.seed: r for r in l1}
         lat_a = {r.seed: x for r in a if math.isfinite(x := _measured(arm, r))}
         lat_b = {s: x for s in shared if math.isfinite(x := _measured(arm, by_seed[s]))}
