@@ -108,9 +108,9 @@ def render_comparison(results_root: str | Path = "results") -> list[str]:
     (with its verdict) at each MACs target, best first at the middle target; [] without results."""
     root = Path(results_root)
     path = root / COMPARISON
-    if not path.exists():
+    table = _read_table(path)
+    if table is None:
         return []
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
     need = {"MACs target", "method", "what ran", "test acc (%)", "− L1-norm (points, 95% CI)",
             "better than L1-norm?"}
     missing = sorted(need - set(table.columns))

@@ -215,7 +215,7 @@ def test_the_verdict_is_given_only_at_equal_latency_or_under_dominance(accuracy,
 
 
 def test_the_next_target_scales_after_one_miss_and_follows_the_secant_after_two():
-    first = compare.Attempt(0.5, 1, latency_keep=0.929, wgates_ratio=0.968, l1_ratio=0.763, test_acc=78.6)
+    first = compare.Attempt(0.5, 1, latency_keep=0.929, wgates_ratio=0.968, l1_ratio=0.763)
     assert compare.next_target([first]) == round(0.929 * 0.763 / 0.968, 3) == 0.732
     assert compare.next_target([dataclasses.replace(first, wgates_ratio=float("nan"))]) is None
     assert compare.next_target([dataclasses.replace(first, l1_ratio=0.968)]) is None       # nothing to correct
@@ -223,8 +223,8 @@ def test_the_next_target_scales_after_one_miss_and_follows_the_secant_after_two(
     assert compare.next_target([]) is None
     # the session-14 rounds at MACs 0.5: W-Gates/L1 = 0.908 at target 0.750, 1.082 at 0.826; the
     # secant through them crosses 1 at 0.826 + (1 - 1.082) * 0.076 / (1.082 - 0.908)
-    a1 = compare.Attempt(0.5, 1, latency_keep=0.750, wgates_ratio=0.692, l1_ratio=0.762, test_acc=70.0)
-    a2 = compare.Attempt(0.5, 2, latency_keep=0.826, wgates_ratio=0.828, l1_ratio=0.765, test_acc=73.0)
+    a1 = compare.Attempt(0.5, 1, latency_keep=0.750, wgates_ratio=0.692, l1_ratio=0.762)
+    a2 = compare.Attempt(0.5, 2, latency_keep=0.826, wgates_ratio=0.828, l1_ratio=0.765)
     r1, r2 = 0.692 / 0.762, 0.828 / 0.765
     assert compare.next_target([a1, a2]) == round(0.826 + (1 - r2) * 0.076 / (r2 - r1), 3) == 0.790
     # two rounds that do not increase together (noise): the scaling of the last one instead
@@ -232,8 +232,8 @@ def test_the_next_target_scales_after_one_miss_and_follows_the_secant_after_two(
     assert compare.next_target([a1, a2_noisy]) == round(0.826 * 0.765 / 0.650, 3) == 0.972
     # a target already tried is not run again
     # (r = 1.0 at 0.7, 1.2 at 0.8: the secant points back at 0.7)
-    hit = compare.Attempt(0.5, 1, latency_keep=0.7, wgates_ratio=0.7, l1_ratio=0.7, test_acc=1.0)
-    over = compare.Attempt(0.5, 2, latency_keep=0.8, wgates_ratio=0.84, l1_ratio=0.7, test_acc=1.0)
+    hit = compare.Attempt(0.5, 1, latency_keep=0.7, wgates_ratio=0.7, l1_ratio=0.7)
+    over = compare.Attempt(0.5, 2, latency_keep=0.8, wgates_ratio=0.84, l1_ratio=0.7)
     assert compare.next_target([hit, over]) is None
 
 

@@ -94,6 +94,8 @@ def test_interval_edge_cases() -> None:
     assert str(Interval(5.2, 3.1, 7.3, 3)) == "+5.20 [+3.1, +7.3] (n=3)"
     # tiny values (logit changes) must not print as +0.00
     assert str(Interval(2e-6, 1e-6, 3e-6, 3)) == "+2.00e-06 [+1.0e-06, +3.0e-06] (n=3)"
+    assert Interval(0.008, 0.00116, 0.0157, 3).format(3, bound_digits=3) == "+0.008 [+0.001, +0.016] (n=3)"
+    assert Interval(0.008, 0.00116, 0.0157, 3).format(3) == "+0.008 [+1.16e-03, +0.02] (n=3)"
 
 
 def test_paired_difference_uses_shared_seeds_only() -> None:

@@ -185,12 +185,13 @@ class Interval:
     n: int
     level: float = 0.95
 
-    def format(self, digits: int = 2) -> str:
-        """"+5.20 [+3.1, +7.3] (n=3)": bounds one digit coarser, since they are less certain."""
+    def format(self, digits: int = 2, bound_digits: int | None = None) -> str:
+        """"+5.20 [+3.1, +7.3] (n=3)": bounds one digit coarser, since they are less certain, unless
+        `bound_digits` says otherwise (a quantity compared with a tolerance at that precision)."""
         mean = _fmt_signed(self.mean, digits)
         if self.n < 2 or math.isnan(self.lo) or math.isnan(self.hi):
             return f"{mean} (n={self.n})"
-        bd = max(digits - 1, 1)
+        bd = max(digits - 1, 1) if bound_digits is None else bound_digits
         level = "" if math.isclose(self.level, 0.95) else f"{self.level:.0%} "
         return f"{mean} {level}[{_fmt_signed(self.lo, bd)}, {_fmt_signed(self.hi, bd)}] (n={self.n})"
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,12 +446,16 @@ class Attempt:
     latency_keep: float
     wgates_ratio: float
     l1_ratio: float
-    test_acc: float
     equal: bool = False          # `latency_match` found the two at equal latency
 
     @property
     def gap(self) -> float:
         return self.wgates_ratio - self.l1_ratio
+
+    @property
+    def relative(self) -> float:
+        """W-Gates' measured latency over L1's (NaN when either is not measured)."""
+        return self.wgates_ratio / self.l1_ratio if self.l1_ratio > 0 else math.nan
 
     def describe(self) -> str:
         return (f"round {self.round}: target {self.latency_keep:.3f}, measured {self.wgates_ratio:.3f} vs "
@@ -481,8 +486,6 @@ def latency_target(ratios: Sequence[float], statistic: str = "median") -> float:
     """W-Gates' latency target from L1's measured ratios over seeds: their median (or mean),
     rounded to 3 decimals (the measurement is not finer; a rerun that measures within the same
     thousandth keeps the runs' identity)."""
-    import statistics
-
     values = [float(x) for x in ratios if math.isfinite(x)]
     if not values:
         raise ValueError("latency_target: no finite measured ratio")
@@ -504,8 +507,6 @@ def measured_ratios(measured: pd.DataFrame, batch_size: int, variant: str = MATC
 def combine_sessions(sessions: Sequence[pd.DataFrame], batch_size: int) -> pd.DataFrame:
     """One row per network (label, seed) from the rows of several interleaved sessions: its ratio
     ``ratio_b<B>`` is the median over sessions, ``sessions_b<B>`` lists each session's ratio."""
-    import statistics
-
     frames = [df for df in sessions if len(df)]
     if not frames:
         return pd.DataFrame()
@@ -641,14 +642,15 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
             break
         macs = {_target(r) for r in ran}
         after = measure_arm([*[r for r in l1 if _target(r) in macs], *ran], study, cfg, measure_fn=measure_fn)
+        wgates_ratios = measured_ratios(after, cfg.latency_batch, LATENCY_ARM)
+        l1_ratios = measured_ratios(after, cfg.latency_batch)
         retry = []
         for t in pending:
             mine = [r for r in ran if _target(r) == t.macs_target]
-            w = measured_ratios(after, cfg.latency_batch, LATENCY_ARM).get(t.macs_target, {})
-            b = measured_ratios(after, cfg.latency_batch).get(t.macs_target, {})
+            w, b = wgates_ratios.get(t.macs_target, {}), l1_ratios.get(t.macs_target, {})
             status, _ = latency_match(w, b, arm.tolerance)
             attempt = Attempt(t.macs_target, k, float(t.latency_keep or math.nan), _median(w.values()),
-                              _median(b.values()), _median([r.test_acc for r in mine]), status == EQUAL_LATENCY)
+                              _median(b.values()), status == EQUAL_LATENCY)
             out.attempts.append(attempt)
             rounds.setdefault(t.macs_target, []).append((attempt, mine, after[after["target"] == t.macs_target]))
             following = next_target([a for a, _, _ in rounds[t.macs_target]])
@@ -671,8 +673,6 @@ def run_latency_arm(cfg: CompareConfig, study: StudyContext, records: Sequence[R
 
 
 def _median(values: Any) -> float:
-    import statistics
-
     xs = [float(x) for x in values if math.isfinite(float(x))]
     return statistics.median(xs) if xs else math.nan
 
@@ -716,14 +716,13 @@ def next_target(tried: Sequence[Attempt]) -> float | None:
     if not tried:
         return None
     last = tried[-1]
-    r2 = last.wgates_ratio / last.l1_ratio if last.l1_ratio > 0 else math.nan
+    r2 = last.relative
     if not (math.isfinite(r2) and r2 > 0):
         return None
     value = last.latency_keep / r2
     if len(tried) >= 2:
         prev = tried[-2]
-        r1 = prev.wgates_ratio / prev.l1_ratio if prev.l1_ratio > 0 else math.nan
-        dt = last.latency_keep - prev.latency_keep
+        r1, dt = prev.relative, last.latency_keep - prev.latency_keep
         if math.isfinite(r1) and dt != 0 and (r2 - r1) / dt > 0:
             value = last.latency_keep + (1.0 - r2) * dt / (r2 - r1)
     value = round(value, 3)
@@ -789,9 +788,9 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
         again, regap = latency_match({r.seed: _measured(arm, r, arm.confirm) for r in a},
                                      {s: _measured(arm, by_seed[s], arm.confirm) for s in shared},
                                      arm.tolerance) if a and len(arm.confirm) else (UNRESOLVED, None)
-        gap_text = "—" if gap is None else f"{_fmt_gap(gap)}: {match}"
+        gap_text = "—" if gap is None else f"{gap.format(3, bound_digits=3)}: {match}"
         if regap is not None:
-            gap_text += f"; re-timed: {_fmt_gap(regap)}: {again}"
+            gap_text += f"; re-timed: {regap.format(3, bound_digits=3)}: {again}"
         settled = match if regap is None or again == match else UNRESOLVED
         rounds = [x for x in arm.attempts if x.macs_target == t.macs_target]
         accuracy = verdict(iv, DIRECTION, THRESHOLD) if a else "—"
@@ -818,14 +817,6 @@ def equal_latency_table(arm: LatencyArm, records: Sequence[RunRecord]) -> pd.Dat
             "_interval": iv,
         })
     return pd.DataFrame(rows, columns=cols)
-
-
-def _fmt_gap(iv: Interval) -> str:
-    """A latency gap in fractions of the dense latency, bounds to the same 3 decimals (the
-    tolerance is compared at that precision)."""
-    if iv.n < 2 or not (math.isfinite(iv.lo) and math.isfinite(iv.hi)):
-        return f"{iv.mean:+.3f} (n={iv.n})"
-    return f"{iv.mean:+.3f} [{iv.lo:+.3f}, {iv.hi:+.3f}] (n={iv.n})"
 
 
 def equal_latency_display(table: pd.DataFrame) -> pd.DataFrame:
