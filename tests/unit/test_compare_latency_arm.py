@@ -249,10 +249,11 @@ def test_a_networks_ratio_is_the_median_over_sessions():
     assert compare.combine_sessions([pd.DataFrame()], 64).empty
 
 
-def _fake_arm_world(monkeypatch, bias: float, l1_ratio: float = 0.76):
+def _fake_arm_world(monkeypatch, bias: float, l1_ratio: float = 0.76, fail_after: int | None = None):
     """run_latency_arm without a dataset, LPNet, training or timing: L1's networks always measure
     `l1_ratio`; a W-Gates network run at latency target x measures x * `bias` (+0.002 per seed),
-    as if LPNet under-predicted its latency by that factor. Returns the list of executed specs."""
+    as if LPNet under-predicted its latency by that factor; the runner dies in every round after
+    `fail_after` rounds. Returns the list of executed specs."""
     from types import SimpleNamespace
 
     import prunerep.runner
@@ -266,6 +267,8 @@ def _fake_arm_world(monkeypatch, bias: float, l1_ratio: float = 0.76):
 
     def execute(specs, study):
         executed.append(list(specs))
+        if fail_after is not None and len(executed) > fail_after:
+            raise RuntimeError("worker died")
         return [dataclasses.replace(_rec(compare.LATENCY_ARM, s.seed, 70.0 + s.budget.latency_keep, s.tags["target"]),
                                     budget={"latency_keep": s.budget.latency_keep}) for s in specs]
 
@@ -307,24 +310,6 @@ def test_the_arm_runs_again_at_a_rescaled_target_when_wgates_misses_l1s_latency(
     assert row["better than L1 at equal latency?"] == SUPPORTED and row["rounds"].startswith("round 1: target 0.760")
     metrics = compare.latency_arm_metrics(arm, compare.equal_latency_table(arm, l1))
     assert metrics["wgates_latency@0.5/rounds"] == 2 and abs(metrics["wgates_latency@0.5/latency_gap"]) < 0.01
-    # a round that fails after one that ran: the first round is paired, and the failure is shown
-    calls = []
-
-    def fail_second(specs, study):
-        calls.append(1)
-        if len(calls) > 1:
-            raise RuntimeError("worker died")
-        return [dataclasses.replace(_rec(compare.LATENCY_ARM, s.seed, 70.0, s.tags["target"]),
-                                    budget={"latency_keep": s.budget.latency_keep}) for s in specs]
-
-    import prunerep.runner
-
-    with monkeypatch.context() as m:
-        m.setattr(prunerep.runner, "execute", fail_second)
-        broken = compare.run_latency_arm(cfg, _study(), l1)
-    assert broken.failed == "RuntimeError: worker died" and len(broken.attempts) == 1 and len(broken.records) == 3
-    assert compare.equal_latency_table(broken, l1).iloc[0]["status"] == \
-        "ran: seeds [0, 1, 2]; a later round failed: RuntimeError: worker died"
     # one round only: the miss stays, and its verdict is withheld
     executed.clear()
     once = compare.run_latency_arm(_cfg(targets=[0.5], latency_arm=_arm(iterations=1)), _study(), l1)
@@ -334,6 +319,12 @@ def test_the_arm_runs_again_at_a_rescaled_target_when_wgates_misses_l1s_latency(
     exact = _fake_arm_world(monkeypatch, bias=1.0)
     done = compare.run_latency_arm(cfg, _study(), l1)
     assert len(exact) == 1 and len(done.attempts) == 1 and len(done.records) == 3
+    # a round that fails after one that ran: the first round is paired, and the failure is shown
+    _fake_arm_world(monkeypatch, bias=1.25, fail_after=1)
+    broken = compare.run_latency_arm(cfg, _study(), l1)
+    assert broken.failed == "RuntimeError: worker died" and len(broken.attempts) == 1 and len(broken.records) == 3
+    assert compare.equal_latency_table(broken, l1).iloc[0]["status"] == \
+        "ran: seeds [0, 1, 2]; a later round failed: RuntimeError: worker died"
 
 
 # -- configuration ---------------------------------------------------------------------------------------
